@@ -1,0 +1,133 @@
+"""PASHA (Bohdal et al., "PASHA: Efficient HPO and NAS with Progressive Resource Allocation",
+ICLR 2023): ASHA in promotion form whose maximum resource starts at the second rung and grows
+by one rung whenever the ranking of the top two unlocked rungs is not yet stable.
+
+Stability is judged with soft ranking: the trials of the top unlocked rung ``t``, sorted by
+their value there, must keep their place within a group of "equivalent" trials in rung
+``t - 1`` (values within ``epsilon`` of each other). ``epsilon`` is estimated automatically,
+as in the paper: the 90th percentile of the value gaps of pairs of configurations whose order
+flips between the two rungs (0 when no pair flips), measured on rung ``t - 1``.
+
+The unlocked rung is the scheduler's only state; it is returned with every action and
+persisted by the coordinator under the experiment's lock, so every replica agrees on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tuner.domain import Decision, Reason, RungEntry
+from tuner.schedulers.asha import Asha, judge_promotion_form
+from tuner.schedulers.base import Action, Promote, Snapshot, StartTrial, Wait
+
+EPSILON_PERCENTILE = 90.0
+
+
+def estimate_epsilon(previous: dict[int, float], top: dict[int, float]) -> float:
+    """90th percentile of |gap| at the previous rung over pairs whose order flips at the top."""
+    common = sorted(set(previous) & set(top))
+    gaps = []
+    for i, a in enumerate(common):
+        for b in common[i + 1 :]:
+            before = previous[a] - previous[b]
+            after = top[a] - top[b]
+            if before * after < 0:
+                gaps.append(abs(before))
+    if not gaps:
+        return 0.0
+    return float(np.percentile(np.asarray(gaps), EPSILON_PERCENTILE))
+
+
+def ranking_is_stable(previous: list[RungEntry], top: list[RungEntry]) -> tuple[bool, float]:
+    """Soft-ranking test of the paper: each top-rung trial stays in its previous-rung group."""
+    top_numbers = {e.trial_number for e in top}
+    prev = [e for e in previous if e.trial_number in top_numbers]  # best first
+    if len(top) < 2 or len(prev) < 2:
+        return True, 0.0
+    eps = estimate_epsilon(
+        {e.trial_number: e.loss for e in prev}, {e.trial_number: e.loss for e in top}
+    )
+    prev_by_pos = [e.loss for e in prev]
+    numbers_by_pos = [e.trial_number for e in prev]
+    for position, entry in enumerate(top):  # top is sorted best first
+        if position >= len(prev):
+            break
+        anchor = prev_by_pos[position]
+        group = {
+            numbers_by_pos[j] for j in range(len(prev)) if abs(prev_by_pos[j] - anchor) <= eps
+        }
+        if entry.trial_number not in group:
+            return False, eps
+    return True, eps
+
+
+@dataclass(frozen=True)
+class Pasha:
+    """ASHA (promotion form, bracket 0) with a progressively unlocked top rung."""
+
+    min_resource: int
+    max_resource: int
+    eta: int = 3
+
+    @property
+    def asha(self) -> Asha:
+        return Asha(self.min_resource, self.max_resource, self.eta)
+
+    @property
+    def levels(self) -> tuple[int, ...]:
+        return self.asha.levels
+
+    @property
+    def is_stopping(self) -> bool:
+        return False
+
+    def brackets(self) -> tuple[int, ...]:
+        return (0,)
+
+    def bracket_bottom(self, bracket: int) -> int:
+        return 0
+
+    def unlocked(self, snap: Snapshot) -> tuple[int, dict[str, Any] | None]:
+        """The top unlocked rung, and the state to persist when it just grew."""
+        top = len(self.levels) - 1
+        t = int(snap.scheduler_state.get("top_rung", min(1, top)))
+        if t >= top:
+            return t, None
+        stable, eps = ranking_is_stable(snap.rung_entries(0, t - 1), snap.rung_entries(0, t))
+        if stable:
+            return t, None
+        return t + 1, {"top_rung": t + 1, "epsilon": eps}
+
+    def next_action(self, snap: Snapshot) -> Action:
+        t, state = self.unlocked(snap)
+        promotion = self.asha.best_promotion(snap, below=t)
+        action: Action
+        if promotion is not None:
+            action = Promote(
+                trial_number=promotion.trial_number, bracket=0, from_rung=promotion.from_rung,
+                rung=promotion.rung, from_resource=promotion.from_resource,
+                resource=promotion.resource,
+                reason=Reason(
+                    "pasha.promote", bracket=0, rung=promotion.from_rung,
+                    resource=promotion.from_resource, rank=promotion.reason.rank,
+                    n=promotion.reason.n, threshold=promotion.reason.threshold,
+                    note=f"unlocked up to rung {t}",
+                ),
+                scheduler_state=state,
+            )
+            return action
+        base = self.asha.start_or_wait(snap)
+        if isinstance(base, StartTrial):
+            return StartTrial(
+                bracket=0, rung=0, resource=self.levels[0], reason=base.reason,
+                scheduler_state=state,
+            )
+        if isinstance(base, Wait):
+            return Wait(base.reason, scheduler_state=state)
+        return base
+
+    def judge(self, snap: Snapshot, bracket: int, rung: int, entry: RungEntry) -> Decision:
+        return judge_promotion_form(len(self.levels) - 1, rung, entry, bracket)

@@ -1,0 +1,147 @@
+"""The storage contract the coordinator drives: one interface, two implementations.
+
+:class:`tuner.storage.memory.MemoryStore` serves the simulator and unit tests;
+:class:`tuner.storage.sql.SqlStore` serves the service (SQLite or PostgreSQL). The coordinator
+(:mod:`tuner.coordinator`) holds every rule of the job protocol and calls only these methods,
+so what the simulator predicts is what the service does.
+
+A store never commits: its caller owns the transaction (one per API call, one per reaper
+pass, one per simulator event). Times are float seconds since the epoch (UTC). Losses are
+direction-normalised (lower is better, ``inf`` for non-finite values).
+
+Every "at most once" rule is enforced by the store as well as checked by the coordinator:
+one report per (trial, step), one rung result per (trial, rung), one promotion per
+(trial, rung), one leased job per trial.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from tuner.domain import (
+    DecisionRecord,
+    Experiment,
+    ExperimentState,
+    Job,
+    JobState,
+    Report,
+    RungResult,
+    Trial,
+)
+from tuner.schedulers.base import Snapshot
+
+
+class Store(Protocol):
+    """Reads and writes of one transaction. Methods raise :class:`tuner.errors.NotFound` for
+    unknown ids and :class:`tuner.errors.ConflictError` when a uniqueness rule would break."""
+
+    # ---- experiments -------------------------------------------------------------------
+    def create_experiment(self, config: Any, now: float) -> Experiment:
+        """Insert a running experiment from a validated ``ExperimentConfig``."""
+
+    def get_experiment(self, experiment_id: int, *, lock: bool = False) -> Experiment:
+        """Load an experiment; ``lock=True`` serialises every decider of this experiment
+        until the transaction ends (PostgreSQL: ``SELECT ... FOR UPDATE``)."""
+
+    def set_experiment_state(
+        self, experiment_id: int, state: ExperimentState, now: float
+    ) -> None: ...
+
+    def set_scheduler_state(self, experiment_id: int, state: dict[str, Any]) -> None: ...
+
+    def add_resource_used(self, experiment_id: int, amount: int) -> None: ...
+
+    # ---- trials ------------------------------------------------------------------------
+    def create_trial(
+        self,
+        experiment_id: int,
+        bracket: int,
+        params: dict[str, Any],
+        params_key: str,
+        now: float,
+    ) -> Trial:
+        """Insert trial number ``n_trials`` (0-based) as PENDING and bump ``n_trials``."""
+
+    def get_trial(self, trial_id: int) -> Trial: ...
+
+    def get_trial_by_number(self, experiment_id: int, number: int) -> Trial: ...
+
+    def update_trial(self, trial_id: int, now: float, **changes: Any) -> Trial:
+        """Set the named fields of :class:`tuner.domain.Trial` (``state``, ``rung``,
+        ``resource``, ``checkpoint``, ``checkpoint_step``, ``best_loss``, ``last_value``,
+        ``retries``, ``stop_requested``, ``ended_at``) and ``updated_at = now``."""
+
+    def count_active(self, experiment_id: int) -> int:
+        """Trials in PENDING, RUNNING or LOST."""
+
+    def unfinished_trials(self, experiment_id: int) -> list[Trial]:
+        """Trials not yet in a final state (used once, when the experiment ends)."""
+
+    # ---- jobs --------------------------------------------------------------------------
+    def create_job(
+        self,
+        trial: Trial,
+        rung: int,
+        from_resource: int,
+        to_resource: int,
+        checkpoint: str | None,
+        attempt: int,
+        now: float,
+    ) -> Job:
+        """Insert a QUEUED job."""
+
+    def get_job(self, job_id: int) -> Job: ...
+
+    def next_queued_job(self, experiment_id: int) -> Job | None:
+        """The oldest QUEUED job of the experiment (PostgreSQL: ``SKIP LOCKED``)."""
+
+    def lease_job(self, job_id: int, worker_id: str, token_hash: str, expires_at: float) -> Job:
+        """QUEUED -> LEASED, binding the lease token's hash to the job."""
+
+    def renew_lease(
+        self, job_id: int, token_hash: str, now: float, expires_at: float
+    ) -> Job | None:
+        """Compare-and-set: extend the lease iff the job is LEASED, the token matches and the
+        lease has not expired at ``now``. ``None`` when any of that fails."""
+
+    def end_job(self, job_id: int, state: JobState, now: float) -> bool:
+        """Compare-and-set LEASED or QUEUED -> ``state``; False if the job was not in either."""
+
+    def expired_jobs(self, now: float, limit: int) -> list[Job]:
+        """LEASED jobs whose lease ended before ``now``, oldest first (any experiment)."""
+
+    def active_job_of_trial(self, trial_id: int) -> Job | None:
+        """The trial's QUEUED or LEASED job, if any."""
+
+    # ---- reports -----------------------------------------------------------------------
+    def get_report(self, trial_id: int, step: int) -> Report | None: ...
+
+    def add_report(self, report: Report) -> None:
+        """Insert; ConflictError if (trial, step) exists."""
+
+    # ---- rungs -------------------------------------------------------------------------
+    def add_rung_result(self, experiment_id: int, result: RungResult) -> None:
+        """Insert; ConflictError if (trial, rung) exists."""
+
+    def get_rung_result(self, trial_id: int, rung: int) -> RungResult | None: ...
+
+    def mark_promoted(self, experiment_id: int, bracket: int, rung: int, trial_number: int) -> None:
+        """Record that the trial left ``rung`` by promotion; ConflictError if it already did."""
+
+    def close_rung_result(self, experiment_id: int, bracket: int, rung: int, trial_number: int) -> None:
+        """Make a result unpromotable (its trial was stopped by hand, failed or cancelled)."""
+
+    # ---- decisions ---------------------------------------------------------------------
+    def add_decision(self, record: DecisionRecord) -> None: ...
+
+    # ---- what schedulers and samplers read ----------------------------------------------
+    def has_params(self, experiment_id: int, params_key: str) -> bool: ...
+
+    def results_at_highest_level(
+        self, experiment_id: int, min_count: int
+    ) -> tuple[int, list[tuple[dict[str, Any], float]]] | None:
+        """The (rung, [(params, loss)]) of the highest rung index (over all brackets) that has
+        at least ``min_count`` results, or None."""
+
+    def snapshot(self, experiment: Experiment, *, can_start: bool, n_active: int) -> Snapshot:
+        """A :class:`tuner.schedulers.base.Snapshot` over this transaction's view."""
