@@ -204,6 +204,7 @@ class Job:
     worker_id: str | None
     lease_expires_at: float | None
     created_at: float
+    token_hash: str | None = None  # sha256 of the lease token; never leaves the server
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,156 @@
+"""Handing out work: one transaction under the experiment's lock."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from tuner.domain import ExperimentState, Job, Reason, Trial, TrialState
+from tuner.errors import SpaceExhausted
+from tuner.coordinator.outcomes import Context, finish_experiment, hash_token, record
+from tuner.domain import DecisionKind
+from tuner.rng import derive_rng
+from tuner.samplers import build_sampler
+from tuner.schedulers.base import Finished, Promote, StartTrial, Wait
+from tuner.space import params_key
+from tuner.store import Store
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """A leased job. ``lease_token`` is shown once, to the worker that claimed it."""
+
+    job: Job
+    trial: Trial
+    lease_token: str
+
+
+@dataclass(frozen=True)
+class NothingNow:
+    """No job now (rungs wait for stragglers, budget or concurrency limit, paused)."""
+
+    reason: Reason
+
+
+@dataclass(frozen=True)
+class ExperimentOver:
+    state: ExperimentState
+
+
+ClaimResult = Assignment | NothingNow | ExperimentOver
+
+
+class _History:
+    """The sampler's view of the experiment (:class:`tuner.samplers.SamplerHistory`)."""
+
+    def __init__(self, store: Store, ctx: Context) -> None:
+        self._store, self._ctx = store, ctx
+        self.n_trials = ctx.experiment.n_trials
+
+    def has_params(self, key: str) -> bool:
+        return self._store.has_params(self._ctx.experiment.id, key)
+
+    def results(self, min_count: int) -> tuple[int, list[tuple[dict[str, Any], float]]] | None:
+        found = self._store.results_at_highest_level(self._ctx.experiment.id, min_count)
+        if found is None:
+            return None
+        rung, rows = found
+        return self._ctx.scheduler.levels[rung], rows
+
+
+def budget_allows_jobs(ctx: Context, now: float) -> bool:
+    """``time_limit_s`` and ``max_resource_units`` stop every new job, promotions included."""
+    budget = ctx.config.budget
+    if budget.time_limit_s is not None and now - ctx.experiment.created_at >= budget.time_limit_s:
+        return False
+    return not (
+        budget.max_resource_units is not None
+        and ctx.experiment.resource_used >= budget.max_resource_units
+    )
+
+
+def _lease(store: Store, ctx: Context, job: Job, worker_id: str, now: float) -> Assignment:
+    token = secrets.token_urlsafe(24)
+    job = store.lease_job(job.id, worker_id, hash_token(token), now + ctx.config.lease_ttl_s)
+    trial = store.update_trial(job.trial_id, now, state=TrialState.RUNNING)
+    return Assignment(job, trial, token)
+
+
+def claim(store: Store, experiment_id: int, worker_id: str, now: float) -> ClaimResult:
+    """Choose what ``worker_id`` trains next and lease it.
+
+    Order: a re-queued job (lost or failed earlier) first; then, within the concurrency and
+    budget limits, what the scheduler answers (a promotion or a new trial).
+
+    Args:
+        store: the transaction's store.
+        experiment_id: which experiment.
+        worker_id: recorded on the job.
+        now: seconds since the epoch.
+
+    Returns:
+        An :class:`Assignment`, :class:`NothingNow` or :class:`ExperimentOver`.
+
+    Raises:
+        NotFound: no such experiment.
+    """
+    ctx = Context.load(store, experiment_id, lock=True)
+    experiment = ctx.experiment
+    if experiment.state.is_finished():
+        return ExperimentOver(experiment.state)
+    if experiment.state is ExperimentState.PAUSED:
+        return NothingNow(Reason("paused", note="the experiment is paused"))
+    queued = store.next_queued_job(experiment.id)
+    if queued is not None:
+        return _lease(store, ctx, queued, worker_id, now)
+    n_active = store.count_active(experiment.id)
+    limit = ctx.config.budget.max_concurrent
+    if limit is not None and n_active >= limit:
+        return NothingNow(Reason("max_concurrent", n=n_active, threshold=limit))
+    if not budget_allows_jobs(ctx, now):
+        if n_active:
+            return NothingNow(Reason("budget", note="budget spent; waiting for active trials"))
+        finish_experiment(store, ctx, now, Reason("budget", note="budget spent"))
+        return ExperimentOver(ExperimentState.COMPLETED)
+    max_trials = ctx.config.budget.max_trials
+    can_start = max_trials is None or experiment.n_trials < max_trials
+    while True:
+        snap = store.snapshot(experiment, can_start=can_start, n_active=n_active)
+        action = ctx.scheduler.next_action(snap)
+        if action.scheduler_state is not None:
+            store.set_scheduler_state(experiment.id, action.scheduler_state)
+        match action:
+            case Promote():
+                trial = store.get_trial_by_number(experiment.id, action.trial_number)
+                store.mark_promoted(experiment.id, action.bracket, action.from_rung, trial.number)
+                record(store, trial, DecisionKind.CONTINUE, action.reason, now)
+                job = store.create_job(
+                    trial, action.rung, action.from_resource, action.resource,
+                    trial.checkpoint, 0, now,
+                )
+                store.add_resource_used(experiment.id, action.resource - action.from_resource)
+                return _lease(store, ctx, job, worker_id, now)
+            case StartTrial():
+                try:
+                    params = _sample(store, ctx)
+                except SpaceExhausted:
+                    can_start = False  # the space has no unseen point: a spent budget
+                    continue
+                key = params_key(params)
+                trial = store.create_trial(experiment.id, action.bracket, params, key, now)
+                record(store, trial, DecisionKind.CONTINUE, action.reason, now)
+                job = store.create_job(trial, action.rung, 0, action.resource, None, 0, now)
+                store.add_resource_used(experiment.id, action.resource)
+                return _lease(store, ctx, job, worker_id, now)
+            case Wait():
+                return NothingNow(action.reason)
+            case Finished():
+                finish_experiment(store, ctx, now, action.reason)
+                return ExperimentOver(ExperimentState.COMPLETED)
+
+
+def _sample(store: Store, ctx: Context) -> dict[str, Any]:
+    sampler = build_sampler(ctx.config.sampler)
+    rng = derive_rng(ctx.config.seed, "sample", ctx.experiment.n_trials)
+    return sampler.sample(ctx.config.space, _History(store, ctx), rng)

@@ -1,0 +1,178 @@
+"""How a trial's job ends: recorded at its rung, paused, completed, stopped, retried or failed.
+
+Shared by claims, reports, the reaper and the experiment actions, so that every path that
+ends a job writes the same facts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from tuner.config import ExperimentConfig
+from tuner.domain import (
+    Decision,
+    DecisionKind,
+    DecisionRecord,
+    Experiment,
+    ExperimentState,
+    Job,
+    JobState,
+    Reason,
+    RungEntry,
+    RungResult,
+    Trial,
+    TrialState,
+    to_loss,
+)
+from tuner.schedulers.base import Scheduler
+from tuner.schedulers.registry import build_scheduler
+from tuner.store import Store
+
+
+def hash_token(token: str) -> str:
+    """Lease and API tokens are stored as their SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Context:
+    """An experiment with its document and rule, loaded once per operation."""
+
+    experiment: Experiment
+    config: ExperimentConfig
+    scheduler: Scheduler
+
+    @classmethod
+    def load(cls, store: Store, experiment_id: int, *, lock: bool) -> Context:
+        experiment = store.get_experiment(experiment_id, lock=lock)
+        config: ExperimentConfig = experiment.config
+        return cls(experiment, config, build_scheduler(config))
+
+    def target_rung(self, trial: Trial, job: Job | None) -> int:
+        """The rung a trial is working toward: where a failure or a stop is recorded."""
+        bottom = self.scheduler.bracket_bottom(trial.bracket)
+        rung = max(trial.rung + 1, bottom)
+        return min(rung, job.rung) if job is not None else rung
+
+
+def record(
+    store: Store, trial: Trial, kind: DecisionKind, reason: Reason | dict[str, Any],
+    now: float, step: int | None = None,
+) -> None:
+    as_dict = reason.as_dict() if isinstance(reason, Reason) else reason
+    store.add_decision(DecisionRecord(trial.id, kind, as_dict, step, now))
+
+
+def record_result(
+    store: Store, ctx: Context, trial: Trial, rung: int, value: float, now: float,
+    *, closed: bool = False,
+) -> RungEntry:
+    """Put the trial's value at ``rung`` into the rung (once; a second time is a no-op)."""
+    loss = to_loss(value, ctx.config.sign)
+    existing = store.get_rung_result(trial.id, rung)
+    if existing is None:
+        store.add_rung_result(
+            ctx.experiment.id,
+            RungResult(
+                bracket=trial.bracket, rung=rung, trial_number=trial.number, trial_id=trial.id,
+                loss=loss, value=value, promoted=False, closed=closed, created_at=now,
+            ),
+        )
+    return RungEntry(loss, trial.number)
+
+
+def improved(trial: Trial, loss: float) -> float | None:
+    if not math.isfinite(loss):
+        return trial.best_loss
+    return loss if trial.best_loss is None else min(trial.best_loss, loss)
+
+
+def close_trial(
+    store: Store, ctx: Context, trial: Trial, job: Job | None, state: TrialState,
+    reason: Reason, now: float,
+) -> Trial:
+    """End a trial by hand, by cancellation or for good after failures.
+
+    Its value at the rung it worked toward is recorded as worst (closed, never promotable),
+    so a synchronous rung that waits for it still fills up; a trial paused at a rung is
+    closed there.
+    """
+    if job is not None:
+        store.end_job(job.id, JobState.CANCELLED if state is TrialState.CANCELLED else JobState.DONE, now)
+    if trial.state is TrialState.PAUSED:
+        store.close_rung_result(ctx.experiment.id, trial.bracket, trial.rung, trial.number)
+    elif state is not TrialState.CANCELLED:
+        rung = ctx.target_rung(trial, job)
+        if rung < len(ctx.scheduler.levels):
+            record_result(store, ctx, trial, rung, math.inf, now, closed=True)
+    kind = DecisionKind.STOP
+    record(store, trial, kind, reason, now)
+    return store.update_trial(trial.id, now, state=state, ended_at=now, stop_requested=False)
+
+
+def retry_or_fail(
+    store: Store, ctx: Context, trial: Trial, job: Job, reason: Reason, now: float,
+    *, lost: bool,
+) -> Trial:
+    """After a lost lease or a failure: queue the job again from the last checkpoint, or,
+    with ``max_retries`` spent, fail the trial (recorded as worst at its rung)."""
+    if ctx.experiment.state is ExperimentState.CANCELLED:
+        cancelled = Reason("cancelled", note="the experiment was cancelled")
+        return close_trial(store, ctx, trial, None, TrialState.CANCELLED, cancelled, now)
+    if trial.retries < ctx.config.max_retries:
+        start = job.from_resource
+        checkpoint = job.checkpoint
+        if trial.checkpoint is not None and trial.checkpoint_step > start:
+            start, checkpoint = trial.checkpoint_step, trial.checkpoint
+        trial = store.update_trial(
+            trial.id, now, state=TrialState.LOST if lost else TrialState.PENDING,
+            retries=trial.retries + 1,
+        )
+        store.create_job(trial, job.rung, start, job.to_resource, checkpoint, job.attempt + 1, now)
+        record(store, trial, DecisionKind.CONTINUE, reason, now)
+        return trial
+    failed = Reason(
+        reason.rule, bracket=trial.bracket, rung=ctx.target_rung(trial, job),
+        note=f"{reason.note}; no retries left ({ctx.config.max_retries})",
+    )
+    return close_trial(store, ctx, trial, None, TrialState.FAILED, failed, now)
+
+
+def apply_rung_decision(
+    store: Store, ctx: Context, trial: Trial, decision: Decision, rung: int, resource: int,
+    now: float, step: int | None = None, **changes: Any,
+) -> Trial:
+    """Write what the scheduler decided about a trial that reached ``rung``."""
+    record(store, trial, decision.kind, decision.reason, now, step)
+    match decision.kind:
+        case DecisionKind.PAUSE:
+            return store.update_trial(
+                trial.id, now, state=TrialState.PAUSED, rung=rung, resource=resource, **changes
+            )
+        case DecisionKind.COMPLETE:
+            return store.update_trial(
+                trial.id, now, state=TrialState.COMPLETED, rung=rung, resource=resource,
+                ended_at=now, **changes,
+            )
+        case DecisionKind.STOP:
+            store.close_rung_result(ctx.experiment.id, trial.bracket, rung, trial.number)
+            return store.update_trial(
+                trial.id, now, state=TrialState.STOPPED, rung=rung, resource=resource,
+                ended_at=now, **changes,
+            )
+        case _:
+            return store.update_trial(trial.id, now, rung=rung, **changes)
+
+
+def finish_experiment(store: Store, ctx: Context, now: float, reason: Reason) -> None:
+    """The experiment is over: trials still paused at a rung were not promoted."""
+    for trial in store.unfinished_trials(ctx.experiment.id):
+        note = Reason(reason.rule, rung=trial.rung, note="experiment ended before a promotion")
+        if trial.state is TrialState.PAUSED:
+            store.close_rung_result(ctx.experiment.id, trial.bracket, trial.rung, trial.number)
+            record(store, trial, DecisionKind.STOP, note, now)
+            store.update_trial(trial.id, now, state=TrialState.STOPPED, ended_at=now)
+    store.set_experiment_state(ctx.experiment.id, ExperimentState.COMPLETED, now)

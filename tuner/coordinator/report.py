@@ -1,0 +1,276 @@
+"""What a worker sends while it holds a lease: reports, heartbeats, completion, failure.
+
+A report, heartbeat or completion carries the job's lease token. A stale token (the lease
+expired and the job went to another worker) is refused with :class:`LeaseExpired` and writes
+nothing, so a zombie worker stops and the winner's data is never overwritten.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tuner.coordinator.outcomes import (
+    Context,
+    apply_rung_decision,
+    close_trial,
+    hash_token,
+    improved,
+    record_result,
+    retry_or_fail,
+)
+from tuner.domain import (
+    Decision,
+    DecisionKind,
+    ExperimentState,
+    Job,
+    JobState,
+    Reason,
+    Report,
+    Trial,
+    TrialState,
+    ValueKind,
+    to_loss,
+)
+from tuner.errors import DuplicateReport, LeaseExpired, OutOfRange
+from tuner.store import Store
+
+CONTINUE = Decision(DecisionKind.CONTINUE, Reason("continue"))
+
+
+def _job_for(store: Store, job_id: int, lease_token: str) -> Job:
+    job = store.get_job(job_id)
+    if job.token_hash is None or job.token_hash != hash_token(lease_token):
+        raise LeaseExpired(
+            f"the lease token does not match job {job_id}: this worker does not hold it "
+            "(its lease expired and the job went to another worker); stop training it"
+        )
+    return job
+
+
+def _require_live_lease(job: Job, now: float) -> None:
+    if job.state is not JobState.LEASED or (job.lease_expires_at or 0.0) < now:
+        raise LeaseExpired(
+            f"the lease of job {job.id} has ended ({job.state}); the trial goes to another "
+            "worker: stop training it"
+        )
+
+
+def settled_decision(trial: Trial) -> Decision:
+    """The answer for a repeated call once the trial moved on."""
+    if trial.state in (TrialState.STOPPED, TrialState.FAILED, TrialState.CANCELLED):
+        return Decision(DecisionKind.STOP, Reason("already_stopped", note=str(trial.state)))
+    if trial.state is TrialState.COMPLETED:
+        return Decision(DecisionKind.COMPLETE, Reason("max_resource"))
+    if trial.state is TrialState.PAUSED:
+        return Decision(DecisionKind.PAUSE, Reason("await_promotion", rung=trial.rung))
+    return CONTINUE
+
+
+def _stop_if_asked(
+    store: Store, job: Job, trial: Trial, now: float
+) -> Decision | None:
+    """Cancel and stop-by-hand take effect at the next report or heartbeat."""
+    cancelled = store.get_experiment(job.experiment_id).state is ExperimentState.CANCELLED
+    if not (trial.stop_requested or cancelled):
+        return None
+    ctx = Context.load(store, job.experiment_id, lock=True)
+    trial = store.get_trial(trial.id)
+    if cancelled:
+        reason = Reason("cancelled", note="the experiment was cancelled")
+        close_trial(store, ctx, trial, job, TrialState.CANCELLED, reason, now)
+    else:
+        reason = Reason("manual_stop", rung=ctx.target_rung(trial, job), note="stopped by hand")
+        close_trial(store, ctx, trial, job, TrialState.STOPPED, reason, now)
+    return Decision(DecisionKind.STOP, reason)
+
+
+def report(
+    store: Store, job_id: int, lease_token: str, step: int, value: float, now: float,
+    metrics: dict[str, Any] | None = None, checkpoint: str | None = None,
+) -> Decision:
+    """Store the value at ``step`` once and answer ``continue`` or ``stop``.
+
+    The same value again for a stored step is answered as before (idempotent); another value
+    is a :class:`DuplicateReport`. A step outside ``(from_resource, to_resource]`` is
+    :class:`OutOfRange`. A non-finite value stops the trial (ranked worst at its rung). In the
+    stopping form, a report at or past a rung's resource is judged at each rung it passed,
+    in order.
+    """
+    job = _job_for(store, job_id, lease_token)
+    trial = store.get_trial(job.trial_id)
+    existing = store.get_report(trial.id, step)
+    if existing is not None:
+        if ValueKind.of(existing.value) is ValueKind.of(value) and (
+            not math.isfinite(value) or existing.value == value
+        ):
+            return settled_decision(trial) if trial.state.is_finished() else CONTINUE
+        raise DuplicateReport(
+            f"trial {trial.number} already has value {existing.value!r} at step {step}; "
+            f"refusing {value!r}"
+        )
+    _require_live_lease(job, now)
+    if not job.from_resource < step <= job.to_resource:
+        raise OutOfRange(
+            f"step is {step}, but job {job.id} trains from {job.from_resource} to "
+            f"{job.to_resource}: report steps {job.from_resource + 1}..{job.to_resource}"
+        )
+    ctx_light = store.get_experiment(job.experiment_id)
+    expires = now + ctx_light.config.lease_ttl_s
+    if store.renew_lease(job.id, job.token_hash or "", now, expires) is None:
+        raise LeaseExpired(f"the lease of job {job.id} has ended; stop training it")
+    store.add_report(Report(trial.id, job.id, step, value, metrics or {}, now))
+    changes: dict[str, Any] = {"last_value": value}
+    if checkpoint is not None:
+        changes.update(checkpoint=checkpoint, checkpoint_step=step)
+    trial = store.update_trial(trial.id, now, **changes)
+
+    stopped = _stop_if_asked(store, job, trial, now)
+    if stopped is not None:
+        return stopped
+    if not math.isfinite(value):
+        ctx = Context.load(store, job.experiment_id, lock=True)
+        rung = ctx.target_rung(trial, job)
+        entry = record_result(store, ctx, trial, rung, value, now)
+        decision = ctx.scheduler.judge(_snap(store, ctx), trial.bracket, rung, entry)
+        store.end_job(job.id, JobState.DONE, now)
+        apply_rung_decision(store, ctx, trial, decision, rung, step, now, step)
+        return decision
+    ctx = Context.load(store, job.experiment_id, lock=False)
+    if not ctx.scheduler.is_stopping:
+        return CONTINUE
+    return _judge_passed_rungs(store, job, trial, step, value, now)
+
+
+def _snap(store: Store, ctx: Context):  # type: ignore[no-untyped-def]
+    n_active = store.count_active(ctx.experiment.id)
+    return store.snapshot(ctx.experiment, can_start=True, n_active=n_active)
+
+
+def _judge_passed_rungs(
+    store: Store, job: Job, trial: Trial, step: int, value: float, now: float
+) -> Decision:
+    """Stopping form: judge the trial at every rung below the top that ``step`` reached."""
+    ctx = Context.load(store, job.experiment_id, lock=False)
+    levels = ctx.scheduler.levels
+    top = len(levels) - 1
+    first = max(trial.rung + 1, ctx.scheduler.bracket_bottom(trial.bracket))
+    passed = [k for k in range(first, top) if levels[k] <= step]
+    if not passed:
+        return CONTINUE
+    ctx = Context.load(store, job.experiment_id, lock=True)  # rung writes are serialised
+    trial = store.get_trial(trial.id)
+    loss = to_loss(value, ctx.config.sign)
+    decision = CONTINUE
+    for k in passed:
+        if k <= trial.rung:
+            continue  # a concurrent retry judged it already
+        entry = record_result(store, ctx, trial, k, value, now)
+        decision = ctx.scheduler.judge(_snap(store, ctx), trial.bracket, k, entry)
+        if decision.kind is DecisionKind.STOP:
+            store.end_job(job.id, JobState.DONE, now)
+        trial = apply_rung_decision(
+            store, ctx, trial, decision, k, levels[k], now, step,
+            best_loss=improved(trial, loss),
+        )
+        if decision.kind is DecisionKind.STOP:
+            break
+    return decision
+
+
+def heartbeat(store: Store, job_id: int, lease_token: str, now: float) -> Decision:
+    """Renew the lease; answer ``stop`` when the trial was stopped by hand or cancelled."""
+    job = _job_for(store, job_id, lease_token)
+    trial = store.get_trial(job.trial_id)
+    if job.state is not JobState.LEASED and trial.state.is_finished():
+        return settled_decision(trial)
+    _require_live_lease(job, now)
+    stopped = _stop_if_asked(store, job, trial, now)
+    if stopped is not None:
+        return stopped
+    ttl = store.get_experiment(job.experiment_id).config.lease_ttl_s
+    if store.renew_lease(job.id, job.token_hash or "", now, now + ttl) is None:
+        raise LeaseExpired(f"the lease of job {job.id} has ended; stop training it")
+    return CONTINUE
+
+
+def complete(
+    store: Store, job_id: int, lease_token: str, now: float, value: float | None = None,
+    checkpoint: str | None = None, metrics: dict[str, Any] | None = None,
+) -> Decision:
+    """The job trained to ``to_resource``: record the value at its rung and decide.
+
+    ``value`` defaults to the report at ``to_resource``. The answer is ``pause`` (the trial
+    waits at its rung for a promotion), ``complete`` (it reached ``max_resource``) or
+    ``stop``. Repeating a completion returns the same answer.
+    """
+    job = _job_for(store, job_id, lease_token)
+    trial = store.get_trial(job.trial_id)
+    if job.state is JobState.DONE:
+        return settled_decision(trial)
+    _require_live_lease(job, now)
+    stored = store.get_report(trial.id, job.to_resource)
+    if value is None:
+        if stored is None:
+            raise OutOfRange(
+                f"complete needs a value, or a report at step {job.to_resource} first"
+            )
+        value = stored.value
+    elif stored is None:
+        store.add_report(Report(trial.id, job.id, job.to_resource, value, metrics or {}, now))
+    stopped = _stop_if_asked(store, job, trial, now)
+    if stopped is not None:
+        return stopped
+    ctx = Context.load(store, job.experiment_id, lock=True)
+    trial = store.get_trial(trial.id)
+    if not store.end_job(job.id, JobState.DONE, now):
+        raise LeaseExpired(f"the lease of job {job.id} has ended; stop training it")
+    entry = record_result(store, ctx, trial, job.rung, value, now)
+    decision = ctx.scheduler.judge(_snap(store, ctx), trial.bracket, job.rung, entry)
+    changes: dict[str, Any] = {"last_value": value, "best_loss": improved(trial, entry.loss)}
+    if checkpoint is not None:
+        changes.update(checkpoint=checkpoint, checkpoint_step=job.to_resource)
+    if decision.kind is DecisionKind.CONTINUE:  # stopping form: a rung below the top
+        decision = Decision(DecisionKind.PAUSE, decision.reason)
+    apply_rung_decision(
+        store, ctx, trial, decision, job.rung, job.to_resource, now, job.to_resource, **changes
+    )
+    return decision
+
+
+def fail(store: Store, job_id: int, lease_token: str, error: str, now: float) -> Trial:
+    """The worker gave up on the job: retry it from the last checkpoint, or fail the trial."""
+    job = _job_for(store, job_id, lease_token)
+    if job.state is JobState.FAILED:
+        return store.get_trial(job.trial_id)
+    _require_live_lease(job, now)
+    ctx = Context.load(store, job.experiment_id, lock=True)
+    if not store.end_job(job.id, JobState.FAILED, now):
+        raise LeaseExpired(f"the lease of job {job.id} has ended")
+    trial = store.get_trial(job.trial_id)
+    reason = Reason("job_failed", bracket=trial.bracket, rung=job.rung, note=error[:500])
+    return retry_or_fail(store, ctx, trial, job, reason, now, lost=False)
+
+
+def reap(store: Store, now: float, limit: int = 100) -> list[Job]:
+    """Expire leases that were not renewed in time and re-queue their jobs.
+
+    Safe with several replicas: each job is ended by a compare-and-set under its
+    experiment's lock, so only one reaper acts on it.
+    """
+    reaped = []
+    for job in store.expired_jobs(now, limit):
+        ctx = Context.load(store, job.experiment_id, lock=True)
+        if not store.end_job(job.id, JobState.EXPIRED, now):
+            continue
+        trial = store.get_trial(job.trial_id)
+        reason = Reason(
+            "lease_expired", bracket=trial.bracket, rung=job.rung,
+            note=f"worker {job.worker_id} stopped renewing its lease",
+        )
+        if ctx.experiment.state is ExperimentState.CANCELLED:
+            close_trial(store, ctx, trial, None, TrialState.CANCELLED, reason, now)
+        else:
+            retry_or_fail(store, ctx, trial, job, reason, now, lost=True)
+        reaped.append(job)
+    return reaped
