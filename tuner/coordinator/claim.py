@@ -151,6 +151,6 @@ def claim(store: Store, experiment_id: int, worker_id: str, now: float) -> Claim
 
 
 def _sample(store: Store, ctx: Context) -> dict[str, Any]:
-    sampler = build_sampler(ctx.config.sampler)
+    sampler = build_sampler(ctx.config.sampler, ctx.config.seed)
     rng = derive_rng(ctx.config.seed, "sample", ctx.experiment.n_trials)
     return sampler.sample(ctx.config.space, _History(store, ctx), rng)

@@ -4,9 +4,14 @@ by one rung whenever the ranking of the top two unlocked rungs is not yet stable
 
 Stability is judged with soft ranking: the trials of the top unlocked rung ``t``, sorted by
 their value there, must keep their place within a group of "equivalent" trials in rung
-``t - 1`` (values within ``epsilon`` of each other). ``epsilon`` is estimated automatically,
-as in the paper: the 90th percentile of the value gaps of pairs of configurations whose order
-flips between the two rungs (0 when no pair flips), measured on rung ``t - 1``.
+``t - 1`` (values within ``epsilon`` of each other). ``epsilon`` is estimated automatically
+from the noise already seen: the 90th percentile of the value gaps of pairs of configurations
+whose order flipped between the two rungs below (``t - 2`` and ``t - 1``); 0 (strict ranking)
+while there is no such history. Estimating it from the top pair itself would excuse every
+flip it measures.
+
+Cost: the test reads the top rungs in full, so a PASHA decision costs O(size of rung t - 1),
+unlike ASHA's O(log n); PASHA keeps those rungs small by design.
 
 The unlocked rung is the scheduler's only state; it is returned with every action and
 persisted by the coordinator under the experiment's lock, so every replica agrees on it.
@@ -14,6 +19,7 @@ persisted by the coordinator under the experiment's lock, so every replica agree
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +33,11 @@ EPSILON_PERCENTILE = 90.0
 
 
 def estimate_epsilon(previous: dict[int, float], top: dict[int, float]) -> float:
-    """90th percentile of |gap| at the previous rung over pairs whose order flips at the top."""
-    common = sorted(set(previous) & set(top))
+    """90th percentile of |gap| in ``previous`` over pairs whose order flips in ``top``."""
+    common = sorted(
+        n for n in set(previous) & set(top)
+        if math.isfinite(previous[n]) and math.isfinite(top[n])
+    )
     gaps = []
     for i, a in enumerate(common):
         for b in common[i + 1 :]:
@@ -41,15 +50,15 @@ def estimate_epsilon(previous: dict[int, float], top: dict[int, float]) -> float
     return float(np.percentile(np.asarray(gaps), EPSILON_PERCENTILE))
 
 
-def ranking_is_stable(previous: list[RungEntry], top: list[RungEntry]) -> tuple[bool, float]:
+def ranking_is_stable(
+    previous: list[RungEntry], top: list[RungEntry], eps: float
+) -> bool:
     """Soft-ranking test of the paper: each top-rung trial stays in its previous-rung group."""
+    top = [e for e in top if math.isfinite(e.loss)]  # diverged trials never rank
     top_numbers = {e.trial_number for e in top}
-    prev = [e for e in previous if e.trial_number in top_numbers]  # best first
+    prev = [e for e in previous if e.trial_number in top_numbers and math.isfinite(e.loss)]
     if len(top) < 2 or len(prev) < 2:
-        return True, 0.0
-    eps = estimate_epsilon(
-        {e.trial_number: e.loss for e in prev}, {e.trial_number: e.loss for e in top}
-    )
+        return True
     prev_by_pos = [e.loss for e in prev]
     numbers_by_pos = [e.trial_number for e in prev]
     for position, entry in enumerate(top):  # top is sorted best first
@@ -60,8 +69,8 @@ def ranking_is_stable(previous: list[RungEntry], top: list[RungEntry]) -> tuple[
             numbers_by_pos[j] for j in range(len(prev)) if abs(prev_by_pos[j] - anchor) <= eps
         }
         if entry.trial_number not in group:
-            return False, eps
-    return True, eps
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -96,8 +105,12 @@ class Pasha:
         t = int(snap.scheduler_state.get("top_rung", min(1, top)))
         if t >= top:
             return t, None
-        stable, eps = ranking_is_stable(snap.rung_entries(0, t - 1), snap.rung_entries(0, t))
-        if stable:
+        previous, current = snap.rung_entries(0, t - 1), snap.rung_entries(0, t)
+        eps = 0.0
+        if t >= 2:
+            older = {e.trial_number: e.loss for e in snap.rung_entries(0, t - 2)}
+            eps = estimate_epsilon(older, {e.trial_number: e.loss for e in previous})
+        if ranking_is_stable(previous, current, eps):
             return t, None
         return t + 1, {"top_rung": t + 1, "epsilon": eps}
 

@@ -1,0 +1,182 @@
+"""Parameter definitions: Float, Int, Categorical, Fixed and the Condition that gates them.
+
+Each model checks its own rules and raises ``ValueError`` with the bare rule
+(``"low must be < high"``); ``SearchSpace`` prefixes the parameter's name.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tuner.space.keys import JSONScalar, scalar_key
+
+_MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True)
+
+
+def _is_integral(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and value.is_integer()
+
+
+def _check_unique(values: list[JSONScalar], what: str) -> None:
+    seen: set[str] = set()
+    for value in values:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{what} must be finite, got {value!r}")
+        key = scalar_key(value)
+        if key in seen:
+            raise ValueError(f"{what} must not contain duplicates: {value!r}")
+        seen.add(key)
+
+
+def _check_range(low: float, high: float, log: bool, step: float | None) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError("bounds must be finite")
+    if low >= high:
+        raise ValueError("low must be < high")
+    if log and low <= 0:
+        raise ValueError("log scale needs low > 0")
+    if step is not None:
+        if not math.isfinite(step) or step <= 0:
+            raise ValueError("step must be > 0")
+        if step > (high - low) * (1 + 1e-9):
+            raise ValueError("step must be <= high - low")
+
+
+class Condition(BaseModel):
+    """The parameter exists only when ``parent`` (categorical or fixed) takes one of ``values``."""
+
+    model_config = _MODEL_CONFIG
+
+    parent: str
+    values: list[JSONScalar]
+
+    def __init__(self, parent: str, values: list[JSONScalar], **data: Any) -> None:
+        super().__init__(parent=parent, values=values, **data)
+
+    @field_validator("values")
+    @classmethod
+    def _values_not_empty(cls, values: list[JSONScalar]) -> list[JSONScalar]:
+        if not values:
+            raise ValueError("condition values must not be empty")
+        _check_unique(values, "condition values")
+        return values
+
+    def holds(self, parent_value: object) -> bool:
+        """Whether the parent's value enables the parameter (``True`` and ``1`` differ)."""
+        key = scalar_key(parent_value)
+        return any(scalar_key(value) == key for value in self.values)
+
+
+class Float(BaseModel):
+    """A real number in ``[low, high]``, optionally on a log scale or quantised by ``step``."""
+
+    model_config = _MODEL_CONFIG
+
+    type: Literal["float"] = "float"
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+    condition: Condition | None = None
+
+    def __init__(self, low: float, high: float, **data: Any) -> None:
+        super().__init__(low=low, high=high, **data)
+
+    @model_validator(mode="after")
+    def _check(self) -> Float:
+        _check_range(self.low, self.high, self.log, self.step)
+        return self
+
+
+class Int(BaseModel):
+    """An integer in ``[low, high]`` (both inclusive), optionally on a log scale or stepped."""
+
+    model_config = _MODEL_CONFIG
+
+    type: Literal["int"] = "int"
+    low: int
+    high: int
+    log: bool = False
+    step: int | None = None
+    condition: Condition | None = None
+
+    def __init__(self, low: int, high: int, **data: Any) -> None:
+        super().__init__(low=low, high=high, **data)
+
+    @field_validator("low", "high", mode="before")
+    @classmethod
+    def _integral_bounds(cls, value: object) -> object:
+        if not _is_integral(value):
+            raise ValueError("int bounds must be integers")
+        return value
+
+    @field_validator("step", mode="before")
+    @classmethod
+    def _integral_step(cls, value: object) -> object:
+        if value is not None and not _is_integral(value):
+            raise ValueError("int step must be an integer")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Int:
+        _check_range(self.low, self.high, self.log, self.step)
+        return self
+
+
+class Categorical(BaseModel):
+    """One of a list of JSON scalars; the order of ``choices`` is the encoding order."""
+
+    model_config = _MODEL_CONFIG
+
+    type: Literal["categorical"] = "categorical"
+    choices: list[JSONScalar]
+    condition: Condition | None = None
+
+    def __init__(self, choices: list[JSONScalar], **data: Any) -> None:
+        super().__init__(choices=choices, **data)
+
+    @field_validator("choices")
+    @classmethod
+    def _check_choices(cls, choices: list[JSONScalar]) -> list[JSONScalar]:
+        if not choices:
+            raise ValueError("choices must not be empty")
+        _check_unique(choices, "choices")
+        return choices
+
+    def index(self, value: object) -> int:
+        """The position of ``value`` in ``choices``; ``ValueError`` when it is not a choice."""
+        key = scalar_key(value)
+        for i, choice in enumerate(self.choices):
+            if scalar_key(choice) == key:
+                return i
+        raise ValueError(f"{value!r} is not one of the choices")
+
+
+class Fixed(BaseModel):
+    """A constant; useful as a condition parent and to record settings beside tuned ones."""
+
+    model_config = _MODEL_CONFIG
+
+    type: Literal["fixed"] = "fixed"
+    value: JSONScalar
+    condition: Condition | None = None
+
+    def __init__(self, value: JSONScalar, **data: Any) -> None:
+        super().__init__(value=value, **data)
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, value: JSONScalar) -> JSONScalar:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"value must be finite, got {value!r}")
+        return value
+
+
+Param = Annotated[Float | Int | Categorical | Fixed, Field(discriminator="type")]
