@@ -20,6 +20,7 @@ def make_document(scheduler: dict[str, Any], **overrides: Any) -> dict[str, Any]
         "scheduler": scheduler,
         "seed": 7,
     }
+    doc.setdefault("lease_ttl_s", 86400)
     doc.update(overrides)
     return doc
 
