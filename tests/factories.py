@@ -85,8 +85,12 @@ class Driver:
         if report_steps:
             for step in range(job.from_resource + 1, job.to_resource + 1):
                 decision = co.report(
-                    self.store, job.id, assignment.lease_token, step,
-                    self.objective(params, step), self.tick(),
+                    self.store,
+                    job.id,
+                    assignment.lease_token,
+                    step,
+                    self.objective(params, step),
+                    self.tick(),
                 )
                 if decision.kind == "stop":
                     return decision

@@ -25,7 +25,8 @@ _STRICT = ConfigDict(extra="forbid", frozen=True)
 class SchedulerConfig(BaseModel):
     """Which rule decides promotions. Paper symbols: r = min_resource, R = max_resource.
 
-    - ``sha``: synchronous successive halving of ``n_configs`` configurations in bracket ``bracket``.
+    - ``sha``: synchronous successive halving of ``n_configs`` configurations in bracket
+      ``bracket``.
     - ``hyperband``: synchronous Hyperband (Li et al., JMLR 2018), ``iterations`` times over all
       brackets; ``parallel_brackets`` lets idle workers start the next bracket while a rung
       waits for stragglers.
@@ -71,7 +72,9 @@ class SchedulerConfig(BaseModel):
             if len(set(self.brackets)) != len(self.brackets):
                 raise ValueError("brackets must not repeat")
         if self.form == "stopping" and self.type not in ("asha", "async_hyperband"):
-            raise ValueError(f"form 'stopping' applies to asha and async_hyperband, not {self.type}")
+            raise ValueError(
+                f"form 'stopping' applies to asha and async_hyperband, not {self.type}"
+            )
         if self.type == "sha" and self.n_configs is None:
             raise ValueError("sha needs n_configs")
         return self
@@ -158,4 +161,3 @@ def load_config(path: str | Path) -> ExperimentConfig:
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the experiment document."""
     return ExperimentConfig.model_json_schema()
-

@@ -107,6 +107,10 @@ class Store(Protocol):
     def end_job(self, job_id: int, state: JobState, now: float) -> bool:
         """Compare-and-set LEASED or QUEUED -> ``state``; False if the job was not in either."""
 
+    def expire_job(self, job_id: int, now: float) -> bool:
+        """Compare-and-set LEASED -> EXPIRED iff the lease ended before ``now`` (re-checked in
+        the same statement, so a report that renewed the lease meanwhile wins)."""
+
     def expired_jobs(self, now: float, limit: int) -> list[Job]:
         """LEASED jobs whose lease ended before ``now``, oldest first (any experiment)."""
 
@@ -128,7 +132,9 @@ class Store(Protocol):
     def mark_promoted(self, experiment_id: int, bracket: int, rung: int, trial_number: int) -> None:
         """Record that the trial left ``rung`` by promotion; ConflictError if it already did."""
 
-    def close_rung_result(self, experiment_id: int, bracket: int, rung: int, trial_number: int) -> None:
+    def close_rung_result(
+        self, experiment_id: int, bracket: int, rung: int, trial_number: int
+    ) -> None:
         """Make a result unpromotable (its trial was stopped by hand, failed or cancelled)."""
 
     # ---- decisions ---------------------------------------------------------------------

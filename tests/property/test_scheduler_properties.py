@@ -68,11 +68,12 @@ def _asha_check(eta: int):
             mine = next(r for r in rows if r.trial_number == assignment.trial.number)
             assert not mine.promoted and math.isfinite(mine.loss)
         else:  # a new trial: every rung's top 1/eta was promoted already
-            for (bracket, rung), rows in before.items():
+            for (_bracket, rung), rows in before.items():
                 if rung == len(store_levels(experiment)) - 1:
                     continue
                 for r in rows[: len(rows) // eta]:
                     assert r.promoted or r.closed or not math.isfinite(r.loss)
+
     return check
 
 
@@ -157,10 +158,13 @@ def test_stopping_form_every_survivor_was_within_the_top(seed, workers, max_tria
             co.complete(store, assignment.job.id, assignment.lease_token, now, rnd.random())
             running.remove(slot)
             continue
-        decision = co.report(store, assignment.job.id, assignment.lease_token, step, rnd.random(), now)
+        decision = co.report(
+            store, assignment.job.id, assignment.lease_token, step, rnd.random(), now
+        )
         if step in (1, 3):  # a rung: the decision follows the rule against the rung as stored
             rows = sorted(
-                r.loss for r in store.rung_results(experiment.id)
+                r.loss
+                for r in store.rung_results(experiment.id)
                 if r.rung == (0 if step == 1 else 1)
             )
             mine = store.get_rung_result(assignment.trial.id, 0 if step == 1 else 1).loss

@@ -85,17 +85,24 @@ def test_asha_promotion_sequence_worked_by_hand():
     def result(number, rung, loss):
         snap.rungs.setdefault((0, rung), {})[number] = loss
 
-    step(("start",)); result(0, 0, 5.0)  # rung0 {0:5}: floor(1/3)=0 promotable
-    step(("start",)); result(1, 0, 3.0)  # floor(2/3)=0
-    step(("start",)); result(2, 0, 4.0)  # n=3: top 1 = {1}
+    step(("start",))
+    result(0, 0, 5.0)  # rung0 {0:5}: floor(1/3)=0 promotable
+    step(("start",))
+    result(1, 0, 3.0)  # floor(2/3)=0
+    step(("start",))
+    result(2, 0, 4.0)  # n=3: top 1 = {1}
     step(("promote", 1, 0, 1))
-    step(("start",)); result(3, 0, 1.0)  # n=4: top 1 = {3}, not yet promoted
+    step(("start",))
+    result(3, 0, 1.0)  # n=4: top 1 = {3}, not yet promoted
     step(("promote", 3, 0, 1))  # trial 1 stays promoted: the paper's "mispromotion"
     result(1, 1, 2.5)  # rung1 n=1
-    step(("start",)); result(4, 0, 6.0)  # n=5: top 1 = {3} (promoted)
-    step(("start",)); result(5, 0, 0.5)  # n=6: top 2 = {5, 3}: 5 not promoted
+    step(("start",))
+    result(4, 0, 6.0)  # n=5: top 1 = {3} (promoted)
+    step(("start",))
+    result(5, 0, 0.5)  # n=6: top 2 = {5, 3}: 5 not promoted
     step(("promote", 5, 0, 1))
-    result(3, 1, 0.9); result(5, 1, 0.4)  # rung1 n=3: top 1 = {5}
+    result(3, 1, 0.9)
+    result(5, 1, 0.4)  # rung1 n=3: top 1 = {5}
     step(("promote", 5, 1, 2))
     step(("start",))
 
@@ -130,7 +137,9 @@ def test_asha_stopping_form_judges_a_multi_rung_jump_at_each_rung_in_order():
     # trial 0 reports straight at step 9: judged at rung 0 (1) and rung 1 (3), then rung 2 (9)
     decision = co.report(store, first.job.id, first.lease_token, 9, 0.5, driver.tick())
     assert decision.kind is DecisionKind.CONTINUE
-    assert [r.rung for r in sorted(store.rung_results(driver.experiment.id), key=lambda r: r.rung)] == [0, 1, 2]
+    assert [
+        r.rung for r in sorted(store.rung_results(driver.experiment.id), key=lambda r: r.rung)
+    ] == [0, 1, 2]
     second = driver.claim()
     co.report(store, second.job.id, second.lease_token, 1, 0.1, driver.tick())  # better at rung 0
     decision = co.report(store, second.job.id, second.lease_token, 3, 0.9, driver.tick())

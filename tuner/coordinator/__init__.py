@@ -10,7 +10,18 @@ from tuner.coordinator.outcomes import hash_token
 from tuner.coordinator.report import complete, fail, heartbeat, reap, report
 
 __all__ = [
-    "Assignment", "ClaimResult", "ExperimentOver", "NothingNow", "change_state", "claim",
-    "complete", "create_experiment", "fail", "hash_token", "heartbeat", "reap", "report",
+    "Assignment",
+    "ClaimResult",
+    "ExperimentOver",
+    "NothingNow",
+    "change_state",
+    "claim",
+    "complete",
+    "create_experiment",
+    "fail",
+    "hash_token",
+    "heartbeat",
+    "reap",
+    "report",
     "stop_trial",
 ]

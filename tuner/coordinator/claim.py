@@ -6,10 +6,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from tuner.domain import ExperimentState, Job, Reason, Trial, TrialState
-from tuner.errors import SpaceExhausted
 from tuner.coordinator.outcomes import Context, finish_experiment, hash_token, record
-from tuner.domain import DecisionKind
+from tuner.domain import DecisionKind, ExperimentState, Job, Reason, Trial, TrialState
+from tuner.errors import SpaceExhausted
 from tuner.rng import derive_rng
 from tuner.samplers import build_sampler
 from tuner.schedulers.base import Finished, Promote, StartTrial, Wait
@@ -126,8 +125,13 @@ def claim(store: Store, experiment_id: int, worker_id: str, now: float) -> Claim
                 store.mark_promoted(experiment.id, action.bracket, action.from_rung, trial.number)
                 record(store, trial, DecisionKind.CONTINUE, action.reason, now)
                 job = store.create_job(
-                    trial, action.rung, action.from_resource, action.resource,
-                    trial.checkpoint, 0, now,
+                    trial,
+                    action.rung,
+                    action.from_resource,
+                    action.resource,
+                    trial.checkpoint,
+                    0,
+                    now,
                 )
                 store.add_resource_used(experiment.id, action.resource - action.from_resource)
                 return _lease(store, ctx, job, worker_id, now)

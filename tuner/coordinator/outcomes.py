@@ -59,16 +59,26 @@ class Context:
 
 
 def record(
-    store: Store, trial: Trial, kind: DecisionKind, reason: Reason | dict[str, Any],
-    now: float, step: int | None = None,
+    store: Store,
+    trial: Trial,
+    kind: DecisionKind,
+    reason: Reason | dict[str, Any],
+    now: float,
+    step: int | None = None,
 ) -> None:
     as_dict = reason.as_dict() if isinstance(reason, Reason) else reason
     store.add_decision(DecisionRecord(trial.id, kind, as_dict, step, now))
 
 
 def record_result(
-    store: Store, ctx: Context, trial: Trial, rung: int, value: float, now: float,
-    *, closed: bool = False,
+    store: Store,
+    ctx: Context,
+    trial: Trial,
+    rung: int,
+    value: float,
+    now: float,
+    *,
+    closed: bool = False,
 ) -> RungEntry:
     """Put the trial's value at ``rung`` into the rung (once; a second time is a no-op)."""
     loss = to_loss(value, ctx.config.sign)
@@ -77,8 +87,15 @@ def record_result(
         store.add_rung_result(
             ctx.experiment.id,
             RungResult(
-                bracket=trial.bracket, rung=rung, trial_number=trial.number, trial_id=trial.id,
-                loss=loss, value=value, promoted=False, closed=closed, created_at=now,
+                bracket=trial.bracket,
+                rung=rung,
+                trial_number=trial.number,
+                trial_id=trial.id,
+                loss=loss,
+                value=value,
+                promoted=False,
+                closed=closed,
+                created_at=now,
             ),
         )
     return RungEntry(loss, trial.number)
@@ -91,8 +108,13 @@ def improved(trial: Trial, loss: float) -> float | None:
 
 
 def close_trial(
-    store: Store, ctx: Context, trial: Trial, job: Job | None, state: TrialState,
-    reason: Reason, now: float,
+    store: Store,
+    ctx: Context,
+    trial: Trial,
+    job: Job | None,
+    state: TrialState,
+    reason: Reason,
+    now: float,
 ) -> Trial:
     """End a trial by hand, by cancellation or for good after failures.
 
@@ -101,7 +123,9 @@ def close_trial(
     closed there.
     """
     if job is not None:
-        store.end_job(job.id, JobState.CANCELLED if state is TrialState.CANCELLED else JobState.DONE, now)
+        store.end_job(
+            job.id, JobState.CANCELLED if state is TrialState.CANCELLED else JobState.DONE, now
+        )
     if trial.state is TrialState.PAUSED:
         store.close_rung_result(ctx.experiment.id, trial.bracket, trial.rung, trial.number)
     elif state is not TrialState.CANCELLED:
@@ -114,8 +138,14 @@ def close_trial(
 
 
 def retry_or_fail(
-    store: Store, ctx: Context, trial: Trial, job: Job, reason: Reason, now: float,
-    *, lost: bool,
+    store: Store,
+    ctx: Context,
+    trial: Trial,
+    job: Job,
+    reason: Reason,
+    now: float,
+    *,
+    lost: bool,
 ) -> Trial:
     """After a lost lease or a failure: queue the job again from the last checkpoint, or,
     with ``max_retries`` spent, fail the trial (recorded as worst at its rung)."""
@@ -128,22 +158,33 @@ def retry_or_fail(
         if trial.checkpoint is not None and trial.checkpoint_step > start:
             start, checkpoint = trial.checkpoint_step, trial.checkpoint
         trial = store.update_trial(
-            trial.id, now, state=TrialState.LOST if lost else TrialState.PENDING,
+            trial.id,
+            now,
+            state=TrialState.LOST if lost else TrialState.PENDING,
             retries=trial.retries + 1,
         )
         store.create_job(trial, job.rung, start, job.to_resource, checkpoint, job.attempt + 1, now)
         record(store, trial, DecisionKind.CONTINUE, reason, now)
         return trial
     failed = Reason(
-        reason.rule, bracket=trial.bracket, rung=ctx.target_rung(trial, job),
+        reason.rule,
+        bracket=trial.bracket,
+        rung=ctx.target_rung(trial, job),
         note=f"{reason.note}; no retries left ({ctx.config.max_retries})",
     )
     return close_trial(store, ctx, trial, None, TrialState.FAILED, failed, now)
 
 
 def apply_rung_decision(
-    store: Store, ctx: Context, trial: Trial, decision: Decision, rung: int, resource: int,
-    now: float, step: int | None = None, **changes: Any,
+    store: Store,
+    ctx: Context,
+    trial: Trial,
+    decision: Decision,
+    rung: int,
+    resource: int,
+    now: float,
+    step: int | None = None,
+    **changes: Any,
 ) -> Trial:
     """Write what the scheduler decided about a trial that reached ``rung``."""
     record(store, trial, decision.kind, decision.reason, now, step)
@@ -154,14 +195,24 @@ def apply_rung_decision(
             )
         case DecisionKind.COMPLETE:
             return store.update_trial(
-                trial.id, now, state=TrialState.COMPLETED, rung=rung, resource=resource,
-                ended_at=now, **changes,
+                trial.id,
+                now,
+                state=TrialState.COMPLETED,
+                rung=rung,
+                resource=resource,
+                ended_at=now,
+                **changes,
             )
         case DecisionKind.STOP:
             store.close_rung_result(ctx.experiment.id, trial.bracket, rung, trial.number)
             return store.update_trial(
-                trial.id, now, state=TrialState.STOPPED, rung=rung, resource=resource,
-                ended_at=now, **changes,
+                trial.id,
+                now,
+                state=TrialState.STOPPED,
+                rung=rung,
+                resource=resource,
+                ended_at=now,
+                **changes,
             )
         case _:
             return store.update_trial(trial.id, now, rung=rung, **changes)

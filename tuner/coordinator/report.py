@@ -32,7 +32,7 @@ from tuner.domain import (
     ValueKind,
     to_loss,
 )
-from tuner.errors import DuplicateReport, LeaseExpired, OutOfRange
+from tuner.errors import ConflictError, DuplicateReport, LeaseExpired, OutOfRange
 from tuner.store import Store
 
 CONTINUE = Decision(DecisionKind.CONTINUE, Reason("continue"))
@@ -67,9 +67,7 @@ def settled_decision(trial: Trial) -> Decision:
     return CONTINUE
 
 
-def _stop_if_asked(
-    store: Store, job: Job, trial: Trial, now: float
-) -> Decision | None:
+def _stop_if_asked(store: Store, job: Job, trial: Trial, now: float) -> Decision | None:
     """Cancel and stop-by-hand take effect at the next report or heartbeat."""
     cancelled = store.get_experiment(job.experiment_id).state is ExperimentState.CANCELLED
     if not (trial.stop_requested or cancelled):
@@ -86,8 +84,14 @@ def _stop_if_asked(
 
 
 def report(
-    store: Store, job_id: int, lease_token: str, step: int, value: float, now: float,
-    metrics: dict[str, Any] | None = None, checkpoint: str | None = None,
+    store: Store,
+    job_id: int,
+    lease_token: str,
+    step: int,
+    value: float,
+    now: float,
+    metrics: dict[str, Any] | None = None,
+    checkpoint: str | None = None,
 ) -> Decision:
     """Store the value at ``step`` once and answer ``continue`` or ``stop``.
 
@@ -119,7 +123,12 @@ def report(
     expires = now + ctx_light.config.lease_ttl_s
     if store.renew_lease(job.id, job.token_hash or "", now, expires) is None:
         raise LeaseExpired(f"the lease of job {job.id} has ended; stop training it")
-    store.add_report(Report(trial.id, job.id, step, value, metrics or {}, now))
+    try:
+        store.add_report(Report(trial.id, job.id, step, value, metrics or {}, now))
+    except DuplicateReport:
+        raise
+    except ConflictError:  # the same report, sent twice at once: the first one won
+        return report(store, job_id, lease_token, step, value, now, metrics, checkpoint)
     changes: dict[str, Any] = {"last_value": value}
     if checkpoint is not None:
         changes.update(checkpoint=checkpoint, checkpoint_step=step)
@@ -170,7 +179,14 @@ def _judge_passed_rungs(
         if decision.kind is DecisionKind.STOP:
             store.end_job(job.id, JobState.DONE, now)
         trial = apply_rung_decision(
-            store, ctx, trial, decision, k, levels[k], now, step,
+            store,
+            ctx,
+            trial,
+            decision,
+            k,
+            levels[k],
+            now,
+            step,
             best_loss=improved(trial, loss),
         )
         if decision.kind is DecisionKind.STOP:
@@ -195,8 +211,13 @@ def heartbeat(store: Store, job_id: int, lease_token: str, now: float) -> Decisi
 
 
 def complete(
-    store: Store, job_id: int, lease_token: str, now: float, value: float | None = None,
-    checkpoint: str | None = None, metrics: dict[str, Any] | None = None,
+    store: Store,
+    job_id: int,
+    lease_token: str,
+    now: float,
+    value: float | None = None,
+    checkpoint: str | None = None,
+    metrics: dict[str, Any] | None = None,
 ) -> Decision:
     """The job trained to ``to_resource``: record the value at its rung and decide.
 
@@ -212,9 +233,7 @@ def complete(
     stored = store.get_report(trial.id, job.to_resource)
     if value is None:
         if stored is None:
-            raise OutOfRange(
-                f"complete needs a value, or a report at step {job.to_resource} first"
-            )
+            raise OutOfRange(f"complete needs a value, or a report at step {job.to_resource} first")
         value = stored.value
     elif stored is None:
         store.add_report(Report(trial.id, job.id, job.to_resource, value, metrics or {}, now))
@@ -261,11 +280,13 @@ def reap(store: Store, now: float, limit: int = 100) -> list[Job]:
     reaped = []
     for job in store.expired_jobs(now, limit):
         ctx = Context.load(store, job.experiment_id, lock=True)
-        if not store.end_job(job.id, JobState.EXPIRED, now):
-            continue
+        if not store.expire_job(job.id, now):
+            continue  # renewed or ended meanwhile
         trial = store.get_trial(job.trial_id)
         reason = Reason(
-            "lease_expired", bracket=trial.bracket, rung=job.rung,
+            "lease_expired",
+            bracket=trial.bracket,
+            rung=job.rung,
             note=f"worker {job.worker_id} stopped renewing its lease",
         )
         if ctx.experiment.state is ExperimentState.CANCELLED:

@@ -8,6 +8,18 @@ from tuner.schedulers.rungs import hyperband_n, rung_levels, rung_sizes, s_max
 from tuner.schedulers.successive_halving import SyncSuccessiveHalving
 
 __all__ = [
-    "Action", "Asha", "Finished", "Pasha", "Promote", "Scheduler", "Snapshot", "StartTrial",
-    "SyncSuccessiveHalving", "Wait", "hyperband_n", "rung_levels", "rung_sizes", "s_max",
+    "Action",
+    "Asha",
+    "Finished",
+    "Pasha",
+    "Promote",
+    "Scheduler",
+    "Snapshot",
+    "StartTrial",
+    "SyncSuccessiveHalving",
+    "Wait",
+    "hyperband_n",
+    "rung_levels",
+    "rung_sizes",
+    "s_max",
 ]

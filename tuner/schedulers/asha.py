@@ -39,9 +39,7 @@ def judge_promotion_form(top: int, rung: int, entry: RungEntry, bracket: int) ->
         )
     if rung >= top:
         return Decision(DecisionKind.COMPLETE, Reason("max_resource", bracket=bracket, rung=rung))
-    return Decision(
-        DecisionKind.PAUSE, Reason("await_promotion", bracket=bracket, rung=rung)
-    )
+    return Decision(DecisionKind.PAUSE, Reason("await_promotion", bracket=bracket, rung=rung))
 
 
 @dataclass(frozen=True)
@@ -105,12 +103,22 @@ class Asha:
                 entry = snap.best_unpromoted(s, k, threshold)
                 if entry is not None:
                     reason = Reason(
-                        "asha.promote", bracket=s, rung=k, resource=self.levels[k],
-                        rank=entry.rank, n=n, threshold=threshold,
+                        "asha.promote",
+                        bracket=s,
+                        rung=k,
+                        resource=self.levels[k],
+                        rank=entry.rank,
+                        n=n,
+                        threshold=threshold,
                     )
                     return Promote(
-                        trial_number=entry.trial_number, bracket=s, from_rung=k, rung=k + 1,
-                        from_resource=self.levels[k], resource=self.levels[k + 1], reason=reason,
+                        trial_number=entry.trial_number,
+                        bracket=s,
+                        from_rung=k,
+                        rung=k + 1,
+                        from_resource=self.levels[k],
+                        resource=self.levels[k + 1],
+                        reason=reason,
                     )
         return None
 
@@ -119,7 +127,9 @@ class Asha:
             s = self.draw_bracket(snap.n_trials)
             target = self.top if self.stopping else s
             return StartTrial(
-                bracket=s, rung=target, resource=self.levels[target],
+                bracket=s,
+                rung=target,
+                resource=self.levels[target],
                 reason=Reason("asha.start", bracket=s, rung=s, note="no promotable trial"),
             )
         if snap.n_active:
@@ -140,8 +150,13 @@ class Asha:
         threshold = max(n // self.eta, 1)
         better = snap.count_better(bracket, rung, entry.loss, limit=threshold)
         reason = Reason(
-            "asha.stopping", bracket=bracket, rung=rung, resource=self.levels[rung],
-            rank=better, n=n, threshold=threshold,
+            "asha.stopping",
+            bracket=bracket,
+            rung=rung,
+            resource=self.levels[rung],
+            rank=better,
+            n=n,
+            threshold=threshold,
         )
         if better < threshold:
             return Decision(DecisionKind.CONTINUE, reason)

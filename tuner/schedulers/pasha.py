@@ -35,8 +35,7 @@ EPSILON_PERCENTILE = 90.0
 def estimate_epsilon(previous: dict[int, float], top: dict[int, float]) -> float:
     """90th percentile of |gap| in ``previous`` over pairs whose order flips in ``top``."""
     common = sorted(
-        n for n in set(previous) & set(top)
-        if math.isfinite(previous[n]) and math.isfinite(top[n])
+        n for n in set(previous) & set(top) if math.isfinite(previous[n]) and math.isfinite(top[n])
     )
     gaps = []
     for i, a in enumerate(common):
@@ -50,9 +49,7 @@ def estimate_epsilon(previous: dict[int, float], top: dict[int, float]) -> float
     return float(np.percentile(np.asarray(gaps), EPSILON_PERCENTILE))
 
 
-def ranking_is_stable(
-    previous: list[RungEntry], top: list[RungEntry], eps: float
-) -> bool:
+def ranking_is_stable(previous: list[RungEntry], top: list[RungEntry], eps: float) -> bool:
     """Soft-ranking test of the paper: each top-rung trial stays in its previous-rung group."""
     top = [e for e in top if math.isfinite(e.loss)]  # diverged trials never rank
     top_numbers = {e.trial_number for e in top}
@@ -65,9 +62,7 @@ def ranking_is_stable(
         if position >= len(prev):
             break
         anchor = prev_by_pos[position]
-        group = {
-            numbers_by_pos[j] for j in range(len(prev)) if abs(prev_by_pos[j] - anchor) <= eps
-        }
+        group = {numbers_by_pos[j] for j in range(len(prev)) if abs(prev_by_pos[j] - anchor) <= eps}
         if entry.trial_number not in group:
             return False
     return True
@@ -120,13 +115,20 @@ class Pasha:
         action: Action
         if promotion is not None:
             action = Promote(
-                trial_number=promotion.trial_number, bracket=0, from_rung=promotion.from_rung,
-                rung=promotion.rung, from_resource=promotion.from_resource,
+                trial_number=promotion.trial_number,
+                bracket=0,
+                from_rung=promotion.from_rung,
+                rung=promotion.rung,
+                from_resource=promotion.from_resource,
                 resource=promotion.resource,
                 reason=Reason(
-                    "pasha.promote", bracket=0, rung=promotion.from_rung,
-                    resource=promotion.from_resource, rank=promotion.reason.rank,
-                    n=promotion.reason.n, threshold=promotion.reason.threshold,
+                    "pasha.promote",
+                    bracket=0,
+                    rung=promotion.from_rung,
+                    resource=promotion.from_resource,
+                    rank=promotion.reason.rank,
+                    n=promotion.reason.n,
+                    threshold=promotion.reason.threshold,
                     note=f"unlocked up to rung {t}",
                 ),
                 scheduler_state=state,
@@ -135,7 +137,10 @@ class Pasha:
         base = self.asha.start_or_wait(snap)
         if isinstance(base, StartTrial):
             return StartTrial(
-                bracket=0, rung=0, resource=self.levels[0], reason=base.reason,
+                bracket=0,
+                rung=0,
+                resource=self.levels[0],
+                reason=base.reason,
                 scheduler_state=state,
             )
         if isinstance(base, Wait):

@@ -16,10 +16,16 @@ def build_scheduler(config: ExperimentConfig) -> Scheduler:
     r, big_r, eta = sc.min_resource, sc.max_resource, sc.eta
     match sc.type:
         case "sha":
-            n = sc.n_configs if sc.n_configs is not None else eta ** (s_max(r, big_r, eta) - sc.bracket)
+            n = (
+                sc.n_configs
+                if sc.n_configs is not None
+                else eta ** (s_max(r, big_r, eta) - sc.bracket)
+            )
             return SyncSuccessiveHalving(r, big_r, eta, ((sc.bracket, n),), sc.parallel_brackets)
         case "hyperband":
-            return SyncSuccessiveHalving.hyperband(r, big_r, eta, sc.iterations, sc.parallel_brackets)
+            return SyncSuccessiveHalving.hyperband(
+                r, big_r, eta, sc.iterations, sc.parallel_brackets
+            )
         case "asha":
             return Asha(r, big_r, eta, (sc.bracket,), sc.form == "stopping", config.seed)
         case "async_hyperband":

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tuner.domain import Decision, RungEntry
+from tuner.domain import Decision, Reason, RungEntry
 from tuner.errors import ConfigError
-from tuner.domain import Reason
 from tuner.schedulers.asha import judge_promotion_form
 from tuner.schedulers.base import Action, Finished, Promote, Snapshot, StartTrial, Wait
 from tuner.schedulers.rungs import hyperband_n, rung_levels, rung_sizes
@@ -54,7 +53,11 @@ class SyncSuccessiveHalving:
 
     @classmethod
     def hyperband(
-        cls, min_resource: int, max_resource: int, eta: int, iterations: int = 1,
+        cls,
+        min_resource: int,
+        max_resource: int,
+        eta: int,
+        iterations: int = 1,
         parallel_brackets: bool = True,
     ) -> SyncSuccessiveHalving:
         top = len(rung_levels(min_resource, max_resource, eta)) - 1
@@ -105,17 +108,30 @@ class SyncSuccessiveHalving:
                 entry = snap.best_unpromoted(b, k, sizes[i + 1])
                 if entry is not None:
                     return Promote(
-                        trial_number=entry.trial_number, bracket=b, from_rung=k, rung=k + 1,
-                        from_resource=levels[k], resource=levels[k + 1],
+                        trial_number=entry.trial_number,
+                        bracket=b,
+                        from_rung=k,
+                        rung=k + 1,
+                        from_resource=levels[k],
+                        resource=levels[k + 1],
                         reason=Reason(
-                            "sha.promote", bracket=b, rung=k, resource=levels[k],
-                            rank=entry.rank, n=n_k, threshold=sizes[i + 1],
+                            "sha.promote",
+                            bracket=b,
+                            rung=k,
+                            resource=levels[k],
+                            rank=entry.rank,
+                            n=n_k,
+                            threshold=sizes[i + 1],
                         ),
                     )
             if started < n and snap.can_start:
                 return StartTrial(
-                    bracket=b, rung=s, resource=levels[s],
-                    reason=Reason("sha.start", bracket=b, rung=s, n=n, note=f"{started + 1} of {n}"),
+                    bracket=b,
+                    rung=s,
+                    resource=levels[s],
+                    reason=Reason(
+                        "sha.start", bracket=b, rung=s, n=n, note=f"{started + 1} of {n}"
+                    ),
                 )
             if not self.parallel_brackets:
                 break

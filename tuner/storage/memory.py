@@ -72,8 +72,14 @@ class MemoryStore:
     # ---- experiments -------------------------------------------------------------------
     def create_experiment(self, config: Any, now: float) -> Experiment:
         experiment = Experiment(
-            id=next(self._ids), name=config.name, config=config, state=ExperimentState.RUNNING,
-            scheduler_state={}, n_trials=0, resource_used=0, created_at=now,
+            id=next(self._ids),
+            name=config.name,
+            config=config,
+            state=ExperimentState.RUNNING,
+            scheduler_state={},
+            n_trials=0,
+            resource_used=0,
+            created_at=now,
         )
         self._experiments[experiment.id] = _ExperimentData(experiment)
         return experiment
@@ -104,15 +110,31 @@ class MemoryStore:
 
     # ---- trials ------------------------------------------------------------------------
     def create_trial(
-        self, experiment_id: int, bracket: int, params: dict[str, Any], params_key: str,
+        self,
+        experiment_id: int,
+        bracket: int,
+        params: dict[str, Any],
+        params_key: str,
         now: float,
     ) -> Trial:
         data = self._data(experiment_id)
         trial = Trial(
-            id=next(self._ids), experiment_id=experiment_id, number=data.experiment.n_trials,
-            bracket=bracket, params=params, state=TrialState.PENDING, rung=-1, resource=0,
-            checkpoint=None, checkpoint_step=0, best_loss=None, last_value=None, retries=0,
-            stop_requested=False, created_at=now, updated_at=now,
+            id=next(self._ids),
+            experiment_id=experiment_id,
+            number=data.experiment.n_trials,
+            bracket=bracket,
+            params=params,
+            state=TrialState.PENDING,
+            rung=-1,
+            resource=0,
+            checkpoint=None,
+            checkpoint_step=0,
+            best_loss=None,
+            last_value=None,
+            retries=0,
+            stop_requested=False,
+            created_at=now,
+            updated_at=now,
         )
         self._trials[trial.id] = trial
         data.trial_ids.append(trial.id)
@@ -156,16 +178,31 @@ class MemoryStore:
 
     # ---- jobs --------------------------------------------------------------------------
     def create_job(
-        self, trial: Trial, rung: int, from_resource: int, to_resource: int,
-        checkpoint: str | None, attempt: int, now: float,
+        self,
+        trial: Trial,
+        rung: int,
+        from_resource: int,
+        to_resource: int,
+        checkpoint: str | None,
+        attempt: int,
+        now: float,
     ) -> Job:
         if trial.id in self._live_job:
             raise ConflictError(f"trial {trial.id} already has a queued or leased job")
         job = Job(
-            id=next(self._ids), experiment_id=trial.experiment_id, trial_id=trial.id,
-            trial_number=trial.number, bracket=trial.bracket, rung=rung,
-            from_resource=from_resource, to_resource=to_resource, checkpoint=checkpoint,
-            state=JobState.QUEUED, attempt=attempt, worker_id=None, lease_expires_at=None,
+            id=next(self._ids),
+            experiment_id=trial.experiment_id,
+            trial_id=trial.id,
+            trial_number=trial.number,
+            bracket=trial.bracket,
+            rung=rung,
+            from_resource=from_resource,
+            to_resource=to_resource,
+            checkpoint=checkpoint,
+            state=JobState.QUEUED,
+            attempt=attempt,
+            worker_id=None,
+            lease_expires_at=None,
             created_at=now,
         )
         self._jobs[job.id] = job
@@ -188,7 +225,10 @@ class MemoryStore:
         if job.state is not JobState.QUEUED:
             raise ConflictError(f"job {job_id} is {job.state}, not queued")
         job = dataclasses.replace(
-            job, state=JobState.LEASED, worker_id=worker_id, lease_expires_at=expires_at,
+            job,
+            state=JobState.LEASED,
+            worker_id=worker_id,
+            lease_expires_at=expires_at,
             token_hash=token_hash,
         )
         self._jobs[job_id] = job
@@ -196,7 +236,9 @@ class MemoryStore:
         del self._data(job.experiment_id).queued[job_id]
         return job
 
-    def renew_lease(self, job_id: int, token_hash: str, now: float, expires_at: float) -> Job | None:
+    def renew_lease(
+        self, job_id: int, token_hash: str, now: float, expires_at: float
+    ) -> Job | None:
         job = self.get_job(job_id)
         if (
             job.state is not JobState.LEASED
@@ -219,10 +261,15 @@ class MemoryStore:
         self._live_job.pop(job.trial_id, None)
         return True
 
+    def expire_job(self, job_id: int, now: float) -> bool:
+        job = self.get_job(job_id)
+        if job.state is not JobState.LEASED or (job.lease_expires_at or 0.0) >= now:
+            return False
+        return self.end_job(job_id, JobState.EXPIRED, now)
+
     def expired_jobs(self, now: float, limit: int) -> list[Job]:
         expired = [
-            self._jobs[i] for i in self._leased
-            if (self._jobs[i].lease_expires_at or 0.0) < now
+            self._jobs[i] for i in self._leased if (self._jobs[i].lease_expires_at or 0.0) < now
         ]
         expired.sort(key=lambda job: (job.lease_expires_at or 0.0, job.id))
         return expired[:limit]
@@ -238,7 +285,9 @@ class MemoryStore:
     def add_report(self, report: Report) -> None:
         key = (report.trial_id, report.step)
         if key in self._reports:
-            raise ConflictError(f"trial {report.trial_id} already has a report at step {report.step}")
+            raise ConflictError(
+                f"trial {report.trial_id} already has a report at step {report.step}"
+            )
         self._reports[key] = report
 
     def reports_of_trial(self, trial_id: int) -> list[Report]:
@@ -266,7 +315,9 @@ class MemoryStore:
         trial = self.get_trial(trial_id)
         return self._data(trial.experiment_id).results.get((trial.number, rung))
 
-    def _leave(self, experiment_id: int, bracket: int, rung: int, number: int, promoted: bool) -> None:
+    def _leave(
+        self, experiment_id: int, bracket: int, rung: int, number: int, promoted: bool
+    ) -> None:
         data = self._data(experiment_id)
         result = data.results.get((number, rung))
         if result is None or result.bracket != bracket:
