@@ -1,0 +1,470 @@
+"""One contract suite for every Store: memory, SQLite and PostgreSQL must agree."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import StoreFactory
+from tests.factories import make_document
+from tuner.config import parse_config
+from tuner.domain import (
+    DecisionKind,
+    DecisionRecord,
+    ExperimentState,
+    JobState,
+    Report,
+    RungEntry,
+    RungResult,
+    TrialState,
+)
+from tuner.errors import ConflictError, NotFound
+
+ASHA = {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 27}
+
+
+def make_config(**overrides: Any) -> Any:
+    return parse_config(make_document(ASHA, **overrides))
+
+
+def new_experiment(store: Any, now: float = 100.0) -> int:
+    experiment_id: int = store.create_experiment(make_config(), now).id
+    return experiment_id
+
+
+def result(trial: Any, rung: int, loss: float, now: float = 1.0, **flags: bool) -> RungResult:
+    return RungResult(
+        bracket=trial.bracket,
+        rung=rung,
+        trial_number=trial.number,
+        trial_id=trial.id,
+        loss=loss,
+        value=loss,
+        promoted=flags.get("promoted", False),
+        closed=flags.get("closed", False),
+        created_at=now,
+    )
+
+
+# ---- experiments ---------------------------------------------------------------------------
+def test_store_experiment_round_trip(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        created = store.create_experiment(make_config(name="exp"), 100.5)
+    with store_factory() as store:
+        got = store.get_experiment(created.id, lock=True)
+        assert got == created
+        assert got.name == "exp"
+        assert got.config == make_config(name="exp")
+        assert (got.state, got.n_trials, got.resource_used, got.ended_at) == (
+            ExperimentState.RUNNING,
+            0,
+            0,
+            None,
+        )
+        store.set_scheduler_state(created.id, {"top_rung": 2})
+        store.add_resource_used(created.id, 5)
+        store.add_resource_used(created.id, 7)
+        store.set_experiment_state(created.id, ExperimentState.PAUSED, 101.0)
+    with store_factory() as store:
+        got = store.get_experiment(created.id)
+        assert (got.state, got.scheduler_state, got.resource_used, got.ended_at) == (
+            ExperimentState.PAUSED,
+            {"top_rung": 2},
+            12,
+            None,
+        )
+        store.set_experiment_state(created.id, ExperimentState.CANCELLED, 102.25)
+        assert store.get_experiment(created.id).ended_at == 102.25
+
+
+def test_store_unknown_ids_raise_not_found(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        calls: list[Callable[[], object]] = [
+            lambda: store.get_experiment(999),
+            lambda: store.get_trial(999),
+            lambda: store.get_trial_by_number(experiment_id, 0),
+            lambda: store.get_job(999),
+            lambda: store.update_trial(999, 1.0, retries=1),
+            lambda: store.create_trial(999, 0, {}, "k", 1.0),
+            lambda: store.mark_promoted(experiment_id, 0, 0, 0),
+            lambda: store.close_rung_result(experiment_id, 0, 0, 0),
+        ]
+        for call in calls:
+            with pytest.raises(NotFound):
+                call()
+
+
+# ---- trials --------------------------------------------------------------------------------
+def test_store_trial_round_trip(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        t0 = store.create_trial(experiment_id, 0, {"x": 0.5, "a": "b"}, "key0", 1.0)
+        t1 = store.create_trial(experiment_id, 1, {"x": 0.25}, "key1", 2.0)
+        assert (t0.number, t1.number) == (0, 1)
+        assert t0.state is TrialState.PENDING and t0.rung == -1 and t0.best_loss is None
+    with store_factory() as store:
+        assert store.get_experiment(experiment_id).n_trials == 2
+        assert store.get_trial(t0.id) == t0
+        assert list(store.get_trial(t0.id).params) == ["x", "a"]  # key order survives
+        assert store.get_trial_by_number(experiment_id, 1) == t1
+        assert store.has_params(experiment_id, "key1")
+        assert not store.has_params(experiment_id, "nope")
+        assert store.count_active(experiment_id) == 2
+        updated = store.update_trial(
+            t0.id,
+            5.0,
+            state=TrialState.PAUSED,
+            rung=1,
+            resource=3,
+            checkpoint="s3://c",
+            checkpoint_step=3,
+            best_loss=math.inf,
+            last_value=math.nan,
+            retries=2,
+            stop_requested=True,
+        )
+        assert updated.updated_at == 5.0 and updated.best_loss == math.inf
+        assert math.isnan(updated.last_value)
+    with store_factory() as store:
+        got = store.get_trial(t0.id)
+        assert (got.state, got.rung, got.resource, got.checkpoint, got.checkpoint_step) == (
+            TrialState.PAUSED,
+            1,
+            3,
+            "s3://c",
+            3,
+        )
+        assert got.best_loss == math.inf and math.isnan(got.last_value)
+        assert (got.retries, got.stop_requested, got.updated_at) == (2, True, 5.0)
+        assert store.count_active(experiment_id) == 1
+        store.update_trial(t1.id, 6.0, state=TrialState.COMPLETED, ended_at=6.0, best_loss=-0.5)
+        assert [t.id for t in store.unfinished_trials(experiment_id)] == [t0.id]
+        assert store.get_trial(t1.id).best_loss == -0.5
+
+
+# ---- jobs ----------------------------------------------------------------------------------
+def test_store_job_conflict_keeps_transaction_usable(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        trial = store.create_trial(experiment_id, 0, {}, "k", 1.0)
+        job = store.create_job(trial, 0, 0, 1, None, 0, 2.0)
+        with pytest.raises(ConflictError):
+            store.create_job(trial, 0, 0, 1, None, 1, 3.0)
+        store.update_trial(trial.id, 4.0, retries=1)  # the transaction goes on
+    with store_factory() as store:
+        assert store.get_trial(trial.id).retries == 1
+        assert store.active_job_of_trial(trial.id) == job
+        assert job.state is JobState.QUEUED and job.trial_number == 0 and job.attempt == 0
+
+
+def test_store_job_lease_renew_end(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        trials = [store.create_trial(experiment_id, 0, {}, f"k{i}", 1.0) for i in range(3)]
+        jobs = [store.create_job(t, 0, 0, 1, "ck", 0, 2.0 + i) for i, t in enumerate(trials)]
+    with store_factory() as store:
+        assert store.next_queued_job(experiment_id) == jobs[0]
+        leased = store.lease_job(jobs[0].id, "w1", "hash", 50.0)
+        assert (leased.state, leased.worker_id, leased.lease_expires_at, leased.token_hash) == (
+            JobState.LEASED,
+            "w1",
+            50.0,
+            "hash",
+        )
+        with pytest.raises(ConflictError):
+            store.lease_job(jobs[0].id, "w2", "other", 60.0)
+        assert store.next_queued_job(experiment_id) == jobs[1]
+    with store_factory() as store:
+        assert store.renew_lease(jobs[0].id, "wrong", 10.0, 70.0) is None
+        assert store.renew_lease(jobs[0].id, "hash", 50.5, 70.0) is None  # expired
+        renewed = store.renew_lease(jobs[0].id, "hash", 50.0, 70.0)  # at the edge: alive
+        assert renewed is not None and renewed.lease_expires_at == 70.0
+        assert store.renew_lease(jobs[1].id, "hash", 10.0, 70.0) is None  # not leased
+        assert store.end_job(jobs[0].id, JobState.DONE, 71.0)
+        assert not store.end_job(jobs[0].id, JobState.FAILED, 72.0)
+        assert store.get_job(jobs[0].id).state is JobState.DONE
+        assert store.renew_lease(jobs[0].id, "hash", 10.0, 80.0) is None
+        assert store.active_job_of_trial(trials[0].id) is None
+        assert store.end_job(jobs[1].id, JobState.CANCELLED, 73.0)  # QUEUED -> CANCELLED
+        assert store.next_queued_job(experiment_id) == jobs[2]
+        again = store.create_job(trials[0], 1, 1, 3, "ck", 0, 74.0)  # a new live job is fine
+        assert store.active_job_of_trial(trials[0].id) == again
+
+
+def test_store_expired_jobs_oldest_first(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        a, b = new_experiment(store), new_experiment(store)
+        expiries = {a: [30.0, 10.0, 99.0], b: [20.0, 10.0]}
+        jobs = {}
+        for experiment_id, times in expiries.items():
+            for i, expires in enumerate(times):
+                trial = store.create_trial(experiment_id, 0, {}, f"k{i}", 1.0)
+                job = store.create_job(trial, 0, 0, 1, None, 0, 1.0)
+                jobs[(experiment_id, i)] = store.lease_job(job.id, "w", "h", expires)
+        queued_trial = store.create_trial(a, 0, {}, "q", 1.0)
+        store.create_job(queued_trial, 0, 0, 1, None, 0, 1.0)
+    with store_factory() as store:
+        got = store.expired_jobs(50.0, 10)
+        want = [jobs[(a, 1)], jobs[(b, 1)], jobs[(b, 0)], jobs[(a, 0)]]
+        assert [j.id for j in got] == [j.id for j in want]
+        assert [j.id for j in store.expired_jobs(50.0, 2)] == [j.id for j in want[:2]]
+        assert store.expired_jobs(10.0, 10) == []  # strictly before now
+
+
+def test_store_expire_job_rechecks_the_lease(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        trial = store.create_trial(experiment_id, 0, {}, "k", 1.0)
+        job = store.create_job(trial, 0, 0, 1, None, 0, 1.0)
+        assert not store.expire_job(job.id, 100.0)  # queued, not leased
+        store.lease_job(job.id, "w", "h", 10.0)
+        assert not store.expire_job(job.id, 10.0)  # not yet ended at 10.0
+        assert store.renew_lease(job.id, "h", 9.0, 20.0) is not None
+        assert not store.expire_job(job.id, 15.0)  # renewed meanwhile: the report wins
+        assert store.expire_job(job.id, 20.5)
+        assert not store.expire_job(job.id, 30.0)
+        assert store.get_job(job.id).state is JobState.EXPIRED
+        assert store.active_job_of_trial(trial.id) is None
+        with pytest.raises(NotFound):
+            store.expire_job(999, 1.0)
+
+
+# ---- reports -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "value", [0.25, -3.0, math.inf, -math.inf, math.nan], ids=["pos", "neg", "inf", "-inf", "nan"]
+)
+def test_store_report_round_trip_and_conflict(store_factory: StoreFactory, value: float) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        trial = store.create_trial(experiment_id, 0, {}, "k", 1.0)
+        job = store.create_job(trial, 0, 0, 3, None, 0, 1.0)
+        store.add_report(Report(trial.id, job.id, 1, value, {"acc": 0.5}, 2.0))
+        with pytest.raises(ConflictError):
+            store.add_report(Report(trial.id, job.id, 1, 1.0, {}, 3.0))
+        store.add_report(Report(trial.id, job.id, 2, 1.0, {}, 3.0))
+    with store_factory() as store:
+        got = store.get_report(trial.id, 1)
+        assert got is not None
+        assert (got.trial_id, got.job_id, got.step, got.metrics, got.created_at) == (
+            trial.id,
+            job.id,
+            1,
+            {"acc": 0.5},
+            2.0,
+        )
+        assert got.value == value or (math.isnan(got.value) and math.isnan(value))
+        assert store.get_report(trial.id, 3) is None
+        assert store.get_report(trial.id, 2) is not None
+
+
+# ---- rungs and decisions ----------------------------------------------------------------------
+def test_store_rung_results_promote_and_close(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        t = [store.create_trial(experiment_id, 0, {"i": i}, f"k{i}", 1.0) for i in range(3)]
+        store.add_rung_result(experiment_id, result(t[0], 0, 0.5))
+        store.add_rung_result(experiment_id, result(t[1], 0, math.inf))
+        store.add_rung_result(experiment_id, result(t[2], 0, 0.1))
+        with pytest.raises(ConflictError):
+            store.add_rung_result(experiment_id, result(t[0], 0, 0.7))
+        store.add_rung_result(experiment_id, result(t[0], 1, 0.4))  # still usable
+    with store_factory() as store:
+        assert store.get_rung_result(t[0].id, 0) == result(t[0], 0, 0.5)
+        assert store.get_rung_result(t[1].id, 0).loss == math.inf
+        assert store.get_rung_result(t[1].id, 1) is None
+        store.mark_promoted(experiment_id, 0, 0, 2)
+        with pytest.raises(ConflictError):
+            store.mark_promoted(experiment_id, 0, 0, 2)
+        with pytest.raises(ConflictError):
+            store.close_rung_result(experiment_id, 0, 0, 2)
+        with pytest.raises(NotFound):
+            store.mark_promoted(experiment_id, 1, 0, 0)  # wrong bracket
+        store.close_rung_result(experiment_id, 0, 0, 1)
+        store.close_rung_result(experiment_id, 0, 0, 1)  # closing twice is a no-op
+        with pytest.raises(ConflictError):
+            store.mark_promoted(experiment_id, 0, 0, 1)
+    with store_factory() as store:
+        assert store.get_rung_result(t[2].id, 0).promoted
+        closed = store.get_rung_result(t[1].id, 0)
+        assert closed.closed and not closed.promoted
+        snap = store.snapshot(store.get_experiment(experiment_id), can_start=True, n_active=3)
+        assert snap.rung_size(0, 0) == 3 and snap.rung_size(0, 1) == 1
+        assert snap.best_unpromoted(0, 0, 2) == RungEntry(0.5, 0, 1)
+        assert snap.best_unpromoted(0, 0, 1) is None
+        assert (snap.n_trials, snap.n_active, snap.can_start) == (3, 3, True)
+        assert snap.n_in_bracket(0) == 3 and snap.n_in_bracket(1) == 0
+        assert store.results_at_highest_level(experiment_id, 1) == (1, [({"i": 0}, 0.4)])
+        rung, rows = store.results_at_highest_level(experiment_id, 2)
+        assert rung == 0
+        assert sorted(rows, key=lambda r: r[0]["i"]) == [
+            ({"i": 0}, 0.5),
+            ({"i": 1}, math.inf),
+            ({"i": 2}, 0.1),
+        ]
+        assert store.results_at_highest_level(experiment_id, 4) is None
+
+
+def test_store_add_decision(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        trial = store.create_trial(experiment_id, 0, {}, "k", 1.0)
+        store.add_decision(DecisionRecord(trial.id, DecisionKind.STOP, {"rule": "x"}, 3, 2.0))
+        store.add_decision(DecisionRecord(trial.id, DecisionKind.PAUSE, {"rule": "y"}, None, 3.0))
+
+
+# ---- the snapshot against a brute-force reference -------------------------------------------
+LOSSES = st.sampled_from([0.0, 0.1, 0.1, 0.5, -1.0, 2.0, math.inf])
+ROWS = st.lists(
+    st.tuples(st.integers(0, 1), LOSSES, st.sampled_from(["open", "open", "promoted", "closed"])),
+    max_size=14,
+)
+
+
+def reference(rows: list[tuple[int, float, str]], bracket: int) -> list[tuple[float, int, str]]:
+    """(loss, trial_number, status) of one bracket's rung, best first."""
+    return sorted((loss, n, status) for n, (b, loss, status) in enumerate(rows) if b == bracket)
+
+
+def ref_best_unpromoted(ordered: list[tuple[float, int, str]], top: int) -> RungEntry | None:
+    for rank, (loss, n, status) in enumerate(ordered[: max(top, 0)]):
+        if status == "open" and math.isfinite(loss):
+            return RungEntry(loss, n, rank)
+    return None
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(rows=ROWS, extra_flags=st.booleans())
+def test_store_snapshot_matches_brute_force(
+    store_factory: StoreFactory, rows: list[tuple[int, float, str]], extra_flags: bool
+) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        for n, (bracket, loss, status) in enumerate(rows):
+            trial = store.create_trial(experiment_id, bracket, {"n": n}, f"k{n}", 1.0)
+            if extra_flags and status != "open":  # inserted already promoted or closed
+                flags = {status: True}
+                store.add_rung_result(experiment_id, result(trial, 0, loss, **flags))
+                continue
+            store.add_rung_result(experiment_id, result(trial, 0, loss))
+        for n, (bracket, _, status) in enumerate(rows):
+            if extra_flags or status == "open":
+                continue
+            if status == "promoted":
+                store.mark_promoted(experiment_id, bracket, 0, n)
+            else:
+                store.close_rung_result(experiment_id, bracket, 0, n)
+    with store_factory() as store:
+        snap = store.snapshot(store.get_experiment(experiment_id), can_start=False, n_active=0)
+        assert snap.n_trials == len(rows)
+        for bracket in (0, 1):
+            ordered = reference(rows, bracket)
+            n = len(ordered)
+            assert snap.n_in_bracket(bracket) == n
+            assert snap.rung_size(bracket, 0) == n
+            assert snap.rung_size(bracket, 1) == 0
+            assert snap.rung_entries(bracket, 0) == [
+                RungEntry(loss, number, i) for i, (loss, number, _) in enumerate(ordered)
+            ]
+            for top in range(-1, n + 2):
+                assert snap.best_unpromoted(bracket, 0, top) == ref_best_unpromoted(ordered, top)
+            for loss in (-math.inf, -1.0, 0.0, 0.1, 0.3, 2.0, 5.0, math.inf):
+                better = sum(1 for value, _, _ in ordered if value < loss)
+                for limit in range(0, n + 2):
+                    got = snap.count_better(bracket, 0, loss, limit)
+                    assert got == min(better, limit), (bracket, loss, limit)
+
+
+# ---- end to end: the same experiment through the coordinator on each store --------------------
+def test_store_coordinator_runs_identically(store_factory: StoreFactory) -> None:
+    """Run ASHA through the coordinator on this store; the trial outcomes must be the ones a
+    fresh MemoryStore produces."""
+    import tuner.coordinator as co
+    from tuner.storage.memory import MemoryStore
+
+    doc = make_document(
+        ASHA,
+        budget={"max_trials": 20},
+        space={"x": {"type": "float", "low": 0.0, "high": 1.0}},
+    )
+
+    def objective(params: dict[str, Any], resource: int) -> float:
+        return float((params["x"] - 0.3) ** 2 + 1.0 / resource)
+
+    def drive(transaction: Any) -> list[tuple[int, str, int, float | None]]:
+        clock = [0.0]
+
+        def tick() -> float:
+            clock[0] += 1.0
+            return clock[0]
+
+        with transaction() as store:
+            experiment_id = co.create_experiment(store, doc, tick()).id
+        for _ in range(1000):
+            with transaction() as store:
+                claimed = co.claim(store, experiment_id, "w", tick())
+            if isinstance(claimed, co.ExperimentOver):
+                break
+            assert isinstance(claimed, co.Assignment)
+            with transaction() as store:
+                value = objective(claimed.trial.params, claimed.job.to_resource)
+                co.complete(store, claimed.job.id, claimed.lease_token, tick(), value)
+        with transaction() as store:
+            out = []
+            for number in range(store.get_experiment(experiment_id).n_trials):
+                t = store.get_trial_by_number(experiment_id, number)
+                out.append((t.number, t.state.value, t.resource, t.best_loss))
+            return out
+
+    memory = MemoryStore()
+
+    def memory_transaction() -> Any:
+        from contextlib import nullcontext
+
+        return nullcontext(memory)
+
+    assert drive(store_factory) == drive(memory_transaction)
+
+
+# ---- concurrency -----------------------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_store_lock_serialises_deciders(session_factory: Any) -> None:
+    """16 threads, each in its own session, read a counter under the experiment lock and
+    write it back plus one: no update may be lost."""
+    from tuner.storage.sql import SqlStore
+
+    with session_factory.begin() as session:
+        experiment_id = new_experiment(SqlStore(session))
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(16)
+
+    def work() -> None:
+        try:
+            barrier.wait()
+            for _ in range(5):
+                with session_factory.begin() as session:
+                    store = SqlStore(session)
+                    experiment = store.get_experiment(experiment_id, lock=True)
+                    count = experiment.scheduler_state.get("count", 0)
+                    store.set_scheduler_state(experiment_id, {"count": count + 1})
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with session_factory.begin() as session:
+        assert SqlStore(session).get_experiment(experiment_id).scheduler_state == {"count": 80}

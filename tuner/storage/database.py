@@ -1,0 +1,152 @@
+"""Engines, sessions and schema upgrades.
+
+SQLite (the default, one file) runs in WAL mode with foreign keys on, and every transaction
+of a writing session starts with ``BEGIN IMMEDIATE``: it takes the database's write lock
+up front, so two deciders never interleave (``get_experiment(lock=True)`` is then already
+serialised) and no transaction fails half-way with "database is locked" when it upgrades from
+reading to writing. Read-only sessions (:func:`make_session_factory` with ``read_only=True``)
+start with a plain deferred ``BEGIN`` and never wait for writers (WAL).
+
+PostgreSQL (``postgresql+psycopg://``) serves several server processes; locking is by rows
+(see :mod:`tuner.storage.sql`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+DEFAULT_URL = "sqlite:///./tuner.db"
+
+#: Seconds a SQLite connection waits for the write lock before failing.
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+#: Execution option naming how a SQLite transaction begins (``IMMEDIATE`` or ``DEFERRED``).
+_BEGIN_OPTION = "tuner_sqlite_begin"
+
+#: Where the Alembic environment and revisions live.
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse ``url``; plain ``postgresql://`` and ``postgres://`` URLs get the psycopg 3 driver."""
+    if isinstance(url, str) and url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def is_sqlite(engine_or_url: Engine | str | URL) -> bool:
+    url = engine_or_url.url if isinstance(engine_or_url, Engine) else normalize_url(engine_or_url)
+    return url.get_backend_name() == "sqlite"
+
+
+def make_engine(url: str | URL = DEFAULT_URL, **kwargs: Any) -> Engine:
+    """An engine for ``url`` (SQLite file or PostgreSQL), configured as the module says.
+
+    Extra keyword arguments go to :func:`sqlalchemy.create_engine`.
+    """
+    parsed = normalize_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_S)
+        connect_args.setdefault("check_same_thread", False)
+        engine = create_engine(parsed, connect_args=connect_args, **kwargs)
+        _configure_sqlite(engine)
+        return engine
+    if backend == "postgresql":
+        kwargs.setdefault("pool_pre_ping", True)
+        return create_engine(parsed, **kwargs)
+    raise ValueError(f"unsupported database {parsed.drivername!r}: use sqlite or postgresql")
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, busy timeout, foreign keys, and BEGIN IMMEDIATE (the pysqlite recipe)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Stop pysqlite from emitting its own BEGIN; the "begin" listener below does it.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionmaker[Session]:
+    """Sessions over ``engine``; the caller owns each transaction (``with factory.begin():``).
+
+    ``read_only=True`` (SQLite) begins transactions DEFERRED: they read a consistent WAL
+    snapshot without taking the write lock. A write in such a session may fail with
+    "database is locked"; use it for the dashboard and list endpoints only.
+    """
+    bind = engine
+    if read_only and is_sqlite(engine):
+        bind = engine.execution_options(**{_BEGIN_OPTION: "DEFERRED"})
+    return sessionmaker(bind=bind, expire_on_commit=False, autoflush=True)
+
+
+def alembic_config(url: str | URL, connection: Any = None) -> Any:
+    """An :class:`alembic.config.Config` for ``url`` that works from any working directory."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    rendered = normalize_url(url).render_as_string(hide_password=False)
+    cfg.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade(url: str | URL, revision: str = "head") -> None:
+    """Bring the schema at ``url`` to ``revision`` (Alembic), creating the SQLite file if needed."""
+    from alembic import command
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(alembic_config(url, connection), revision)
+    finally:
+        engine.dispose()
+
+
+def downgrade(url: str | URL, revision: str) -> None:
+    """Take the schema at ``url`` back to ``revision`` (``"base"`` drops everything)."""
+    from alembic import command
+
+    engine = make_engine(url)
+    try:
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(url, connection), revision)
+    finally:
+        engine.dispose()
+
+
+def current_revision(url: str | URL) -> str | None:
+    """The revision the database at ``url`` is at, or None before the first upgrade."""
+    from alembic.runtime.migration import MigrationContext
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            rev: str | None = MigrationContext.configure(connection).get_current_revision()
+            return rev
+    finally:
+        engine.dispose()
