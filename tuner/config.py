@@ -17,7 +17,7 @@ from tuner.errors import ConfigError
 from tuner.samplers.base import SamplerConfig
 from tuner.space import SearchSpace
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 

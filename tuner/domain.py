@@ -132,7 +132,7 @@ class Reason:
     note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}  # type: ignore[attr-defined]
+        out = {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
         if "cutoff_loss" in out and not math.isfinite(out["cutoff_loss"]):
             out["cutoff_loss"] = None
         return out

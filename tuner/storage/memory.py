@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sortedcontainers import SortedList
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from tuner.domain import (
     DecisionRecord,
@@ -420,7 +420,8 @@ class MemorySnapshot:
         state = self._rung(bracket, rung)
         if state is None:
             return 0
-        return min(state.all.bisect_left((loss, -1)), limit)
+        better: int = state.all.bisect_left((loss, -1))
+        return min(better, limit)
 
     def rung_entries(self, bracket: int, rung: int) -> list[RungEntry]:
         state = self._rung(bracket, rung)
