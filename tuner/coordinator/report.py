@@ -143,6 +143,7 @@ def report(
         entry = record_result(store, ctx, trial, rung, value, now)
         decision = ctx.scheduler.judge(_snap(store, ctx), trial.bracket, rung, entry)
         store.end_job(job.id, JobState.DONE, now)
+        store.add_resource_used(ctx.experiment.id, step - job.to_resource)  # not trained
         apply_rung_decision(store, ctx, trial, decision, rung, step, now, step)
         return decision
     ctx = Context.load(store, job.experiment_id, lock=False)
@@ -178,6 +179,7 @@ def _judge_passed_rungs(
         decision = ctx.scheduler.judge(_snap(store, ctx), trial.bracket, k, entry)
         if decision.kind is DecisionKind.STOP:
             store.end_job(job.id, JobState.DONE, now)
+            store.add_resource_used(ctx.experiment.id, step - job.to_resource)  # not trained
         trial = apply_rung_decision(
             store,
             ctx,

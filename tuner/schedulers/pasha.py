@@ -19,6 +19,7 @@ persisted by the coordinator under the experiment's lock, so every replica agree
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -32,38 +33,49 @@ from tuner.schedulers.base import Action, Promote, Snapshot, StartTrial, Wait
 EPSILON_PERCENTILE = 90.0
 
 
+#: Pairs are compared among at most this many trials (the best of the lower rung).
+MAX_COMPARED = 1000
+
+
 def estimate_epsilon(previous: dict[int, float], top: dict[int, float]) -> float:
     """90th percentile of |gap| in ``previous`` over pairs whose order flips in ``top``."""
-    common = sorted(
-        n for n in set(previous) & set(top) if math.isfinite(previous[n]) and math.isfinite(top[n])
-    )
-    gaps = []
-    for i, a in enumerate(common):
-        for b in common[i + 1 :]:
-            before = previous[a] - previous[b]
-            after = top[a] - top[b]
-            if before * after < 0:
-                gaps.append(abs(before))
-    if not gaps:
+    common = [
+        n for n in previous if n in top and math.isfinite(previous[n]) and math.isfinite(top[n])
+    ]
+    if len(common) < 2:
         return 0.0
-    return float(np.percentile(np.asarray(gaps), EPSILON_PERCENTILE))
+    common.sort(key=lambda n: (previous[n], n))
+    common = common[:MAX_COMPARED]
+    before = np.array([previous[n] for n in common])
+    after = np.array([top[n] for n in common])
+    d_before = before[:, None] - before[None, :]
+    d_after = after[:, None] - after[None, :]
+    flipped = np.triu(d_before * d_after < 0, k=1)
+    gaps = np.abs(d_before[flipped])
+    if gaps.size == 0:
+        return 0.0
+    return float(np.percentile(gaps, EPSILON_PERCENTILE))
 
 
 def ranking_is_stable(previous: list[RungEntry], top: list[RungEntry], eps: float) -> bool:
-    """Soft-ranking test of the paper: each top-rung trial stays in its previous-rung group."""
+    """Soft-ranking test of the paper: each top-rung trial stays in its previous-rung group.
+
+    ``previous`` and ``top`` are sorted best first. The group of position i is every trial
+    whose previous-rung value lies within ``eps`` of the i-th best one: a contiguous range of
+    the sorted values, found by bisection, so the test costs O(m log m).
+    """
     top = [e for e in top if math.isfinite(e.loss)]  # diverged trials never rank
     top_numbers = {e.trial_number for e in top}
     prev = [e for e in previous if e.trial_number in top_numbers and math.isfinite(e.loss)]
     if len(top) < 2 or len(prev) < 2:
         return True
-    prev_by_pos = [e.loss for e in prev]
-    numbers_by_pos = [e.trial_number for e in prev]
-    for position, entry in enumerate(top):  # top is sorted best first
-        if position >= len(prev):
-            break
-        anchor = prev_by_pos[position]
-        group = {numbers_by_pos[j] for j in range(len(prev)) if abs(prev_by_pos[j] - anchor) <= eps}
-        if entry.trial_number not in group:
+    losses = [e.loss for e in prev]
+    index_of = {e.trial_number: i for i, e in enumerate(prev)}
+    for position, entry in enumerate(top[: len(prev)]):
+        anchor = losses[position]
+        low = bisect.bisect_left(losses, anchor - eps)
+        high = bisect.bisect_right(losses, anchor + eps)
+        if not low <= index_of.get(entry.trial_number, -1) < high:
             return False
     return True
 
