@@ -1,0 +1,111 @@
+"""Claims: hand out a job now, or long-poll up to ``wait_s`` for one.
+
+A claim is one transaction under the experiment's lock (the coordinator takes it). A claim
+that finds nothing sleeps on :class:`api.deps.Wakeups`, which the writes that may make work
+appear (completion, failure, reaping, resume, creation, stops) notify after they commit,
+so a waiting worker wakes within milliseconds in this process; work that another replica
+made available is found by re-checking every ``claim_recheck_s``.
+
+``POST /claims`` (any experiment) visits the running experiments round-robin from a moving
+start; on PostgreSQL it first skips experiments whose row another claim holds
+(``FOR UPDATE SKIP LOCKED``), then waits for those it skipped.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.deps import Runtime
+from tuner import coordinator
+from tuner.coordinator import Assignment, ClaimResult, ExperimentOver, NothingNow
+from tuner.domain import ExperimentState, Reason
+from tuner.storage import queries
+from tuner.storage.models import ExperimentRow
+from tuner.storage.sql import SqlStore
+
+ANONYMOUS = "anonymous"
+
+
+def _claim_in(
+    runtime: Runtime, experiment_id: int, worker_id: str | None, *, skip_locked: bool = False
+) -> ClaimResult | None:
+    """One transaction; None when ``skip_locked`` and another claim holds the experiment."""
+
+    def run(store: SqlStore) -> ClaimResult | None:
+        if skip_locked and store.is_postgres:
+            free = store.session.scalar(
+                select(ExperimentRow.id)
+                .where(ExperimentRow.id == experiment_id)
+                .with_for_update(skip_locked=True)
+            )
+            if free is None:
+                return None
+        now = runtime.now()
+        result = coordinator.claim(store, experiment_id, worker_id or ANONYMOUS, now)
+        if worker_id is not None and isinstance(result, Assignment):
+            # After the experiment's lock, like the reaper's and heartbeats' worker updates:
+            # one lock order, no deadlock between them.
+            queries.touch_worker(store.session, worker_id, now)
+        return result
+
+    result = runtime.write("claim", run)
+    if result is not None:
+        runtime.metrics.count_claim(result)
+        if isinstance(result, ExperimentOver):
+            runtime.wakeups.notify(experiment_id)
+    return result
+
+
+def _running_ids(runtime: Runtime) -> list[int]:
+    def run(session: Session) -> list[int]:
+        return list(
+            session.scalars(
+                select(ExperimentRow.id)
+                .where(ExperimentRow.state == ExperimentState.RUNNING)
+                .order_by(ExperimentRow.id)
+            )
+        )
+
+    return runtime.read("running_experiments", run)
+
+
+def _claim_any(runtime: Runtime, worker_id: str | None) -> ClaimResult:
+    ids = _running_ids(runtime)
+    if ids:
+        runtime.round_robin = (runtime.round_robin + 1) % len(ids)
+        ids = ids[runtime.round_robin:] + ids[: runtime.round_robin]
+    skipped = []
+    for experiment_id in ids:
+        result = _claim_in(runtime, experiment_id, worker_id, skip_locked=True)
+        if result is None:
+            skipped.append(experiment_id)
+        elif isinstance(result, Assignment):
+            return result
+    for experiment_id in skipped:
+        result = _claim_in(runtime, experiment_id, worker_id)
+        if isinstance(result, Assignment):
+            return result
+    return NothingNow(Reason("no_work", note="no running experiment has work now"))
+
+
+def claim(
+    runtime: Runtime, experiment_id: int | None, worker_id: str | None, wait_s: float
+) -> ClaimResult:
+    """Claim from one experiment (or any, when ``experiment_id`` is None), waiting up to
+    ``wait_s`` seconds while the answer is "nothing now"."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        seen = runtime.wakeups.seen(experiment_id)
+        if experiment_id is None:
+            result = _claim_any(runtime, worker_id)
+        else:
+            result = _claim_in(runtime, experiment_id, worker_id) or NothingNow(
+                Reason("busy", note="another claim holds the experiment")
+            )
+        remaining = deadline - time.monotonic()
+        if not isinstance(result, NothingNow) or remaining <= 0:
+            return result
+        runtime.wakeups.wait(experiment_id, seen, min(remaining, runtime.settings.claim_recheck_s))

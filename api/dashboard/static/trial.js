@@ -1,0 +1,178 @@
+/* One trial: parameters, curve, decisions with their reasons, output tail, checkpoint,
+ * jobs and workers. */
+"use strict";
+
+const LIVE = new Set(["pending", "running", "paused", "lost"]);
+
+document.addEventListener("DOMContentLoaded", () => T.start((main) => {
+  const { el } = T;
+  const id = Number(document.body.dataset.id);
+  const admin = T.isAdmin();
+  let poller = null;
+  let trial = null;
+
+  const expLink = el("a", { id: "trial-experiment" }, "Experiment");
+  const title = el("h1", { id: "trial-title" }, "Trial");
+  const stateBadge = el("span", { id: "trial-state" });
+  const stopBtn = T.actionButton("Stop trial", "danger", async () => {
+    const ok = await T.confirmAction("Stop trial #" + trial.number + "?",
+      "The trial stops at its next report and is not promoted again.", "Stop trial");
+    if (!ok) return;
+    await T.api("/api/v1/trials/" + id + "/stop", { method: "POST" });
+    poller.now();
+  });
+  stopBtn.id = "action-stop";
+  stopBtn.hidden = true;
+  main.append(el("nav", { className: "crumbs", "aria-label": "Breadcrumb" },
+    el("a", { href: "/ui" }, "Experiments"), " / ", expLink, " / ", el("span", null, "trial " + id)));
+  main.append(el("div", { className: "title-row" }, title, stateBadge,
+    el("div", { className: "actions" }, admin ? stopBtn : null)));
+
+  const facts = {};
+  const factList = el("dl", { className: "facts", id: "trial-facts" });
+  for (const [k, label] of [["bracket", "Bracket"], ["rung", "Highest rung"],
+    ["resource", "Resource trained"], ["best", "Best value"], ["last", "Last value"],
+    ["retries", "Retries"], ["checkpoint", "Checkpoint"], ["created", "Created"],
+    ["updated", "Updated"], ["ended", "Ended"]]) {
+    facts[k] = el("dd", { id: "fact-" + k });
+    factList.append(el("div", null, el("dt", null, label), facts[k]));
+  }
+  const params = T.tableOf(["Parameter", "Value"], { caption: "Parameters" });
+  params.table.id = "params-table";
+  main.append(el("div", { className: "two" }, T.section("Facts", "facts", factList),
+    T.section("Parameters", "params", params.wrap)));
+
+  const curveNote = el("p", { className: "muted small" });
+  const curveDiv = el("div", { className: "chart medium", id: "trial-curve" });
+  main.append(T.section("Learning curve", "curve", curveNote, curveDiv));
+
+  const rungs = T.tableOf(["Bracket", "Rung", "Value", "Status", "Recorded"],
+    { caption: "Rung values" });
+  main.append(T.section("Rung values", "rungvalues", rungs.wrap));
+
+  const decisions = T.tableOf(["#", "Decision", "Step", "Rule", "Rung", "Resource", "Rank",
+    "n", "Threshold", "Cutoff (loss)", "Note", "When"], { caption: "Decisions" });
+  decisions.table.id = "decisions-table";
+  main.append(T.section("Decisions and their reasons", "decisions",
+    el("p", { className: "muted small" }, "Rank is 0-based (best first) among the n results of "
+      + "the rung; the threshold is how many of them go on; the cutoff is in loss units (lower "
+      + "is better)."), decisions.wrap));
+
+  const outPre = el("pre", { className: "output", id: "trial-output", tabindex: "0",
+    "aria-label": "Output tail" });
+  main.append(T.section("Output (tail)", "output", outPre));
+
+  const jobs = T.tableOf(["Job", "Rung", "From → to", "State", "Attempt", "Worker",
+    "Lease expires", "Created", "Ended"], { caption: "Jobs" });
+  jobs.table.id = "jobs-table";
+  const workers = T.tableOf(["Worker", "Host", "GPUs", "Last heartbeat", "Lost leases"],
+    { caption: "Workers" });
+  workers.table.id = "trial-workers-table";
+  main.append(T.section("Jobs", "jobs", jobs.wrap), T.section("Workers", "workers", workers.wrap));
+
+  const cells = (n) => () => {
+    const tr = el("tr");
+    tr._c = Array.from({ length: n }, () => el("td", { className: "nowrap" }));
+    tr.append(...tr._c);
+    return tr;
+  };
+
+  async function tick() {
+    const [t, w] = await Promise.all([T.api("/api/v1/trials/" + id),
+      T.api("/ui/api/trials/" + id + "/workers")]);
+    trial = t;
+    document.title = "Trial #" + t.number + " · tuner";
+    T.setText(title, "Trial #" + t.number);
+    T.setBadge(stateBadge, t.state);
+    T.setAttr(expLink, "href", "/ui/experiments/" + t.experiment_id);
+    T.setText(expLink, "experiment #" + t.experiment_id);
+    stopBtn.hidden = !LIVE.has(t.state) || t.stop_requested;
+    T.setText(facts.bracket, t.bracket);
+    T.setText(facts.rung, t.rung < 0 ? "—" : t.rung);
+    T.setText(facts.resource, T.fmtInt(t.resource));
+    T.setText(facts.best, T.fmtValue(t.best_value));
+    T.setText(facts.last, T.fmtValue(t.last_value, t.last_value_kind));
+    T.setText(facts.retries, t.retries + (t.stop_requested ? " (stop requested)" : ""));
+    T.setText(facts.checkpoint, t.checkpoint || "—");
+    T.setText(facts.created, T.fmtTime(t.created_at));
+    T.setText(facts.updated, T.fmtAge(t.updated_at));
+    T.setText(facts.ended, t.ended_at ? T.fmtTime(t.ended_at) : "—");
+
+    T.patchRows(params.tbody, Object.entries(t.params), (p) => p[0], cells(2), (tr, p) => {
+      T.setText(tr._c[0], p[0]);
+      T.setText(tr._c[1], typeof p[1] === "number" ? T.fmtValue(p[1]) : JSON.stringify(p[1]));
+    });
+
+    const xs = t.reports.map((r) => r.step);
+    const ys = t.reports.map((r) => r.value);
+    const rungX = [];
+    const rungY = [];
+    const stepValue = new Map(t.reports.map((r) => [r.step, r.value]));
+    for (const j of t.jobs) {
+      if (stepValue.has(j.to_resource) && !rungX.includes(j.to_resource)) {
+        rungX.push(j.to_resource);
+        rungY.push(stepValue.get(j.to_resource));
+      }
+    }
+    await T.plotly();
+    const type = xs.length > 2000 ? "scattergl" : "scatter";
+    Plotly.react(curveDiv, [
+      { type, mode: "lines", x: xs, y: ys, name: "reports", line: { color: "#2563eb", width: 2 },
+        hovertemplate: "step %{x}<br>value %{y}<extra></extra>" },
+      { type, mode: "markers", x: rungX, y: rungY, name: "rungs",
+        marker: { size: 9, color: "#facc15", line: { color: "#111827", width: 1 } },
+        hovertemplate: "rung at %{x}<br>value %{y}<extra></extra>" },
+    ], { uirevision: "trial", height: 320, margin: { l: 56, r: 16, t: 8, b: 44 },
+      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", showlegend: false,
+      xaxis: { title: { text: "resource (step)" } }, yaxis: { title: { text: "value" } } },
+    T.plotConfig);
+    T.setText(curveNote, t.reports.length + " reports; yellow markers: the end of each job "
+      + "(a rung).");
+
+    T.patchRows(rungs.tbody, t.rung_values, (r) => r.bracket + "." + r.rung, cells(5), (tr, r) => {
+      T.setText(tr._c[0], r.bracket); T.setText(tr._c[1], r.rung);
+      T.setText(tr._c[2], T.fmtValue(r.value, r.value_kind)); T.setText(tr._c[3], r.status);
+      T.setText(tr._c[4], T.fmtAge(r.created_at));
+    });
+    if (!t.rung_values.length) T.emptyRow(rungs.tbody, 5, "No rung result yet.");
+
+    const ds = t.decisions.map((d, i) => Object.assign({ i }, d));
+    T.patchRows(decisions.tbody, ds, (d) => d.i, cells(12), (tr, d) => {
+      const r = d.reason || {};
+      const vals = [d.i + 1, d.kind, d.step === null ? "—" : d.step, r.rule || "—",
+        r.rung ?? "—", r.resource ?? "—", r.rank ?? "—", r.n ?? "—", r.threshold ?? "—",
+        r.cutoff_loss === undefined || r.cutoff_loss === null ? "—" : T.fmtValue(r.cutoff_loss),
+        r.note || "", T.fmtTime(d.created_at)];
+      vals.forEach((v, k) => T.setText(tr._c[k], v));
+      tr._c[1].className = "decision-" + d.kind;
+    });
+    if (!ds.length) T.emptyRow(decisions.tbody, 12, "No decision yet.");
+
+    const atBottom = outPre.scrollHeight - outPre.scrollTop - outPre.clientHeight < 24;
+    T.setText(outPre, t.output_tail || "(no output received)");
+    if (atBottom) outPre.scrollTop = outPre.scrollHeight;
+
+    T.patchRows(jobs.tbody, t.jobs, (j) => j.id, cells(9), (tr, j) => {
+      const vals = [j.id, j.rung, j.from_resource + " → " + j.to_resource, j.state, j.attempt,
+        j.worker_id || "—", j.state === "leased" ? T.fmtTime(j.lease_expires_at) : "—",
+        T.fmtTime(j.created_at), j.ended_at ? T.fmtTime(j.ended_at) : "—"];
+      vals.forEach((v, k) => T.setText(tr._c[k], v));
+    });
+    if (!t.jobs.length) T.emptyRow(jobs.tbody, 9, "No job yet.");
+
+    T.patchRows(workers.tbody, w.items, (x) => x.worker_id, cells(5), (tr, x) => {
+      if (!tr._link) {
+        tr._link = el("a", { href: "/ui/workers#worker-" + encodeURIComponent(x.worker_id) });
+        tr._c[0].replaceChildren(tr._link);
+      }
+      T.setText(tr._link, x.worker_id);
+      T.setText(tr._c[1], x.host);
+      T.setText(tr._c[2], x.gpus.length ? x.gpus.map(String).join(", ") : "none");
+      T.setText(tr._c[3], T.fmtAge(x.last_seen_at));
+      T.setText(tr._c[4], x.lost_leases);
+    });
+    if (!w.items.length) T.emptyRow(workers.tbody, 5, "No registered worker ran this trial.");
+    document.body.dataset.ready = "1";
+  }
+  poller = T.poll(tick);
+}));

@@ -1,0 +1,134 @@
+"""What routes share: the runtime (engine, sessions, clock, metrics, wake-ups) and the one
+way to run a transaction.
+
+Every write is one transaction (``Runtime.write``) that commits before the route answers,
+so an acknowledged report is durable. Transient database failures (PostgreSQL deadlocks and
+serialization failures, SQLite "database is locked") roll back and run again, a few times:
+the coordinator's operations write nothing outside their transaction, so a retry is safe.
+On SQLite the writes of one process queue on a lock in memory instead of spinning in
+SQLite's busy handler (SQLite serves one server process; ``BEGIN IMMEDIATE`` still guards
+against others).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Path, Query, Request
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.metrics import Metrics
+from api.settings import Settings
+from tuner.storage.sql import SqlStore
+
+T = TypeVar("T")
+
+_RETRIES = 6
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
+
+
+def is_transient(exc: DBAPIError) -> bool:
+    """Deadlock, serialization failure, lock not available, or SQLite's busy lock."""
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate in _TRANSIENT_SQLSTATES:
+        return True
+    return "database is locked" in str(exc.orig) or "database is busy" in str(exc.orig)
+
+
+class Wakeups:
+    """Long-polling claims sleep here; writes that may make work appear wake them.
+
+    One condition with a generation counter per experiment and one for any experiment.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._by_experiment: dict[int, int] = {}
+        self._any = 0
+
+    def seen(self, experiment_id: int | None) -> int:
+        with self._cond:
+            return self._any if experiment_id is None else self._by_experiment.get(experiment_id, 0)
+
+    def notify(self, experiment_id: int) -> None:
+        with self._cond:
+            self._by_experiment[experiment_id] = self._by_experiment.get(experiment_id, 0) + 1
+            self._any += 1
+            self._cond.notify_all()
+
+    def wait(self, experiment_id: int | None, seen: int, timeout_s: float) -> bool:
+        """Sleep until ``experiment_id`` (None: any) changes from ``seen``, or the timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.seen(experiment_id) != seen, timeout_s)
+
+
+@dataclass
+class Runtime:
+    """The process-wide objects of one app, on ``app.state.runtime``."""
+
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    read_factory: sessionmaker[Session]
+    clock: Callable[[], float]
+    metrics: Metrics = field(default_factory=Metrics)
+    wakeups: Wakeups = field(default_factory=Wakeups)
+    write_lock: threading.Lock | None = None
+    round_robin: int = 0
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def now(self) -> float:
+        return self.clock()
+
+    @contextmanager
+    def _timed(self, operation: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.metrics.db.labels(operation).observe(time.perf_counter() - start)
+
+    def write(self, operation: str, fn: Callable[[SqlStore], T]) -> T:
+        """Run ``fn`` in one write transaction; commit, or roll back on any exception."""
+        for attempt in range(_RETRIES):
+            try:
+                with (
+                    self._timed(operation),
+                    self.write_lock or nullcontext(),
+                    self.session_factory.begin() as session,
+                ):
+                    return fn(SqlStore(session))
+            except DBAPIError as exc:
+                if attempt == _RETRIES - 1 or not is_transient(exc):
+                    raise
+            time.sleep(random.uniform(0.001, 0.01 * 2**attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def read(self, operation: str, fn: Callable[[Session], T]) -> T:
+        """Run ``fn`` in one read-only transaction (SQLite: a WAL snapshot, no write lock)."""
+        with self._timed(operation), self.read_factory.begin() as session:
+            return fn(session)
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+#: A path id: non-negative and within a 32-bit column (larger ones are unknown ids anyway).
+Id = Annotated[int, Path(ge=0, le=2**31 - 1)]
+Limit = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(ge=0, le=10**9)]

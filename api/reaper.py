@@ -1,0 +1,64 @@
+"""The reaper: a thread in every server process that expires leases not renewed in time.
+
+Each pass is one transaction of its own (never a request's session). With several
+replicas, every reaper may see the same expired job; the coordinator ends it by a
+compare-and-set under the experiment's lock, so exactly one of them re-queues it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from api.deps import Runtime
+from tuner import coordinator
+from tuner.domain import Job
+from tuner.storage import queries
+from tuner.storage.sql import SqlStore
+
+log = logging.getLogger(__name__)
+
+
+def reap_once(runtime: Runtime, limit: int = 100) -> list[Job]:
+    """One pass: expire what is due, count it, and wake claims waiting for work."""
+
+    def run(store: SqlStore) -> list[Job]:
+        reaped = coordinator.reap(store, runtime.now(), limit=limit)
+        for job in reaped:
+            if job.worker_id:
+                queries.add_lost_lease(store.session, job.worker_id)
+        return reaped
+
+    reaped = runtime.write("reap", run)
+    for job in reaped:
+        runtime.metrics.lease_expiries.inc()
+        runtime.wakeups.notify(job.experiment_id)
+        log.info(
+            "event=lease_expired experiment_id=%s trial_id=%s job_id=%s worker_id=%s",
+            job.experiment_id, job.trial_id, job.id, job.worker_id,
+        )
+    return reaped
+
+
+class Reaper:
+    """Calls :func:`reap_once` every ``interval_s`` until stopped."""
+
+    def __init__(self, runtime: Runtime, interval_s: float) -> None:
+        self._runtime, self._interval_s = runtime, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tuner-reaper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                while len(reap_once(self._runtime)) >= 100 and not self._stop.is_set():
+                    pass  # a backlog: keep going without waiting
+            except Exception:  # a process edge: log, and try again next interval
+                log.exception("event=reaper_failed")

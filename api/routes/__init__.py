@@ -1,0 +1,1 @@
+"""Route modules; each exposes ``router`` (mounted under ``/api/v1`` except health)."""

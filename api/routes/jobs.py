@@ -1,0 +1,164 @@
+"""The job protocol: claim, report, heartbeat, complete, fail (and the trial's output)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Response
+
+from api import claims
+from api.auth import Worker
+from api.deps import Id, RuntimeDep
+from api.errors import error_response
+from api.shapes import decision_out, job_out
+from api.validation import InvalidRequest
+from tuner import coordinator
+from tuner.coordinator import Assignment, ExperimentOver
+from tuner.domain import Decision, DecisionKind
+from tuner.errors import LeaseExpired
+from tuner.storage import queries
+from tuner.storage.sql import SqlStore
+from tuner.wire import (
+    OUTPUT_TAIL_CHARS,
+    ClaimIn,
+    CompleteIn,
+    DecisionOut,
+    ErrorOut,
+    FailIn,
+    FailOut,
+    HeartbeatIn,
+    JobOut,
+    OutputIn,
+    OutputOut,
+    ReportIn,
+)
+
+router = APIRouter(
+    tags=["jobs"], dependencies=[Worker],
+    responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 404: {"model": ErrorOut},
+               422: {"model": ErrorOut}},
+)
+_CLAIM: dict[int | str, dict[str, Any]] = {
+    200: {"model": JobOut}, 204: {"description": "nothing to hand out now; ask again"},
+    410: {"model": ErrorOut, "description": "the experiment is over"},
+}
+_LEASED: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorOut, "description": "stale lease token, or another value at this step"},
+}
+ClaimBody = Annotated[ClaimIn | None, Body()]
+
+
+def _claim_answer(result: coordinator.ClaimResult) -> JobOut | Response:
+    if isinstance(result, Assignment):
+        return job_out(result)
+    if isinstance(result, ExperimentOver):
+        return error_response(
+            410, "experiment_over", f"the experiment is {result.state}: no more jobs"
+        )
+    return Response(status_code=204)
+
+
+@router.post("/experiments/{experiment_id}/claims", response_model=JobOut, responses=_CLAIM)
+def claim(experiment_id: Id, runtime: RuntimeDep, body: ClaimBody = None) -> JobOut | Response:
+    """Lease the next job of this experiment, waiting up to ``wait_s`` for one."""
+    body = body or ClaimIn()
+    return _claim_answer(claims.claim(runtime, experiment_id, body.worker_id, body.wait_s))
+
+
+@router.post("/claims", response_model=JobOut, responses=_CLAIM)
+def claim_any(runtime: RuntimeDep, body: ClaimBody = None) -> JobOut | Response:
+    """Lease the next job of any running experiment (fair across them); 204 when none."""
+    body = body or ClaimIn()
+    return _claim_answer(claims.claim(runtime, None, body.worker_id, body.wait_s))
+
+
+def _decide(
+    runtime: RuntimeDep, operation: str, job_id: int, fn: Callable[[SqlStore, float], Decision]
+) -> DecisionOut:
+    """Run a leased-job operation; count the scheduler's decisions (not heartbeats' answers)
+    and wake waiting claims when the job ended."""
+
+    def run(store: SqlStore) -> tuple[Decision, int | None]:
+        # Completions always wake claims: read the job before the coordinator takes the
+        # experiment's lock, not while holding it.
+        experiment_id = store.get_job(job_id).experiment_id if operation == "complete" else None
+        decision = fn(store, runtime.now())
+        if experiment_id is None and decision.kind is not DecisionKind.CONTINUE:
+            experiment_id = store.get_job(job_id).experiment_id
+        return decision, experiment_id
+
+    decision, experiment_id = runtime.write(operation, run)
+    if operation != "heartbeat" or decision.kind is DecisionKind.STOP:
+        runtime.metrics.count_decision(decision.kind.value)
+    if experiment_id is not None:
+        runtime.wakeups.notify(experiment_id)
+    return decision_out(decision)
+
+
+@router.post("/jobs/{job_id}/reports", response_model=DecisionOut, responses=_LEASED)
+def report(job_id: Id, body: ReportIn, runtime: RuntimeDep) -> DecisionOut:
+    """Store the value at ``step`` (once per trial and step) and answer the decision.
+
+    A non-finite value is sent as ``value_kind`` (``nan``, ``inf``, ``-inf``) and stops the
+    trial. The same value again is answered again (200); another value is 409."""
+    value = body.as_float()
+    if value is None:  # pragma: no cover - ReportIn requires a value or a value_kind
+        raise InvalidRequest("body.value: a report needs a value")
+    out = _decide(runtime, "report", job_id, lambda store, now: coordinator.report(
+        store, job_id, body.lease_token, body.step, value, now,
+        metrics=body.metrics, checkpoint=body.checkpoint,
+    ))
+    runtime.metrics.reports.inc()
+    return out
+
+
+@router.post("/jobs/{job_id}/heartbeat", response_model=DecisionOut, responses=_LEASED)
+def heartbeat(job_id: Id, body: HeartbeatIn, runtime: RuntimeDep) -> DecisionOut:
+    """Renew the lease; ``stop`` when the trial was stopped by hand or cancelled."""
+
+    def beat(store: SqlStore, now: float) -> Decision:
+        decision = coordinator.heartbeat(store, job_id, body.lease_token, now)
+        worker_id = store.get_job(job_id).worker_id
+        if worker_id:
+            queries.touch_worker(store.session, worker_id, now)
+        return decision
+
+    return _decide(runtime, "heartbeat", job_id, beat)
+
+
+@router.post("/jobs/{job_id}/complete", response_model=DecisionOut, responses=_LEASED)
+def complete(job_id: Id, body: CompleteIn, runtime: RuntimeDep) -> DecisionOut:
+    """The job reached ``to_resource``: ``pause`` (await promotion), ``complete`` or ``stop``."""
+    return _decide(runtime, "complete", job_id, lambda store, now: coordinator.complete(
+        store, job_id, body.lease_token, now, value=body.as_float(),
+        checkpoint=body.checkpoint, metrics=body.metrics,
+    ))
+
+
+@router.post("/jobs/{job_id}/fail", response_model=FailOut, responses=_LEASED)
+def fail(job_id: Id, body: FailIn, runtime: RuntimeDep) -> FailOut:
+    """The worker gave up: the job is queued again (from the last checkpoint) or the trial
+    fails once ``max_retries`` is spent."""
+    trial = runtime.write("fail", lambda store: coordinator.fail(
+        store, job_id, body.lease_token, body.error, runtime.now()
+    ))
+    runtime.wakeups.notify(trial.experiment_id)
+    return FailOut(trial_id=trial.id, trial_state=trial.state.value, retries=trial.retries)
+
+
+@router.post("/jobs/{job_id}/output", response_model=OutputOut, responses=_LEASED)
+def output(job_id: Id, body: OutputIn, runtime: RuntimeDep) -> OutputOut:
+    """Append to the trial's output; the last 16 Ki characters are kept for the dashboard."""
+
+    def run(store: SqlStore) -> OutputOut:
+        job = store.get_job(job_id)
+        if job.token_hash != coordinator.hash_token(body.lease_token):
+            raise LeaseExpired(f"the lease token does not match job {job_id}")
+        tail = (queries.get_output_tail(store.session, job.trial_id) or "") + body.text
+        tail = tail[-OUTPUT_TAIL_CHARS:]
+        queries.set_output_tail(store.session, job.trial_id, tail)
+        return OutputOut(trial_id=job.trial_id, n_chars=len(tail))
+
+    return runtime.write("output", run)
+

@@ -1,0 +1,278 @@
+"""Service throughput: N concurrent HTTP workers against a real uvicorn server.
+
+Each worker claims a job (long poll), reports every step (resource unit) and completes it,
+over keep-alive HTTP (``http.client``: the load generator shares the CPUs with the server, so
+its cost per request is kept small). Printed per database: claims/s, reports/s, completions/s
+and p50/p99 latency of each call. Then the same workload through Optuna's RDB storage on the
+same PostgreSQL (ask, report each step, should_prune with SuccessiveHalvingPruner, tell),
+the ratio of the two, and what PostgreSQL itself commits (``pgbench -N``) as the ceiling.
+
+Usage::
+
+    .venv/bin/python bench/service_throughput.py [--workers 32] [--seconds 15]
+        [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test] [--skip-optuna]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tuner.storage.database import make_engine, normalize_url  # noqa: E402
+
+ADMIN = "bench-admin-token"
+DOC = {
+    "name": "bench",
+    "space": {"lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+              "width": {"type": "int", "low": 1, "high": 512}},
+    "scheduler": {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 9},
+    "budget": {"max_trials": 1_000_000},
+    "lease_ttl_s": 120,
+}
+
+
+def loss(lr: float, step: int) -> float:
+    return abs(math.log10(lr) + 2.0) + 1.0 / step
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Conn:
+    """One keep-alive HTTP connection with JSON in and out."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.port = port
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+
+    def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        self.conn.request("POST", path, json.dumps(body), self.headers)
+        answer = self.conn.getresponse()
+        data = answer.read()
+        return answer.status, (json.loads(data) if data else None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_server(url: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    env = {**os.environ, "TUNER_DATABASE_URL": url, "TUNER_ADMIN_TOKEN": ADMIN}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port",
+         str(port), "--no-access-log", "--log-level", "warning"],
+        cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+    )
+    for _ in range(300):
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/healthz")
+            if c.getresponse().status == 200:
+                return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(log.read_text()[-2000:])
+
+
+def run_tuner(url: str, workers: int, seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, port = start_server(url, Path(tmp) / "server.log")
+        try:
+            admin = Conn(port, ADMIN)
+            status, experiment = admin.post("/api/v1/experiments", DOC)
+            assert status == 201, experiment
+            status, token = admin.post("/api/v1/tokens", {"role": "worker", "name": "bench"})
+            eid = experiment["id"]
+            lat: dict[str, list[float]] = defaultdict(list)
+            lock = threading.Lock()
+            stop_at = time.monotonic() + seconds
+
+            def worker(i: int) -> None:
+                c = Conn(port, token["token"])
+                mine: dict[str, list[float]] = defaultdict(list)
+
+                def call(kind: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+                    t = time.perf_counter()
+                    out = c.post(path, body)
+                    mine[kind].append(time.perf_counter() - t)
+                    return out
+
+                while time.monotonic() < stop_at:
+                    status, job = call("claim", f"/api/v1/experiments/{eid}/claims",
+                                       {"worker_id": f"w{i}", "wait_s": 1})
+                    if status != 200:
+                        continue
+                    for step in range(job["from_resource"] + 1, job["to_resource"] + 1):
+                        call("report", f"/api/v1/jobs/{job['job_id']}/reports",
+                             {"lease_token": job["lease_token"], "step": step,
+                              "value": loss(job["params"]["lr"], step)})
+                    call("complete", f"/api/v1/jobs/{job['job_id']}/complete",
+                         {"lease_token": job["lease_token"]})
+                with lock:
+                    for k, v in mine.items():
+                        lat[k].extend(v)
+
+            threads = [threading.Thread(target=worker, args=(i,)) for i in range(workers)]
+            start = time.monotonic()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.monotonic() - start
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    return {
+        "elapsed_s": elapsed,
+        **{f"{k}_per_s": len(v) / elapsed for k, v in lat.items()},
+        **{f"{k}_p50_ms": 1000 * pct(v, 0.5) for k, v in lat.items()},
+        **{f"{k}_p99_ms": 1000 * pct(v, 0.99) for k, v in lat.items()},
+        "transactions_per_s": sum(len(v) for v in lat.values()) / elapsed,
+    }
+
+
+def run_optuna(url: str, workers: int, seconds: float) -> dict[str, Any]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sa_url = normalize_url(url).render_as_string(hide_password=False)
+    storage = optuna.storages.RDBStorage(sa_url)
+    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    name = f"bench-{time.time_ns()}"
+    optuna.create_study(study_name=name, storage=storage, pruner=pruner)
+    reports: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def worker() -> None:
+        study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+        mine = []
+        while time.monotonic() < stop_at:
+            trial = study.ask()
+            lr = trial.suggest_float("lr", 1e-4, 1.0, log=True)
+            trial.suggest_int("width", 1, 512)
+            pruned = False
+            for step in range(1, 10):
+                t = time.perf_counter()
+                trial.report(loss(lr, step), step)
+                prune = trial.should_prune()
+                mine.append(time.perf_counter() - t)
+                if prune:
+                    pruned = True
+                    break
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED if pruned else None,
+                       values=None if pruned else loss(lr, 9))
+        with lock:
+            reports.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - start
+    return {"report_per_s": len(reports) / elapsed, "report_p50_ms": 1000 * pct(reports, 0.5),
+            "report_p99_ms": 1000 * pct(reports, 0.99)}
+
+
+def run_pgbench(url: str, seconds: int = 10) -> float | None:
+    parsed = normalize_url(url)
+    admin = make_engine(url, isolation_level="AUTOCOMMIT")
+    db = "tuner_pgbench"
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {db}"))
+        conn.execute(text(f"CREATE DATABASE {db}"))
+    args = ["-h", parsed.host or "127.0.0.1", "-p", str(parsed.port or 5432),
+            "-U", parsed.username or "postgres"]
+    try:
+        subprocess.run(["pgbench", "-i", "-q", *args, db], check=True, capture_output=True)
+        out = subprocess.run(
+            ["pgbench", "-N", "-T", str(seconds), "-c", "8", "-j", "2", *args, db],
+            check=True, capture_output=True, text=True,
+        ).stdout
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        admin.dispose()
+    found = re.search(r"tps = ([\d.]+)", out)
+    return float(found.group(1)) if found else None
+
+
+def scratch_pg(url: str, name: str) -> str:
+    admin = make_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return normalize_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def show(label: str, r: dict[str, Any]) -> None:
+    print(f"{label}: claims/s {r.get('claim_per_s', 0):.0f}"
+          f"  reports/s {r.get('report_per_s', 0):.0f}"
+          f"  completes/s {r.get('complete_per_s', 0):.0f}  | p50/p99 ms: claim "
+          f"{r.get('claim_p50_ms', 0):.1f}/{r.get('claim_p99_ms', 0):.1f}  report "
+          f"{r.get('report_p50_ms', 0):.1f}/{r.get('report_p99_ms', 0):.1f}  complete "
+          f"{r.get('complete_p50_ms', 0):.1f}/{r.get('complete_p99_ms', 0):.1f}"
+          f"  | transactions/s {r.get('transactions_per_s', 0):.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--postgres", default=os.environ.get(
+        "TUNER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
+    parser.add_argument("--skip-optuna", action="store_true")
+    args = parser.parse_args()
+    print(f"{args.workers} workers, {args.seconds:.0f} s per run, {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite = run_tuner(f"sqlite:///{tmp}/bench.db", args.workers, args.seconds)
+    show("tuner sqlite    ", sqlite)
+    pg_url = scratch_pg(args.postgres, "tuner_bench")
+    pg = run_tuner(pg_url, args.workers, args.seconds)
+    show("tuner postgresql", pg)
+    if not args.skip_optuna:
+        optuna_url = scratch_pg(args.postgres, "optuna_bench")
+        opt = run_optuna(optuna_url, args.workers, args.seconds)
+        print(f"optuna postgresql: reports/s {opt['report_per_s']:.0f}  report+should_prune "
+              f"p50/p99 ms {opt['report_p50_ms']:.1f}/{opt['report_p99_ms']:.1f}")
+        print(f"ratio tuner/optuna reports/s (postgresql): "
+              f"{pg['report_per_s'] / max(opt['report_per_s'], 1e-9):.1f}x")
+    tps = run_pgbench(args.postgres)
+    if tps:
+        print(f"pgbench -N -c 8 (simple update) tps: {tps:.0f}; tuner's share: "
+              f"{pg['transactions_per_s'] / tps:.0%} of it")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Whole ASHA experiments through real uvicorn servers over HTTP, 32 concurrent workers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.api import harness
+from tests.api.conftest import ADMIN_TOKEN, LiveServer, bearer, experiment_document
+
+pytestmark = pytest.mark.slow
+
+N_WORKERS = 32
+
+
+def _setup(url: str, **overrides: object) -> tuple[int, str]:
+    """Create the experiment and a worker token through the API."""
+    with httpx.Client(base_url=url, headers=bearer(ADMIN_TOKEN), timeout=30) as client:
+        doc = experiment_document(
+            name="live", budget={"max_trials": 60},
+            scheduler={"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 9},
+            **overrides,
+        )
+        created = client.post("/api/v1/experiments", json=doc)
+        assert created.status_code == 201, created.text
+        token = client.post("/api/v1/tokens", json={"role": "worker", "name": "workers"})
+        assert token.status_code == 201, token.text
+        return created.json()["id"], token.json()["token"]
+
+
+def test_live_32_workers_run_asha_to_the_end(live_server: LiveServer, db_url: str) -> None:
+    experiment_id, token = _setup(live_server.url)
+    log, workers = harness.run_workers(
+        [live_server.url], token, experiment_id, N_WORKERS, timeout_s=90
+    )
+    harness.join(workers, 100)
+    assert not log.errors, log.errors[:5]
+    assert all(not w.is_alive() for w in workers), "workers still running: experiment stuck"
+    harness.check_no_job_twice(log)
+    summary = harness.check_database(db_url, experiment_id, log, eta=3)
+    assert summary["reports"] >= 60 and summary["promotions"] >= 20
+    assert 500 not in log.statuses
+
+
+def test_live_sigkill_and_restart_loses_nothing(
+    live_server_factory: Callable[..., LiveServer], db_url: str
+) -> None:
+    server = live_server_factory()
+    experiment_id, token = _setup(server.url, lease_ttl_s=4)
+    log, workers = harness.run_workers([server.url], token, experiment_id, N_WORKERS, 120)
+    deadline = time.monotonic() + 30
+    while len(log.acknowledged) < 60 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    server.kill()
+    killed_at = len(log.acknowledged)
+    time.sleep(0.5)
+    server.start()  # same port and database: the workers keep retrying the same URL
+    harness.join(workers, 130)
+    assert killed_at >= 60
+    assert not log.errors, log.errors[:5]
+    assert all(not w.is_alive() for w in workers), "workers still running: experiment stuck"
+    job_ids = [lease.job_id for lease in log.leases]
+    assert len(job_ids) == len(set(job_ids)), "a job was handed out twice"
+    harness.check_database(db_url, experiment_id, log, eta=3)
+
+
+@pytest.mark.postgres
+def test_live_two_replicas_share_workers(
+    live_server_factory: Callable[..., LiveServer], db_url: str
+) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("several server processes need PostgreSQL")
+    first, second = live_server_factory(), live_server_factory()
+    experiment_id, token = _setup(first.url)
+    log, workers = harness.run_workers(
+        [first.url, second.url], token, experiment_id, N_WORKERS, timeout_s=90
+    )
+    harness.join(workers, 100)
+    assert not log.errors, log.errors[:5]
+    assert all(not w.is_alive() for w in workers)
+    harness.check_no_job_twice(log)
+    harness.check_database(db_url, experiment_id, log, eta=3)

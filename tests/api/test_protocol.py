@@ -1,0 +1,226 @@
+"""The job protocol through the app in-process, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import math
+
+from tests.api.conftest import Api
+
+
+def _run_job(api: Api, job: dict, value_at: float = 0.5) -> dict:
+    for step in range(job["from_resource"] + 1, job["to_resource"] + 1):
+        answer = api.post(
+            f"/jobs/{job['job_id']}/reports",
+            {"lease_token": job["lease_token"], "step": step, "value": value_at / step},
+        )
+        assert answer.status_code == 200, answer.text
+    answer = api.post(f"/jobs/{job['job_id']}/complete", {"lease_token": job["lease_token"]})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_protocol_claim_report_complete(api: Api) -> None:
+    experiment = api.create_experiment()
+    answer = api.claim(experiment["id"], worker_id="w1")
+    assert answer.status_code == 200, answer.text
+    job = answer.json()
+    assert job["from_resource"] == 0 and job["to_resource"] == 1
+    assert job["lease_expires_at"].endswith("Z") or "+00:00" in job["lease_expires_at"]
+    decision = _run_job(api, job)
+    assert decision["decision"] == "pause"
+    trial = api.get(f"/trials/{job['trial_id']}").json()
+    assert [r["step"] for r in trial["reports"]] == [1]
+    assert trial["state"] == "paused"
+    assert trial["decisions"][-1]["kind"] == "pause"
+
+
+def test_protocol_runs_whole_experiment(api: Api) -> None:
+    experiment = api.create_experiment()
+    seen_jobs = set()
+    for _ in range(200):
+        answer = api.claim(experiment["id"], worker_id="w1")
+        if answer.status_code == 410:
+            break
+        assert answer.status_code == 200, answer.text
+        job = answer.json()
+        assert job["job_id"] not in seen_jobs
+        seen_jobs.add(job["job_id"])
+        _run_job(api, job, value_at=job["trial_number"] + 1.0)
+    else:
+        raise AssertionError("the experiment never ended")
+    out = api.get(f"/experiments/{experiment['id']}").json()
+    assert out["state"] == "completed"
+    assert out["progress"]["best"]["trial_number"] == 0
+    rungs = api.get(f"/experiments/{experiment['id']}/rungs").json()
+    bottom = next(r for r in rungs["items"] if r["rung"] == 0)
+    assert bottom["n_results"] == 12 and bottom["top_k"] == 4
+    assert math.isclose(bottom["promotable_value"], 4.0)  # 4th best value at resource 1
+    trials = api.get(f"/experiments/{experiment['id']}/trials", order_by="value").json()
+    assert trials["total"] == 12 and trials["items"][0]["number"] == 0
+    curves = api.get(f"/experiments/{experiment['id']}/curves").json()
+    assert curves["curves"][0]["trial_number"] == 0
+
+
+def test_report_idempotent_and_conflict(api: Api) -> None:
+    experiment = api.create_experiment()
+    job = api.claim(experiment["id"]).json()
+    body = {"lease_token": job["lease_token"], "step": 1, "value": 0.25}
+    first = api.post(f"/jobs/{job['job_id']}/reports", body)
+    again = api.post(f"/jobs/{job['job_id']}/reports", body)
+    other = api.post(f"/jobs/{job['job_id']}/reports", {**body, "value": 0.5})
+    assert (first.status_code, again.status_code, other.status_code) == (200, 200, 409)
+    assert other.json()["error"] == "duplicate_report"
+
+
+def test_report_stale_token_409(api: Api) -> None:
+    experiment = api.create_experiment()
+    job = api.claim(experiment["id"]).json()
+    answer = api.post(
+        f"/jobs/{job['job_id']}/reports", {"lease_token": "nope", "step": 1, "value": 1.0}
+    )
+    assert answer.status_code == 409
+    assert answer.json()["error"] == "lease_expired"
+
+
+def test_report_non_finite_value_kind_stops(api: Api) -> None:
+    experiment = api.create_experiment()
+    job = api.claim(experiment["id"]).json()
+    answer = api.post(
+        f"/jobs/{job['job_id']}/reports",
+        {"lease_token": job["lease_token"], "step": 1, "value_kind": "nan"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["decision"] == "stop"
+    trial = api.get(f"/trials/{job['trial_id']}").json()
+    assert trial["reports"][0]["value"] is None
+    assert trial["reports"][0]["value_kind"] == "nan"
+
+
+def test_long_poll_wakes_within_100ms_of_completion(api: Api) -> None:
+    import threading
+    import time
+
+    experiment = api.create_experiment(budget={"max_trials": 12, "max_concurrent": 1})
+    first = api.claim(experiment["id"]).json()
+    assert api.claim(experiment["id"]).status_code == 204  # max_concurrent reached
+    got: dict = {}
+
+    def wait() -> None:
+        answer = api.claim(experiment["id"], wait_s=5)
+        got["status"], got["at"] = answer.status_code, time.monotonic()
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.3)
+    api.post(f"/jobs/{first['job_id']}/reports",
+             {"lease_token": first["lease_token"], "step": 1, "value": 1.0})
+    done_at = time.monotonic()
+    api.post(f"/jobs/{first['job_id']}/complete", {"lease_token": first["lease_token"]})
+    waiter.join(6)
+    assert got["status"] == 200
+    assert got["at"] - done_at < 0.5  # complete + wake + claim; the wake itself is immediate
+
+
+def test_claims_from_any_experiment_and_actions(api: Api) -> None:
+    a = api.create_experiment(name="a")
+    b = api.create_experiment(name="b")
+    assert api.post(f"/experiments/{a['id']}/pause", role="admin").json()["state"] == "paused"
+    assert api.claim(a["id"]).status_code == 204
+    answer = api.post("/claims", {"worker_id": "w"})
+    assert answer.status_code == 200 and answer.json()["experiment_id"] == b["id"]
+    api.post(f"/experiments/{a['id']}/resume", role="admin")
+    ids = {api.post("/claims", {}).json()["experiment_id"] for _ in range(4)}
+    assert ids == {a["id"], b["id"]}
+    assert api.post(f"/experiments/{b['id']}/cancel", role="admin").json()["state"] == (
+        "cancelled"
+    )
+    assert api.claim(b["id"]).status_code == 410
+    resumed = api.post(f"/experiments/{b['id']}/resume", role="admin")
+    assert resumed.status_code == 409 and resumed.json()["error"] == "invalid_transition"
+
+
+def test_cancel_answers_stop_at_next_report(api: Api) -> None:
+    experiment = api.create_experiment()
+    job = api.claim(experiment["id"]).json()
+    api.post(f"/experiments/{experiment['id']}/cancel", role="admin")
+    answer = api.post(f"/jobs/{job['job_id']}/heartbeat", {"lease_token": job["lease_token"]})
+    assert answer.json()["decision"] == "stop"
+
+
+def test_stop_trial_by_hand(api: Api) -> None:
+    experiment = api.create_experiment()
+    job = api.claim(experiment["id"]).json()
+    stopped = api.post(f"/trials/{job['trial_id']}/stop", role="admin")
+    assert stopped.status_code == 200 and stopped.json()["stop_requested"] is True
+    answer = api.post(
+        f"/jobs/{job['job_id']}/reports",
+        {"lease_token": job["lease_token"], "step": 1, "value": 1.0},
+    )
+    assert answer.json()["decision"] == "stop"
+    assert api.get(f"/trials/{job['trial_id']}").json()["state"] == "stopped"
+
+
+def test_fail_requeues_then_fails(api: Api) -> None:
+    experiment = api.create_experiment(max_retries=1)
+    job = api.claim(experiment["id"]).json()
+    first = api.post(f"/jobs/{job['job_id']}/fail", {"lease_token": job["lease_token"]})
+    assert first.json()["trial_state"] == "pending"
+    again = api.claim(experiment["id"]).json()
+    assert again["trial_id"] == job["trial_id"] and again["job_id"] != job["job_id"]
+    second = api.post(f"/jobs/{again['job_id']}/fail", {"lease_token": again["lease_token"]})
+    assert second.json()["trial_state"] == "failed"
+
+
+def test_workers_output_and_metrics(api: Api) -> None:
+    registered = api.post("/workers", {"worker_id": "gpu-box", "host": "box", "gpus": ["0"]})
+    assert registered.status_code == 200
+    experiment = api.create_experiment()
+    job = api.claim(experiment["id"], worker_id="gpu-box").json()
+    workers = api.get("/workers").json()
+    assert workers["items"][0]["current_jobs"] == [job["job_id"]]
+    for _ in range(3):
+        answer = api.post(
+            f"/jobs/{job['job_id']}/output", {"lease_token": job["lease_token"], "text": "x" * 7000}
+        )
+    assert answer.json()["n_chars"] == 16 * 1024
+    assert len(api.get(f"/trials/{job['trial_id']}").json()["output_tail"]) == 16 * 1024
+    text = api.client.get("/metrics").text
+    assert 'tuner_claims_total{outcome="job"} 1.0' in text
+    assert "tuner_http_request_duration_seconds_bucket" in text
+    assert "tuner_db_transaction_duration_seconds_bucket" in text
+
+
+def test_reaper_expires_lease_and_requeues(api: Api) -> None:
+    from api.reaper import reap_once
+
+    experiment = api.create_experiment(lease_ttl_s=1)
+    job = api.claim(experiment["id"], worker_id="w").json()
+    runtime = api.client.app.state.runtime  # type: ignore[attr-defined]
+    real = runtime.clock
+    runtime.clock = lambda: real() + 5
+    try:
+        assert [j.id for j in reap_once(runtime)] == [job["job_id"]]
+        again = api.claim(experiment["id"]).json()
+    finally:
+        runtime.clock = real
+    assert again["trial_id"] == job["trial_id"]
+    stale = api.post(f"/jobs/{job['job_id']}/heartbeat", {"lease_token": job["lease_token"]})
+    assert stale.status_code == 409
+
+
+def test_generated_admin_token_logged_once(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    from api.main import create_app
+    from api.settings import Settings
+
+    url = f"sqlite:///{tmp_path}/first.db"
+    logger = logging.getLogger("api")
+    logger.addHandler(caplog.handler)
+    try:
+        create_app(Settings(database_url=url, reaper_interval_s=0))
+        create_app(Settings(database_url=url, reaper_interval_s=0))
+    finally:
+        logger.removeHandler(caplog.handler)
+    created = [r for r in caplog.records if "admin_token_created" in r.getMessage()]
+    assert len(created) == 1

@@ -1,0 +1,366 @@
+"""Request and response bodies of the REST API: the public contract shared by the server
+(``api/``) and the SDK. Request models end in ``In`` and refuse unknown fields; response
+models end in ``Out``.
+
+Numbers on the wire are finite. A non-finite metric (a diverged run) travels by name:
+``{"value_kind": "nan"}`` (or ``"inf"``, ``"-inf"``) with ``value`` left out or null; a bare
+``NaN`` or ``Infinity`` in JSON is refused. Times are ISO 8601 in UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StringConstraints, model_validator
+
+__all__ = [
+    "ClaimIn", "CompleteIn", "CurveOut", "CurvesOut", "DecisionOut", "DecisionRecordOut",
+    "ErrorOut", "ExperimentOut", "ExperimentPageOut", "FailIn", "FailOut", "HealthOut",
+    "HeartbeatIn", "JobOut", "JobSummaryOut", "OutputIn", "OutputOut", "ProgressOut",
+    "ReportIn", "ReportOut", "RungOut", "RungValueOut", "RungsOut", "TokenIn", "TokenOut",
+    "TrialDetailOut", "TrialOut", "TrialPageOut", "WorkerIn", "WorkerOut",
+    "WorkerPageOut", "MAX_STEP", "MAX_METRICS", "OUTPUT_TAIL_CHARS", "BestTrialOut",
+]
+
+#: The largest step (resource units) a report may name.
+MAX_STEP = 10**9
+#: The most extra metrics one report may carry.
+MAX_METRICS = 32
+#: How much of a trial's output the server keeps (its last characters).
+OUTPUT_TAIL_CHARS = 16 * 1024
+
+_IN = ConfigDict(extra="forbid")
+
+Token = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+MetricName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+MetricValue = FiniteFloat | Annotated[str, StringConstraints(max_length=200)]
+Checkpoint = Annotated[str, StringConstraints(max_length=4096)]
+ValueKindName = Literal["finite", "nan", "inf", "-inf"]
+Role = Literal["admin", "worker", "viewer"]
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: a stable code and one sentence saying what is wrong."""
+
+    error: str
+    detail: str
+
+
+# ---- the job protocol ----------------------------------------------------------------------
+class ClaimIn(BaseModel):
+    """Ask for a job; wait up to ``wait_s`` seconds for one to appear (long poll)."""
+
+    model_config = _IN
+
+    worker_id: Name | None = None
+    wait_s: float = Field(0.0, ge=0, le=60, allow_inf_nan=False)
+
+
+class JobOut(BaseModel):
+    """A leased job: train ``trial_id`` from ``from_resource`` to ``to_resource``.
+
+    ``lease_token`` is shown once; reports, heartbeats and the completion must carry it.
+    """
+
+    job_id: int
+    lease_token: str
+    experiment_id: int
+    trial_id: int
+    trial_number: int
+    params: dict[str, Any]
+    from_resource: int
+    to_resource: int
+    rung: int
+    bracket: int
+    checkpoint: str | None
+    lease_expires_at: datetime
+
+
+class _ValueIn(BaseModel):
+    """A metric value: a finite ``value``, or a ``value_kind`` naming a non-finite one."""
+
+    model_config = _IN
+
+    value: FiniteFloat | None = None
+    value_kind: ValueKindName = "finite"
+
+    @model_validator(mode="after")
+    def _check_value(self) -> _ValueIn:
+        if self.value_kind == "finite" and self.value is None and self._value_required():
+            raise ValueError("value is required unless value_kind is nan, inf or -inf")
+        if self.value_kind != "finite" and self.value is not None:
+            raise ValueError(f"value must be null when value_kind is {self.value_kind}")
+        return self
+
+    def _value_required(self) -> bool:
+        return True
+
+    def as_float(self) -> float | None:
+        """The value as a Python float (NaN and infinities included); None when absent."""
+        if self.value_kind == "finite":
+            return self.value
+        return {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}[
+            self.value_kind
+        ]
+
+
+class ReportIn(_ValueIn):
+    """The metric at ``step`` (resource units, within the job's range)."""
+
+    lease_token: Token
+    step: int = Field(..., ge=1, le=MAX_STEP)
+    metrics: dict[MetricName, MetricValue] = Field(default_factory=dict, max_length=MAX_METRICS)
+    checkpoint: Checkpoint | None = None
+
+
+class DecisionOut(BaseModel):
+    """The scheduler's answer, with the facts behind it (rule, rung, rank, n, threshold)."""
+
+    decision: Literal["continue", "stop", "pause", "complete"]
+    reason: dict[str, Any]
+
+
+class HeartbeatIn(BaseModel):
+    model_config = _IN
+
+    lease_token: Token
+
+
+class CompleteIn(_ValueIn):
+    """The job reached ``to_resource``. ``value`` defaults to the report at that step."""
+
+    lease_token: Token
+    metrics: dict[MetricName, MetricValue] = Field(default_factory=dict, max_length=MAX_METRICS)
+    checkpoint: Checkpoint | None = None
+
+    def _value_required(self) -> bool:
+        return False
+
+
+class FailIn(BaseModel):
+    model_config = _IN
+
+    lease_token: Token
+    error: str = Field("", max_length=10_000)
+
+
+class FailOut(BaseModel):
+    """Where the trial stands after a failure: re-queued (``pending``) or ``failed``."""
+
+    trial_id: int
+    trial_state: str
+    retries: int
+
+
+class OutputIn(BaseModel):
+    """A chunk of the trial's console output; the server keeps the last 16 Ki characters."""
+
+    model_config = _IN
+
+    lease_token: Token
+    text: str = Field(..., max_length=256 * 1024)
+
+
+class OutputOut(BaseModel):
+    trial_id: int
+    n_chars: int = Field(description="length of the stored tail")
+
+
+# ---- experiments and trials ------------------------------------------------------------------
+class BestTrialOut(BaseModel):
+    trial_id: int
+    trial_number: int
+    value: float | None
+
+
+class ProgressOut(BaseModel):
+    trials_by_state: dict[str, int]
+    best: BestTrialOut | None
+
+
+class ExperimentOut(BaseModel):
+    id: int
+    name: str
+    state: str
+    config: dict[str, Any] = Field(description="the experiment document as stored")
+    n_trials: int
+    resource_used: int
+    created_at: datetime
+    ended_at: datetime | None
+    progress: ProgressOut
+
+
+class ExperimentPageOut(BaseModel):
+    items: list[ExperimentOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class TrialOut(BaseModel):
+    id: int
+    experiment_id: int
+    number: int
+    bracket: int
+    params: dict[str, Any]
+    state: str
+    rung: int
+    resource: int
+    best_value: float | None
+    last_value: float | None
+    last_value_kind: ValueKindName | None
+    retries: int
+    stop_requested: bool
+    checkpoint: str | None
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+
+
+class TrialPageOut(BaseModel):
+    items: list[TrialOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ReportOut(BaseModel):
+    step: int
+    value: float | None
+    value_kind: ValueKindName
+    metrics: dict[str, Any]
+    job_id: int
+    created_at: datetime
+
+
+class RungValueOut(BaseModel):
+    """The trial's value at one rung; ``status`` is open, promoted or closed."""
+
+    bracket: int
+    rung: int
+    value: float | None
+    value_kind: ValueKindName
+    status: Literal["open", "promoted", "closed"]
+    created_at: datetime
+
+
+class DecisionRecordOut(BaseModel):
+    kind: str
+    reason: dict[str, Any]
+    step: int | None
+    created_at: datetime
+
+
+class JobSummaryOut(BaseModel):
+    id: int
+    rung: int
+    from_resource: int
+    to_resource: int
+    state: str
+    attempt: int
+    worker_id: str | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+
+
+class TrialDetailOut(TrialOut):
+    reports: list[ReportOut]
+    rung_values: list[RungValueOut]
+    decisions: list[DecisionRecordOut]
+    jobs: list[JobSummaryOut]
+    output_tail: str | None
+
+
+class RungOut(BaseModel):
+    """One rung of one bracket. ``promotable_value`` is the value a trial must reach (or beat)
+    to be in the rung's top ``floor(n / eta)`` now, in the metric's own direction."""
+
+    bracket: int
+    rung: int
+    resource: int
+    n_results: int
+    n_promoted: int
+    n_stopped: int
+    top_k: int
+    promotable_value: float | None
+
+
+class RungsOut(BaseModel):
+    experiment_id: int
+    eta: int
+    mode: Literal["min", "max"]
+    items: list[RungOut]
+
+
+class CurveOut(BaseModel):
+    trial_id: int
+    trial_number: int
+    state: str
+    steps: list[int]
+    values: list[float | None]
+
+
+class CurvesOut(BaseModel):
+    experiment_id: int
+    curves: list[CurveOut]
+
+
+# ---- workers, tokens, health -----------------------------------------------------------------
+class WorkerIn(BaseModel):
+    """A worker agent announces itself (repeating it updates the record)."""
+
+    model_config = _IN
+
+    worker_id: Name
+    host: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    gpus: list[Annotated[str, StringConstraints(max_length=200)]] = Field(
+        default_factory=list, max_length=256
+    )
+    cpus: int | None = Field(None, ge=0, le=100_000)
+    slots: int = Field(1, ge=1, le=10_000)
+    labels: dict[MetricName, Annotated[str, StringConstraints(max_length=200)]] = Field(
+        default_factory=dict, max_length=32
+    )
+
+
+class WorkerOut(BaseModel):
+    worker_id: str
+    host: str
+    gpus: list[Any]
+    cpus: int | None
+    slots: int
+    labels: dict[str, Any]
+    created_at: datetime
+    last_seen_at: datetime
+    lost_leases: int
+    current_jobs: list[int] = Field(description="ids of the jobs it holds now")
+
+
+class WorkerPageOut(BaseModel):
+    items: list[WorkerOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class TokenIn(BaseModel):
+    model_config = _IN
+
+    role: Role
+    name: Name
+
+
+class TokenOut(BaseModel):
+    """A new API token; ``token`` is shown only in this answer."""
+
+    id: int
+    name: str
+    role: Role
+    token: str
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    database: str
