@@ -1,0 +1,163 @@
+"""The SDK against a real server: the job loop, decisions, stop, typed errors."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+
+from tests.worker.live import Server, small_document
+from tuner.client import Client, Decision, Job
+from tuner.domain import DecisionKind
+from tuner.errors import (
+    AuthError,
+    ClientError,
+    ConfigError,
+    Forbidden,
+    LeaseExpired,
+    NotFound,
+    OutOfRange,
+)
+
+
+def loss_at(params: dict[str, object], step: int) -> float:
+    lr = float(params["lr"])  # type: ignore[arg-type]
+    return abs(math.log10(lr) + 2.0) + 1.0 / step
+
+
+def test_client_job_loop_runs_asha_to_completion(shared_server: Server) -> None:
+    decisions: list[Decision] = []
+    with shared_server.client() as client:
+        experiment = client.submit(
+            small_document(name="sdk-loop", lease_ttl_s=30, budget={"max_trials": 9})
+        )
+        for job in experiment.jobs(worker_id="sdk-test", wait_s=2):
+            assert isinstance(job, Job)
+            with job:
+                for step in range(job.from_resource + 1, job.to_resource + 1):
+                    decisions.append(job.report(step, loss_at(job.params, step), epoch=step))
+                    if job.should_stop:
+                        break
+                else:
+                    decisions.append(job.complete())
+        info = experiment.info()
+        best = experiment.best_trial()
+    assert info.state == "completed"
+    assert info.progress.best is not None
+    assert all(isinstance(d.kind, DecisionKind) for d in decisions)
+    kinds = {d.kind for d in decisions}
+    assert DecisionKind.PAUSE in kinds  # trials wait at rungs for promotion
+    assert DecisionKind.COMPLETE in kinds  # at least one reached max_resource
+    assert best is not None and best.state == "completed"
+
+
+def test_client_stop_trial_sets_should_stop_through_heartbeat(shared_server: Server) -> None:
+    with shared_server.client() as client:
+        experiment = client.submit(small_document(name="sdk-stop", lease_ttl_s=3))
+        answer = client.claim(experiment.id, worker_id="sdk-stop", wait_s=5)
+        assert answer.job is not None
+        job = Job(client, answer.job)
+        try:
+            job.report(1, 0.5)
+            client.stop_trial(job.trial_id)
+            deadline = time.monotonic() + 5
+            while not job.should_stop and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert job.should_stop  # the heartbeat (every ~1 s) heard "stop"
+            assert job.is_closed
+            assert client.get_trial(job.trial_id).state == "stopped"
+        finally:
+            job.close()
+        experiment.cancel()
+
+
+def test_client_report_answers_stop_and_non_finite_travels_as_value_kind(
+    shared_server: Server,
+) -> None:
+    with shared_server.client() as client:
+        experiment = client.submit(small_document(name="sdk-nan", lease_ttl_s=30))
+        answer = client.claim(experiment.id, wait_s=5)
+        assert answer.job is not None
+        job = Job(client, answer.job, heartbeat=False)
+        decision = job.report(1, float("nan"))
+        assert decision.kind is DecisionKind.STOP
+        assert job.should_stop
+        trial = client.get_trial(job.trial_id)
+        assert trial.reports[0].value_kind == "nan"
+        experiment.cancel()
+
+
+def test_client_errors_are_typed(shared_server: Server) -> None:
+    viewer = shared_server.token("viewer")
+    with shared_server.client() as client:
+        with pytest.raises(NotFound):
+            client.get_experiment(999_999)
+        experiment = client.submit(small_document(name="sdk-errors", lease_ttl_s=30))
+        answer = client.claim(experiment.id, wait_s=5)
+        assert answer.job is not None
+        stale = Job(
+            client, answer.job.model_copy(update={"lease_token": "not-the-token"}), heartbeat=False
+        )
+        with pytest.raises(LeaseExpired):
+            stale.report(1, 0.5)
+        assert stale.should_stop
+        job = Job(client, answer.job, heartbeat=False)
+        with pytest.raises(OutOfRange):
+            job.report(answer.job.to_resource + 5, 0.5)
+        with pytest.raises(ConfigError):
+            client.create_experiment({"name": "x"})
+        experiment.cancel()
+    with Client(shared_server.url, "wrong-token") as client, pytest.raises(AuthError) as info:
+        client.list_experiments()
+    assert not isinstance(info.value, Forbidden)
+    with Client(shared_server.url, viewer) as client:
+        client.list_experiments()
+        with pytest.raises(Forbidden):
+            client.create_experiment(small_document())
+
+
+def test_client_unreachable_server_says_what_to_do() -> None:
+    from tests.worker.live import free_port
+    from tuner.client import RetryPolicy
+
+    url = f"http://127.0.0.1:{free_port()}"
+    with (
+        Client(url, "t", retry=RetryPolicy(attempts=1)) as client,
+        pytest.raises(ClientError) as info,
+    ):
+        client.list_experiments()
+    assert url in info.value.detail
+    assert "tuner server" in info.value.detail
+
+
+def test_client_context_manager_fails_job_on_exception(shared_server: Server) -> None:
+    with shared_server.client() as client:
+        experiment = client.submit(small_document(name="sdk-fail", lease_ttl_s=30))
+        answer = client.claim(experiment.id, wait_s=5)
+        assert answer.job is not None
+        with pytest.raises(RuntimeError), Job(client, answer.job) as job:
+            raise RuntimeError("boom in training")
+        assert job.is_closed
+        trial = client.get_trial(job.trial_id)
+        assert trial.retries == 1 and trial.state == "pending"
+        assert [j.state for j in trial.jobs if j.id == job.job_id] == ["failed"]
+        experiment.cancel()
+
+
+def test_client_heartbeat_thread_stops_with_the_job(shared_server: Server) -> None:
+    with shared_server.client() as client:
+        experiment = client.submit(small_document(name="sdk-beat", lease_ttl_s=3))
+        answer = client.claim(experiment.id, wait_s=5)
+        assert answer.job is not None
+        job = Job(client, answer.job)
+        time.sleep(3.5)  # longer than the lease: only the heartbeat keeps it
+        decision = job.report(1, 0.3)
+        assert decision.kind in (DecisionKind.CONTINUE, DecisionKind.PAUSE)
+        job.complete()
+        beats = [t for t in threading.enumerate() if t.name == f"tuner-heartbeat-{job.job_id}"]
+        for thread in beats:
+            thread.join(2)
+        assert job.is_closed and not any(t.is_alive() for t in beats)
+        experiment.cancel()

@@ -1,0 +1,155 @@
+"""A real tuner server for SDK, agent and CLI tests: ``tuner server`` (our own command) in a
+subprocess on a free port, over a SQLite file copied from the session's migrated template.
+
+Imported by the conftest of tests/client, tests/worker and tests/cli.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tuner.client import Client
+
+ADMIN_TOKEN = "tnr_test_admin"
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tuner_command(*args: str) -> list[str]:
+    """``tuner ARGS`` run by this interpreter (whatever the PATH holds)."""
+    return [PYTHON, "-m", "tuner.cli", *args]
+
+
+def small_document(**overrides: Any) -> dict[str, Any]:
+    """ASHA with rungs at 1, 3 and 9 over two parameters; short leases."""
+    doc: dict[str, Any] = {
+        "name": "agent-test",
+        "metric": "loss",
+        "mode": "min",
+        "space": {
+            "lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+            "width": {"type": "int", "low": 1, "high": 64},
+        },
+        "scheduler": {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 9},
+        "budget": {"max_trials": 6},
+        "seed": 3,
+        "lease_ttl_s": 3,
+    }
+    doc.update(overrides)
+    return doc
+
+
+class Server:
+    """One ``tuner server`` process; ``kill`` and ``start`` again on the same DB and port."""
+
+    def __init__(self, db_path: Path, log_path: Path, **env: str) -> None:
+        self.db_url = f"sqlite:///{db_path}"
+        self.log_path = log_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "TUNER_ADMIN_TOKEN": ADMIN_TOKEN,
+            "TUNER_REAPER_INTERVAL_S": "0.5",
+            "TUNER_CLAIM_RECHECK_S": "0.2",
+            "TUNER_LOG_LEVEL": "WARNING",
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60.0) -> Server:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            tuner_command("server", "--port", str(self.port), "--db", self.db_url),
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def client(self, token: str = ADMIN_TOKEN, **kwargs: Any) -> Client:
+        return Client(self.url, token, **kwargs)
+
+    def token(self, role: str) -> str:
+        with self.client() as client:
+            return client.create_token(role, f"test {role}").token
+
+
+ServerFactory = Callable[..., Server]
+
+
+def _make_factory(template: Path, directory: Path) -> tuple[ServerFactory, list[Server]]:
+    servers: list[Server] = []
+
+    def start(**env: str) -> Server:
+        db = directory / f"server{len(servers)}.db"
+        shutil.copy(template, db)
+        server = Server(db, directory / f"server{len(servers)}.log", **env).start()
+        servers.append(server)
+        return server
+
+    return start, servers
+
+
+@pytest.fixture
+def server_factory(sqlite_template: Path, tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start fresh servers (each on its own database); all are stopped afterwards."""
+    start, servers = _make_factory(sqlite_template, tmp_path)
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_server(
+    sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """One server for a whole test module (tests use their own experiments)."""
+    start, servers = _make_factory(sqlite_template, tmp_path_factory.mktemp("server"))
+    yield start()
+    for server in servers:
+        server.stop()

@@ -1,0 +1,283 @@
+"""The worker agent end to end: real server, real agents (``tuner worker``), real scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.worker.live import (
+    ADMIN_TOKEN,
+    PYTHON,
+    ROOT,
+    SCRIPTS,
+    Server,
+    ServerFactory,
+    small_document,
+    tuner_command,
+)
+
+pytestmark = pytest.mark.slow
+
+STEPS = str(SCRIPTS / "steps.py")
+
+
+class Agents:
+    """``tuner worker`` processes started by one test; all are ended afterwards."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.run_log = tmp_path / "runs.jsonl"
+        self.run_log.touch()
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, server: Server, experiment_id: int, *extra: str, **env: str
+    ) -> subprocess.Popen[bytes]:
+        log = (self.tmp_path / f"agent{len(self.started)}.log").open("wb")
+        process = subprocess.Popen(
+            tuner_command(
+                "worker",
+                "--server",
+                server.url,
+                "--token",
+                ADMIN_TOKEN,
+                "--experiment",
+                str(experiment_id),
+                "--gpus",
+                "none",
+                "--poll-s",
+                "1",
+                "--checkpoint-root",
+                str(self.tmp_path / "checkpoints"),
+                "-v",
+                *extra,
+                "--",
+                PYTHON,
+                STEPS,
+            ),
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RUN_LOG": str(self.run_log), **env},
+        )
+        self.started.append(process)
+        return process
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in self.run_log.read_text().splitlines() if line]
+        return [e for e in lines if event is None or e["event"] == event]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                logs = "\n".join(p.read_text()[-1500:] for p in self.tmp_path.glob("agent*.log"))
+                raise AssertionError(f"timed out waiting for {what}\n{logs}")
+            time.sleep(0.05)
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Agents]:
+    found = Agents(tmp_path)
+    yield found
+    found.stop_all()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not reaped) counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_agent_killed_mid_job_trial_resumes_from_checkpoint_elsewhere(
+    shared_server: Server, agents: Agents
+) -> None:
+    server = shared_server
+    # One trial, one job of 8 steps (rungs 8 and 9, nothing promoted from a rung of one).
+    doc = small_document(
+        name="agent-kill",
+        budget={"max_trials": 1},
+        lease_ttl_s=3,
+        scheduler={"type": "asha", "eta": 3, "min_resource": 8, "max_resource": 9},
+    )
+    with server.client() as client:
+        experiment = client.submit(doc)
+        first = agents.start(server, experiment.id, STEP_S="0.4")
+        agents.wait_for(lambda: len(agents.events("report")) >= 2, 30, "two reports")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        started = agents.events("start")[0]
+        # The training process dies with its agent (it would keep the lease alive).
+        agents.wait_for(lambda: not _alive(started["pid"]), 5, "the orphan to die")
+        done = len(agents.events("report"))
+
+        second = agents.start(server, experiment.id, "--exit-when-done", STEP_S="0.05")
+        assert second.wait(60) == 0
+        info = client.get_experiment(experiment.id)
+    assert info.state == "completed"
+    starts = agents.events("start")
+    assert len(starts) == 2
+    resumed = starts[1]
+    assert resumed["checkpoint"], "the second run got no checkpoint"
+    assert Path(resumed["checkpoint"]).parent == Path(started["checkpoint_dir"])
+    assert resumed["from_resource"] == done >= 2
+    assert resumed["checkpoint"].endswith(f"step-{done}.txt")
+    assert agents.events("resumed")[0]["step"] == done
+    assert resumed["cuda"] == ""  # a CPU slot hides the GPUs
+
+
+def test_agent_stop_decision_ends_the_command_within_two_seconds(
+    shared_server: Server, agents: Agents
+) -> None:
+    server = shared_server
+    doc = small_document(name="agent-stop", budget={"max_trials": 1}, lease_ttl_s=3)
+    with server.client() as client:
+        experiment = client.submit(doc)
+        agent = agents.start(server, experiment.id, "--exit-when-done", IGNORE_STOP="1")
+        agents.wait_for(lambda: bool(agents.events("report")), 30, "a report")
+        started = agents.events("start")[0]
+        assert _alive(started["pid"])
+        client.stop_trial(started["trial_id"])
+        stopped_at = time.monotonic()
+        agents.wait_for(lambda: not _alive(started["pid"]), 5, "the command to end")
+        elapsed = time.monotonic() - stopped_at
+        assert agent.wait(30) == 0
+        trial = client.get_trial(started["trial_id"])
+    assert elapsed < 2.0, f"the command ran {elapsed:.2f} s after the stop"
+    assert trial.state == "stopped"
+
+
+def test_agent_sigterm_terminates_commands_fails_jobs_and_exits_zero(
+    shared_server: Server, agents: Agents
+) -> None:
+    server = shared_server
+    doc = small_document(name="agent-term", budget={"max_trials": 1}, lease_ttl_s=30)
+    with server.client() as client:
+        experiment = client.submit(doc)
+        agent = agents.start(server, experiment.id, "--grace-s", "2", STEP_S="5")
+        agents.wait_for(lambda: bool(agents.events("start")), 30, "the command to start")
+        started = agents.events("start")[0]
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(15) == 0
+        assert not _alive(started["pid"])
+        trial = client.get_trial(started["trial_id"])
+    assert trial.state == "pending" and trial.retries == 1  # queued again for another worker
+    failed = [j for j in trial.jobs if j.id == started["job_id"]]
+    assert failed and failed[0].state == "failed"
+
+
+def test_agent_survives_a_server_restart(server_factory: ServerFactory, agents: Agents) -> None:
+    server = server_factory()
+    # Rungs at 3 and 9: the first job reports 3 steps; the server dies after its second.
+    doc = small_document(
+        name="agent-restart",
+        budget={"max_trials": 3},
+        lease_ttl_s=20,
+        scheduler={"type": "asha", "eta": 3, "min_resource": 3, "max_resource": 9},
+    )
+    with server.client() as client:
+        experiment = client.submit(doc)
+    agent = agents.start(server, experiment.id, "--exit-when-done", STEP_S="0.3")
+    agents.wait_for(lambda: len(agents.events("report")) >= 2, 30, "two reports")
+    script = agents.events("start")[0]["pid"]
+    server.kill()
+    time.sleep(1.0)
+    assert agent.poll() is None and _alive(script)  # both wait for the server
+    server.start()
+    assert agent.wait(90) == 0
+    with server.client() as client:
+        info = client.get_experiment(experiment.id)
+        trials = client.list_trials(experiment.id).items
+    assert info.state == "completed"
+    assert all(t.state in ("completed", "stopped", "paused") for t in trials), trials
+    assert not any(t.state == "failed" for t in trials)
+    assert all(t.retries == 0 for t in trials)  # the job in flight went on: no re-run
+
+
+def test_agent_sends_the_output_tail_and_fails_on_non_zero_exit(
+    shared_server: Server, agents: Agents
+) -> None:
+    server = shared_server
+    doc = small_document(name="agent-exit", budget={"max_trials": 1}, lease_ttl_s=30, max_retries=0)
+    with server.client() as client:
+        experiment = client.submit(doc)
+        agent = agents.start(
+            server, experiment.id, "--exit-when-done", NO_COMPLETE="1", EXIT_CODE="3"
+        )
+        assert agent.wait(60) == 0
+        started = agents.events("start")[0]
+        trial = client.get_trial(started["trial_id"])
+    assert trial.state == "failed"
+    assert trial.output_tail is not None and "step 1 loss" in trial.output_tail
+    assert any("exited with code 3" in str(d.reason) for d in trial.decisions), trial.decisions
+
+
+def test_agent_completes_when_the_script_exits_zero_without_completing(
+    shared_server: Server, agents: Agents
+) -> None:
+    server = shared_server
+    doc = small_document(name="agent-auto", budget={"max_trials": 1}, lease_ttl_s=30)
+    with server.client() as client:
+        experiment = client.submit(doc)
+        agent = agents.start(server, experiment.id, "--exit-when-done", NO_COMPLETE="1")
+        assert agent.wait(60) == 0
+        info = client.get_experiment(experiment.id)
+    assert info.state == "completed"
+    assert info.progress.trials_by_state.get("failed", 0) == 0
+
+
+def test_agent_without_experiment_exits_when_no_experiment_is_left(
+    server_factory: ServerFactory, agents: Agents
+) -> None:
+    server = server_factory()
+    doc = small_document(name="agent-any", budget={"max_trials": 2}, lease_ttl_s=30)
+    with server.client() as client:
+        experiment = client.submit(doc)
+    log = (agents.tmp_path / "any.log").open("wb")
+    agent = subprocess.Popen(
+        tuner_command(
+            "worker",
+            "--server",
+            server.url,
+            "--token",
+            ADMIN_TOKEN,
+            "--gpus",
+            "none",
+            "--poll-s",
+            "1",
+            "--checkpoint-root",
+            str(agents.tmp_path / "ck"),
+            "--exit-when-done",
+            "--",
+            PYTHON,
+            STEPS,
+        ),
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "RUN_LOG": str(agents.run_log)},
+    )
+    agents.started.append(agent)
+    assert agent.wait(60) == 0
+    with server.client() as client:
+        assert client.get_experiment(experiment.id).state == "completed"

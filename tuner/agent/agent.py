@@ -1,0 +1,399 @@
+"""The worker agent: claim jobs, run the user's command for each, keep the lease alive, and
+report how the command ended.
+
+One slot per GPU (``CUDA_VISIBLE_DEVICES=<i>``) or per CPU slot; each slot is a thread that
+loops claim (long poll) → start the command with the job in ``TUNER_*`` variables →
+heartbeat and relay output while it runs → complete or fail. The command is killed as a
+process group (SIGTERM, SIGKILL after ``grace_s``) on a ``stop`` answer, a lost lease, or
+the agent's own shutdown. Network errors and server restarts are waited out with jittered
+exponential backoff; only a refused token ends the agent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tuner.agent.gpus import Gpu
+from tuner.agent.process import TrialProcess
+from tuner.client import Client, RetryPolicy
+from tuner.client.job import heartbeat_interval_s, value_fields
+from tuner.domain import DecisionKind
+from tuner.errors import (
+    AuthError,
+    ClientError,
+    ConflictError,
+    NotFound,
+    OutOfRange,
+    TunerError,
+)
+from tuner.wire import JobOut
+
+log = logging.getLogger(__name__)
+
+#: Lines of output sent with ``fail``.
+FAIL_TAIL_LINES = 60
+#: How often a slot looks at its process, the stop flag and the heartbeat clock.
+TICK_S = 0.1
+#: Heartbeats are not repeated inside one beat: the next beat is the retry, and the slot
+#: keeps watching its process (and the stop flag) meanwhile.
+ONCE = RetryPolicy(attempts=1)
+
+
+@dataclass
+class AgentConfig:
+    """What ``tuner worker`` was asked to do.
+
+    ``experiment_id`` None: claim from any running experiment (``POST /api/v1/claims``).
+    ``exit_when_done``: leave once the experiment(s) served are over: with an experiment,
+    when its claims answer 410; without one, when claims answer 410 or, after a 204, no
+    experiment is running or paused any more while at least one exists (all of them are
+    completed or cancelled).
+    """
+
+    command: Sequence[str]
+    experiment_id: int | None = None
+    gpus: Sequence[Gpu] = ()
+    slots: int = 1
+    checkpoint_root: Path = Path("tuner-checkpoints")
+    exit_when_done: bool = False
+    grace_s: float = 10.0
+    claim_wait_s: float = 10.0
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    cwd: str | None = None
+    echo_output: bool = False
+
+
+class Backoff:
+    """Jittered exponential delays, reset by a success."""
+
+    def __init__(self, base_s: float = 0.5, max_s: float = 5.0) -> None:
+        self.base_s, self.max_s, self.failures = base_s, max_s, 0
+        self._rng = random.Random()
+
+    def next_delay_s(self) -> float:
+        delay = min(self.max_s, self.base_s * 2**self.failures)
+        self.failures += 1
+        return self._rng.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Agent:
+    """Runs the slots until the work is done or :meth:`shutdown` is called."""
+
+    def __init__(self, client: Client, config: AgentConfig) -> None:
+        self.client = client
+        self.config = config
+        self.stopping = threading.Event()
+        self.fatal: str | None = None
+        self._seen_experiment = False
+        self._output_route = True
+        self._lock = threading.Lock()
+        self._done_slots = 0
+
+    # ---- life cycle ---------------------------------------------------------------------
+    def slot_devices(self) -> list[str | None]:
+        """One entry per slot: a GPU index, or None for a CPU slot."""
+        if self.config.gpus:
+            return [gpu.index for gpu in self.config.gpus]
+        return [None] * max(1, self.config.slots)
+
+    def run(self) -> int:
+        """Register, run every slot, and answer the exit code (0, or 1 after a fatal error)."""
+        devices = self.slot_devices()
+        if not self._register(len(devices)):
+            return 1 if self.fatal else 0
+        threads = [
+            threading.Thread(target=self._slot, args=(i, device), name=f"tuner-slot-{i}")
+            for i, device in enumerate(devices)
+        ]
+        for thread in threads:
+            thread.start()
+        while any(thread.is_alive() for thread in threads):
+            for thread in threads:
+                thread.join(0.2)
+        if self.fatal:
+            log.info("event=agent_exit reason=%r", self.fatal)
+            return 1
+        return 0
+
+    def shutdown(self) -> None:
+        """Stop claiming; running commands are terminated and their jobs failed."""
+        self.stopping.set()
+
+    def _register(self, n_slots: int) -> bool:
+        backoff = Backoff()
+        while not self.stopping.is_set():
+            try:
+                self.client.register_worker(
+                    self.config.worker_id,
+                    host=socket.gethostname(),
+                    gpus=[gpu.describe() for gpu in self.config.gpus],
+                    cpus=os.cpu_count(),
+                    slots=n_slots,
+                )
+                log.info("event=registered worker_id=%s slots=%d", self.config.worker_id, n_slots)
+                return True
+            except AuthError as exc:
+                self.fatal = f"the server refused the token: {exc.detail}"
+                return False
+            except NotFound as exc:
+                log.warning("event=register_unavailable detail=%s", exc.detail)
+                return True
+            except TunerError as exc:
+                delay = backoff.next_delay_s()
+                log.warning("event=register_retry delay_s=%.1f detail=%s", delay, exc)
+                self.stopping.wait(delay)
+        return False
+
+    # ---- one slot -----------------------------------------------------------------------
+    def _slot(self, index: int, device: str | None) -> None:
+        backoff = Backoff()
+        while not self.stopping.is_set():
+            try:
+                answer = self.client.claim(
+                    self.config.experiment_id,
+                    worker_id=self.config.worker_id,
+                    wait_s=self.config.claim_wait_s,
+                )
+            except AuthError as exc:
+                self._die(f"the server refused the token: {exc.detail}")
+                return
+            except NotFound as exc:
+                self._die(exc.detail)
+                return
+            except TunerError as exc:
+                delay = backoff.next_delay_s()
+                log.warning("event=claim_retry slot=%d delay_s=%.1f detail=%s", index, delay, exc)
+                self.stopping.wait(delay)
+                continue
+            backoff.reset()
+            if answer.over:
+                if self._over(index):
+                    return
+                continue
+            if answer.job is None:
+                if self.config.exit_when_done and self._nothing_left():
+                    log.info("event=done slot=%d reason=no_running_experiment", index)
+                    return
+                continue
+            self._seen_experiment = True
+            if self.stopping.is_set():
+                self._fail(answer.job, "the worker agent was shutting down when it got the job")
+                return
+            self._run_job(answer.job, device)
+
+    def _die(self, message: str) -> None:
+        self.fatal = message
+        self.stopping.set()
+
+    def _over(self, index: int) -> bool:
+        """A 410: leave (``--exit-when-done``) or idle until shut down."""
+        if self.config.exit_when_done:
+            log.info("event=done slot=%d reason=experiment_over", index)
+            return True
+        log.info("event=experiment_over slot=%d note=waiting", index)
+        self.stopping.wait(max(self.config.claim_wait_s, 1.0))
+        return False
+
+    def _nothing_left(self) -> bool:
+        """Without ``--experiment``: no experiment is running or paused, and one exists."""
+        if self.config.experiment_id is not None:
+            return False
+        try:
+            active = sum(
+                self.client.list_experiments(state=state, limit=1).total
+                for state in ("running", "paused")
+            )
+            if active:
+                self._seen_experiment = True
+                return False
+            return self._seen_experiment or self.client.list_experiments(limit=1).total > 0
+        except TunerError as exc:
+            log.info("event=list_failed detail=%s", exc)
+            return False
+
+    # ---- one job ------------------------------------------------------------------------
+    def job_env(self, job: JobOut, device: str | None, checkpoint_dir: Path) -> dict[str, str]:
+        """The environment of the command: the agent's own plus the job's ``TUNER_*``."""
+        env = dict(os.environ)
+        env.update(
+            {
+                "TUNER_URL": self.client.url,
+                "TUNER_TOKEN": self.client.token or "",
+                "TUNER_JOB_ID": str(job.job_id),
+                "TUNER_LEASE_TOKEN": job.lease_token,
+                "TUNER_PARAMS": json.dumps(job.params),
+                "TUNER_FROM_RESOURCE": str(job.from_resource),
+                "TUNER_TO_RESOURCE": str(job.to_resource),
+                "TUNER_RUNG": str(job.rung),
+                "TUNER_BRACKET": str(job.bracket),
+                "TUNER_CHECKPOINT_DIR": str(checkpoint_dir),
+                "TUNER_CHECKPOINT": job.checkpoint or "",
+                "TUNER_EXPERIMENT_ID": str(job.experiment_id),
+                "TUNER_TRIAL_ID": str(job.trial_id),
+                "TUNER_TRIAL_NUMBER": str(job.trial_number),
+                "TUNER_AGENT_PID": str(os.getpid()),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        # A CPU slot hides the GPUs, so that `--gpus none` means none.
+        env["CUDA_VISIBLE_DEVICES"] = device if device is not None else ""
+        return env
+
+    def _run_job(self, job: JobOut, device: str | None) -> None:
+        checkpoint_dir = (
+            self.config.checkpoint_root / str(job.experiment_id) / str(job.trial_number)
+        ).absolute()
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        fields = f"experiment_id={job.experiment_id} trial_id={job.trial_id} job_id={job.job_id}"
+        log.info(
+            "event=job_start %s resource=%d->%d device=%s",
+            fields,
+            job.from_resource,
+            job.to_resource,
+            device,
+        )
+        echo = _echo_line if self.config.echo_output else None
+        try:
+            process = TrialProcess(
+                self.config.command,
+                self.job_env(job, device, checkpoint_dir),
+                cwd=self.config.cwd,
+                echo=echo,
+            )
+        except OSError as exc:
+            self._fail(job, f"cannot start {list(self.config.command)!r}: {exc}")
+            return
+        ended_by = self._watch(job, process)
+        code = process.wait()
+        process.finish_output()
+        self._send_output(job, process)
+        log.info("event=job_end %s rc=%s ended_by=%s", fields, code, ended_by)
+        if ended_by == "shutdown":
+            self._fail(job, "the worker agent shut down\n" + process.tail(FAIL_TAIL_LINES))
+        elif ended_by is not None:
+            return  # stopped, or the lease went to another worker: nothing more to say
+        elif code == 0:
+            self._complete(job)
+        else:
+            self._fail(
+                job, f"the command exited with code {code}\n" + process.tail(FAIL_TAIL_LINES)
+            )
+
+    def _watch(self, job: JobOut, process: TrialProcess) -> str | None:
+        """Heartbeat and relay output until the process ends; why the agent ended it."""
+        interval = heartbeat_interval_s(job.lease_expires_at)
+        next_beat = time.monotonic() + interval
+        beating = True
+        while process.poll() is None:
+            if self.stopping.is_set():
+                process.terminate(self.config.grace_s)
+                return "shutdown"
+            if beating and time.monotonic() >= next_beat:
+                self._send_output(job, process)
+                verdict = self._heartbeat(job)
+                next_beat = time.monotonic() + interval
+                if verdict in ("stop", "lease_lost"):
+                    log.info("event=terminate job_id=%d reason=%s", job.job_id, verdict)
+                    process.terminate(self.config.grace_s)
+                    return verdict
+                beating = verdict == "continue"
+            process.wait(TICK_S)
+        return None
+
+    def _heartbeat(self, job: JobOut) -> str:
+        """``continue``, ``stop``, ``settled`` (the script completed) or ``lease_lost``;
+        ``continue`` too when the server cannot be reached (retry at the next beat)."""
+        try:
+            out = self.client.job_call(
+                job.job_id, "heartbeat", {"lease_token": job.lease_token}, retry=ONCE
+            )
+        except (ConflictError, NotFound) as exc:
+            log.info("event=lease_lost job_id=%d detail=%s", job.job_id, exc.detail)
+            return "lease_lost"
+        except TunerError as exc:
+            log.warning("event=heartbeat_failed job_id=%d detail=%s", job.job_id, exc)
+            return "continue"
+        kind = DecisionKind(out.decision)
+        if kind is DecisionKind.STOP:
+            return "stop"
+        return "continue" if kind is DecisionKind.CONTINUE else "settled"
+
+    def _send_output(self, job: JobOut, process: TrialProcess) -> None:
+        text = process.take_unsent()
+        if not text or not self._output_route:
+            return
+        try:
+            self.client.post_output(job.job_id, job.lease_token, text[-64_000:])
+        except NotFound as exc:
+            if "no route" in exc.detail:
+                self._output_route = False
+                log.warning("event=output_unsupported detail=%s", exc.detail)
+        except TunerError as exc:
+            log.info("event=output_failed job_id=%d detail=%s", job.job_id, exc)
+
+    def _complete(self, job: JobOut) -> None:
+        """The command exited 0: complete the job unless the script already did."""
+        try:
+            self.client.job_call(job.job_id, "complete", {"lease_token": job.lease_token})
+            return
+        except OutOfRange:
+            pass  # no report at to_resource: use the last value reported, below
+        except (ConflictError, NotFound) as exc:
+            log.info("event=complete_refused job_id=%d detail=%s", job.job_id, exc.detail)
+            return
+        except TunerError as exc:
+            log.warning("event=complete_failed job_id=%d detail=%s", job.job_id, exc)
+            return
+        try:
+            trial = self.client.get_trial(job.trial_id)
+            reported = [r for r in trial.reports if r.job_id == job.job_id]
+            if not reported:
+                self._fail(job, "the command exited 0 without reporting any value")
+                return
+            last = reported[-1]
+            value = last.value if last.value_kind == "finite" else float(last.value_kind)
+            body = {"lease_token": job.lease_token, **value_fields(value)}
+            self.client.job_call(job.job_id, "complete", body)
+        except TunerError as exc:
+            log.warning("event=complete_failed job_id=%d detail=%s", job.job_id, exc)
+
+    def _fail(self, job: JobOut, error: str) -> None:
+        try:
+            self.client.fail_job(job.job_id, job.lease_token, error[-10_000:])
+        except (ConflictError, NotFound) as exc:
+            log.info("event=fail_refused job_id=%d detail=%s", job.job_id, exc.detail)
+        except TunerError as exc:
+            log.warning("event=fail_failed job_id=%d detail=%s", job.job_id, exc)
+
+
+def _echo_line(line: str) -> None:
+    logging.getLogger("tuner.agent.output").info("%s", line.rstrip("\n"))
+
+
+def run_agent(
+    client: Client, config: AgentConfig, install_signals: Callable[[Agent], None] | None = None
+) -> int:
+    """Run an agent to the end; ``install_signals`` wires SIGTERM/SIGINT to shutdown."""
+    agent = Agent(client, config)
+    if install_signals is not None:
+        install_signals(agent)
+    try:
+        return agent.run()
+    except ClientError as exc:  # pragma: no cover - every call site retries
+        log.error("event=agent_exit detail=%s", exc)
+        return 1
+
+
+__all__ = ["Agent", "AgentConfig", "Backoff", "run_agent"]
