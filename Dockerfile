@@ -17,7 +17,8 @@ COPY tuner ./tuner
 COPY api ./api
 COPY migrations ./migrations
 COPY examples ./examples
-RUN pip install . \
+# Editable: the Alembic revisions in /app/migrations stay beside the package that runs them.
+RUN pip install -e . \
  && if [ "$TORCH" = "1" ]; then pip install torch --index-url "$TORCH_INDEX"; fi \
  && useradd --create-home --uid 1000 tuner \
  && mkdir -p /checkpoints && chown tuner /checkpoints

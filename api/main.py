@@ -19,6 +19,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import dashboard
 from api.auth import Authenticator, ensure_admin
 from api.deps import Runtime
 from api.errors import install_error_handlers
@@ -161,6 +162,7 @@ def create_app(
     for module in (experiments, trials, jobs, workers):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)
+    app.include_router(dashboard.router)
     app.add_middleware(LatencyMiddleware, metrics=runtime.metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

@@ -3,6 +3,9 @@
 The public names are listed in ``__all__``; ``tests/unit/test_public_api.py`` pins them.
 """
 
+import importlib
+from typing import Any
+
 from tuner.config import (
     BudgetConfig,
     ExperimentConfig,
@@ -31,10 +34,21 @@ from tuner.space import Categorical, Condition, Fixed, Float, Int, SearchSpace
 
 __version__ = "0.1.0"
 
+_SDK = {"Client": "tuner.client", "current_job": "tuner.client.current"}
+
+
+def __getattr__(name: str) -> Any:
+    """The SDK (httpx) loads on first use, so ``import tuner`` stays light for the core."""
+    if name in _SDK:
+        return getattr(importlib.import_module(_SDK[name]), name)
+    raise AttributeError(f"module 'tuner' has no attribute {name!r}")
+
+
 __all__ = [
     "AuthError",
     "BudgetConfig",
     "Categorical",
+    "Client",
     "ClientError",
     "Condition",
     "ConfigError",
@@ -56,6 +70,7 @@ __all__ = [
     "StorageError",
     "TunerError",
     "__version__",
+    "current_job",
     "json_schema",
     "load_config",
     "parse_config",

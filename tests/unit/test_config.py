@@ -13,11 +13,34 @@ EXAMPLES = sorted(Path(__file__).resolve().parents[2].joinpath("examples").glob(
 def test_public_api_is_pinned():
     assert sorted(tuner.__all__) == sorted(
         [
-            "AuthError", "BudgetConfig", "Categorical", "ClientError", "Condition",
-            "ConfigError", "ConflictError", "DuplicateReport", "ExperimentConfig", "Fixed",
-            "Float", "Forbidden", "Int", "InvalidTransition", "LeaseExpired", "NotFound",
-            "OutOfRange", "SamplerConfig", "SchedulerConfig", "SearchSpace", "SpaceExhausted",
-            "StorageError", "TunerError", "__version__", "json_schema", "load_config",
+            "AuthError",
+            "BudgetConfig",
+            "Categorical",
+            "Client",
+            "ClientError",
+            "Condition",
+            "ConfigError",
+            "ConflictError",
+            "DuplicateReport",
+            "ExperimentConfig",
+            "Fixed",
+            "Float",
+            "Forbidden",
+            "Int",
+            "InvalidTransition",
+            "LeaseExpired",
+            "NotFound",
+            "OutOfRange",
+            "SamplerConfig",
+            "SchedulerConfig",
+            "SearchSpace",
+            "SpaceExhausted",
+            "StorageError",
+            "TunerError",
+            "__version__",
+            "current_job",
+            "json_schema",
+            "load_config",
             "parse_config",
         ]
     )
@@ -48,22 +71,40 @@ def test_json_schema_describes_the_document():
 @pytest.mark.parametrize(
     ("patch", "message"),
     [
-        ({"scheduler": {"type": "asha", "max_resource": 9, "min_resource": 9}},
-         "scheduler: Value error, min_resource is 9, but must be < max_resource (9)"),
+        (
+            {"scheduler": {"type": "asha", "max_resource": 9, "min_resource": 9}},
+            "scheduler: Value error, min_resource is 9, but must be < max_resource (9)",
+        ),
         ({"scheduler": {"type": "sha", "max_resource": 9}}, "sha needs n_configs"),
-        ({"scheduler": {"type": "hyperband", "max_resource": 9, "form": "stopping"}},
-         "form 'stopping' applies to asha and async_hyperband"),
-        ({"scheduler": {"type": "async_hyperband", "max_resource": 9, "brackets": [5]}},
-         "brackets [5] are outside 0..2"),
+        (
+            {"scheduler": {"type": "hyperband", "max_resource": 9, "form": "stopping"}},
+            "form 'stopping' applies to asha and async_hyperband",
+        ),
+        (
+            {"scheduler": {"type": "async_hyperband", "max_resource": 9, "brackets": [5]}},
+            "brackets [5] are outside 0..2",
+        ),
         ({"mode": "up"}, "mode: Input should be 'min' or 'max'"),
         ({"surprise": 1}, "surprise: Extra inputs are not permitted"),
-        ({"space": {"lr": {"type": "float", "low": 0, "high": 1, "log": True}}},
-         "lr: log scale needs low > 0"),
-        ({"space": {"opt": {"type": "categorical", "choices": []}}},
-         "opt: choices must not be empty"),
+        (
+            {"space": {"lr": {"type": "float", "low": 0, "high": 1, "log": True}}},
+            "lr: log scale needs low > 0",
+        ),
+        (
+            {"space": {"opt": {"type": "categorical", "choices": []}}},
+            "opt: choices must not be empty",
+        ),
     ],
-    ids=["r-equals-R", "sha-without-n", "stopping-hyperband", "bracket-range", "mode",
-         "unknown-field", "log-low", "empty-choices"],
+    ids=[
+        "r-equals-R",
+        "sha-without-n",
+        "stopping-hyperband",
+        "bracket-range",
+        "mode",
+        "unknown-field",
+        "log-low",
+        "empty-choices",
+    ],
 )
 def test_invalid_documents_are_refused_with_path_and_reason(patch, message):
     doc = {

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from scipy.stats import qmc  # type: ignore[import-untyped,unused-ignore]
 
 from tuner.rng import stable_hash
 from tuner.samplers.base import SamplerHistory
@@ -40,7 +39,10 @@ class QuasiRandomSampler:
                 return params
         return sample_unseen(space, history, rng)
 
-    def _engine(self, space: SearchSpace) -> qmc.QMCEngine:
+    def _engine(self, space: SearchSpace) -> Any:
+        # SciPy is imported here: `import tuner` in a training script should not pay for it.
+        from scipy.stats import qmc  # type: ignore[import-untyped,unused-ignore]
+
         seed = stable_hash(self.seed, "quasi", self.method, space.to_json())
         if self.method == "sobol":
             return qmc.Sobol(space.dims, scramble=True, seed=seed)

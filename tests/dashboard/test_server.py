@@ -1,0 +1,153 @@
+"""The dashboard's server side, over HTTP (no browser): pages and their headers, static
+files and caching, the JSON endpoints under /ui/api and who may call them."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from api.dashboard import data
+from tests.dashboard import driver
+from tests.dashboard.conftest import XSS_NAME, Seeded
+
+PAGES = ["/ui", "/ui/login", "/ui/experiments/1", "/ui/trials/1", "/ui/workers"]
+
+
+def get(
+    seeded: Seeded, path: str, token: str | None = driver.ADMIN, **kw: object
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers.update(kw.pop("headers", {}))  # type: ignore[arg-type]
+    return httpx.get(seeded.base + path, headers=headers, timeout=30, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_pages_are_static_shells_with_a_strict_csp(seeded: Seeded, path: str) -> None:
+    r = get(seeded, path, token=None)
+    assert r.status_code == 200
+    csp = r.headers["content-security-policy"]
+    script_src = csp.split("script-src")[1].split(";")[0]
+    assert "'self'" in script_src and "'unsafe-inline'" not in script_src
+    assert "frame-ancestors 'none'" in csp
+    assert r.headers["x-content-type-options"] == "nosniff"
+    # Every script is a static file: no inline script, no inline handler.
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", r.text, re.S)
+    assert scripts
+    assert all('src="/ui/static/' in attrs and not body.strip() for attrs, body in scripts)
+    assert not re.search(r"\son[a-z]+=", r.text)
+
+
+def test_plotly_is_served_from_the_python_package_with_caching(seeded: Seeded) -> None:
+    page = get(seeded, "/ui/experiments/1", token=None).text
+    src = re.search(r"\"(/ui/static/plotly\.min\.js\?v=[^\"]+)\"", page)
+    assert src is not None
+    r = get(seeded, src.group(1), token=None, headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200
+    assert r.headers["content-encoding"] == "gzip"
+    assert "immutable" in r.headers["cache-control"]
+    assert r.content.startswith(b"/**\n* plotly.js")
+    again = get(seeded, src.group(1), token=None, headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304
+
+
+def test_static_files_refuse_other_paths(seeded: Seeded) -> None:
+    assert get(seeded, "/ui/static/common.js", token=None).status_code == 200
+    for bad in ["/ui/static/..%2Fdata.py", "/ui/static/data.py", "/ui/static/nope.js"]:
+        assert get(seeded, bad, token=None).status_code == 404
+
+
+def test_whoami_needs_a_token_and_names_the_role(seeded: Seeded) -> None:
+    assert get(seeded, "/ui/api/whoami", token=None).status_code == 401
+    assert get(seeded, "/ui/api/whoami", token="nope").status_code == 401
+    assert get(seeded, "/ui/api/whoami").json() == {"role": "admin"}
+    assert get(seeded, "/ui/api/whoami", token=seeded.viewer_token).json() == {"role": "viewer"}
+
+
+@pytest.mark.parametrize("action", ["pause", "resume", "cancel"])
+def test_a_viewer_cannot_act(seeded: Seeded, action: str) -> None:
+    r = httpx.post(f"{seeded.base}/api/v1/experiments/{seeded.running}/{action}",
+                   headers={"Authorization": f"Bearer {seeded.viewer_token}"})
+    assert r.status_code == 403
+    assert r.json()["error"]
+
+
+def test_curves_are_grouped_by_state_with_null_separators(seeded: Seeded) -> None:
+    c = get(seeded, f"/ui/api/experiments/{seeded.finished}/curves").json()
+    assert {g["state"] for g in c["groups"]} == {"completed", "stopped"}
+    assert sum(g["n"] for g in c["groups"]) == c["shown_trials"] == c["total_trials"] == 15
+    for g in c["groups"]:
+        assert len(g["x"]) == len(g["y"]) == len(g["number"]) == len(g["trial_id"])
+        assert g["x"].count(None) == g["n"] and g["x"][-1] is None
+    assert c["best"]["x"][-1] == 27
+    assert c["levels"] == [1, 3, 9, 27]
+    small = get(seeded, f"/ui/api/experiments/{seeded.finished}/curves?max_trials=4&max_points=5")
+    body = small.json()
+    assert body["shown_trials"] <= 5  # the 4 chosen plus the best one
+    assert len(body["best"]["x"]) <= 6
+
+
+def test_chart_data_answers_304_while_nothing_changed(seeded: Seeded) -> None:
+    for name in ["curves", "parcoords", "importance"]:
+        path = f"/ui/api/experiments/{seeded.finished}/{name}"
+        first = get(seeded, path)
+        assert first.status_code == 200
+        again = get(seeded, path, headers={"If-None-Match": first.headers["etag"]})
+        assert again.status_code == 304
+
+
+def test_parcoords_maps_categoricals_to_ticks(seeded: Seeded) -> None:
+    pc = get(seeded, f"/ui/api/experiments/{seeded.finished}/parcoords").json()
+    dims = {d["label"]: d for d in pc["dimensions"]}
+    assert set(dims) == {"lr (log10)", "layers", "optimizer", "rung reached", "val_loss"}
+    opt = dims["optimizer"]
+    assert opt["ticktext"] == ["sgd", "adam", "<script>alert(2)</script>"]
+    assert set(opt["values"]) <= {0.0, 1.0, 2.0}
+    assert pc["n"] == 15 and len(pc["color"]) == 15
+    assert all(-4 <= v <= 0 for v in dims["lr (log10)"]["values"])
+
+
+def test_importance_names_its_method_and_ranks_the_parameters(seeded: Seeded) -> None:
+    data.importance_cache.clear()
+    imp = get(seeded, f"/ui/api/experiments/{seeded.finished}/importance").json()
+    assert "RandomForestRegressor" in imp["method"]
+    assert imp["reason"] is None and imp["n_trials"] >= 8
+    assert {i["param"] for i in imp["items"]} == {"lr", "layers", "optimizer"}
+    assert abs(sum(i["importance"] for i in imp["items"]) - 1.0) < 1e-6
+    assert imp["items"][0]["param"] == "lr"  # the objective depends on lr most
+
+
+def test_importance_explains_an_empty_answer(seeded: Seeded) -> None:
+    doc = driver.asha_document("tiny")
+    new = driver.create_experiment(seeded.base, doc)
+    imp = get(seeded, f"/ui/api/experiments/{new}/importance").json()
+    assert imp["items"] == [] and "at least 8" in imp["reason"]
+    with driver.client(seeded.base) as c:
+        c.post(f"/api/v1/experiments/{new}/cancel").raise_for_status()
+
+
+def test_workers_show_jobs_and_lost_leases(seeded: Seeded) -> None:
+    job = driver.hold_one_job(seeded.base, seeded.running, worker_id="worker-2")
+    w = get(seeded, "/ui/api/workers").json()
+    ids = {x["worker_id"] for x in w["items"]}
+    assert {"worker-0", "worker-1", "worker-2"} <= ids
+    holder = next(x for x in w["items"] if x["worker_id"] == "worker-2")
+    assert job["job_id"] in [j["job_id"] for j in holder["current_jobs"]]
+    assert holder["host"] == "gpu-box-2" and len(holder["gpus"]) == 2
+    assert all(x["lost_leases"] == 0 for x in w["items"])
+    t = get(seeded, f"/ui/api/trials/{job['trial_id']}/workers").json()
+    assert "worker-2" in [x["worker_id"] for x in t["items"]]
+
+
+def test_json_endpoints_need_a_token(seeded: Seeded) -> None:
+    for path in [f"/ui/api/experiments/{seeded.finished}/curves", "/ui/api/workers",
+                 f"/ui/api/experiments/{seeded.finished}/importance"]:
+        assert get(seeded, path, token=None).status_code == 401
+        assert get(seeded, path, token=seeded.viewer_token).status_code == 200
+    assert get(seeded, "/ui/api/experiments/999/curves").status_code == 404
+
+
+def test_the_xss_name_comes_back_verbatim(seeded: Seeded) -> None:
+    exp = get(seeded, f"/api/v1/experiments/{seeded.finished}").json()
+    assert exp["name"] == XSS_NAME
