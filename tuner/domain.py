@@ -54,6 +54,7 @@ class JobState(enum.StrEnum):
     DONE = "done"
     FAILED = "failed"
     EXPIRED = "expired"
+    RELEASED = "released"  # handed back by a worker that shut down; queued again
     CANCELLED = "cancelled"
 
 

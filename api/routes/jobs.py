@@ -147,6 +147,17 @@ def fail(job_id: Id, body: FailIn, runtime: RuntimeDep) -> FailOut:
     return FailOut(trial_id=trial.id, trial_state=trial.state.value, retries=trial.retries)
 
 
+@router.post("/jobs/{job_id}/release", response_model=FailOut, responses=_LEASED)
+def release(job_id: Id, body: HeartbeatIn, runtime: RuntimeDep) -> FailOut:
+    """A worker shutting down hands its job back: queued again from the last checkpoint,
+    without spending one of the trial's retries."""
+    trial = runtime.write("release", lambda store: coordinator.release(
+        store, job_id, body.lease_token, runtime.now()
+    ))
+    runtime.wakeups.notify(trial.experiment_id)
+    return FailOut(trial_id=trial.id, trial_state=trial.state.value, retries=trial.retries)
+
+
 @router.post("/jobs/{job_id}/output", response_model=OutputOut, responses=_LEASED)
 def output(job_id: Id, body: OutputIn, runtime: RuntimeDep) -> OutputOut:
     """Append to the trial's output; the last 16 Ki characters are kept for the dashboard."""

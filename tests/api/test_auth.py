@@ -30,6 +30,7 @@ ROUTES: list[tuple[str, str, str, Any, str | None]] = [
     ("heartbeat", "POST", "/api/v1/jobs/{j}/heartbeat", {"lease_token": "{lt}"}, "worker"),
     ("complete", "POST", "/api/v1/jobs/{j}/complete", {"lease_token": "{lt}"}, "worker"),
     ("fail", "POST", "/api/v1/jobs/{j}/fail", {"lease_token": "{lt}", "error": "x"}, "worker"),
+    ("release", "POST", "/api/v1/jobs/{j}/release", {"lease_token": "{lt}"}, "worker"),
     ("output", "POST", "/api/v1/jobs/{j}/output", {"lease_token": "{lt}", "text": "hi"},
      "worker"),
     ("register-worker", "POST", "/api/v1/workers", {"worker_id": "w", "host": "h"}, "worker"),

@@ -147,3 +147,21 @@ def test_invalid_documents_name_the_field():
         co.create_experiment(
             MemoryStore(), make_document({"type": "asha", "max_resource": 9, "eta": 1}), 0.0
         )
+
+
+def test_release_requeues_without_spending_a_retry(driver):
+    a = driver.claim()
+    trial = co.release(driver.store, a.job.id, a.lease_token, driver.tick())
+    assert trial.state is TrialState.PENDING
+    assert trial.retries == 0
+    b = driver.claim()
+    assert b.trial.id == a.trial.id
+    assert driver.store.get_job(a.job.id).state is JobState.RELEASED
+
+
+def test_complete_refuses_a_value_that_contradicts_the_stored_report(driver):
+    a = driver.claim()
+    co.report(driver.store, a.job.id, a.lease_token, 1, 0.5, driver.tick())
+    with pytest.raises(DuplicateReport, match="already reported 0.5 at step 1"):
+        co.complete(driver.store, a.job.id, a.lease_token, driver.tick(), 0.9)
+    assert co.complete(driver.store, a.job.id, a.lease_token, driver.tick(), 0.5).kind == "pause"

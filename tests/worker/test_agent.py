@@ -167,7 +167,7 @@ def test_agent_stop_decision_ends_the_command_within_two_seconds(
     assert trial.state == "stopped"
 
 
-def test_agent_sigterm_terminates_commands_fails_jobs_and_exits_zero(
+def test_agent_sigterm_terminates_commands_releases_jobs_and_exits_zero(
     shared_server: Server, agents: Agents
 ) -> None:
     server = shared_server
@@ -181,9 +181,11 @@ def test_agent_sigterm_terminates_commands_fails_jobs_and_exits_zero(
         assert agent.wait(15) == 0
         assert not _alive(started["pid"])
         trial = client.get_trial(started["trial_id"])
-    assert trial.state == "pending" and trial.retries == 1  # queued again for another worker
-    failed = [j for j in trial.jobs if j.id == started["job_id"]]
-    assert failed and failed[0].state == "failed"
+    assert trial.state == "pending"  # queued again for another worker
+    assert trial.retries == 0  # released, not failed: no retry spent
+    released = [j for j in trial.jobs if j.id == started["job_id"]]
+    assert released
+    assert released[0].state == "released"
 
 
 def test_agent_survives_a_server_restart(server_factory: ServerFactory, agents: Agents) -> None:

@@ -189,7 +189,7 @@ class Agent:
                 continue
             self._seen_experiment = True
             if self.stopping.is_set():
-                self._fail(answer.job, "the worker agent was shutting down when it got the job")
+                self._release(answer.job)
                 return
             self._run_job(answer.job, device)
 
@@ -281,7 +281,7 @@ class Agent:
         self._send_output(job, process)
         log.info("event=job_end %s rc=%s ended_by=%s", fields, code, ended_by)
         if ended_by == "shutdown":
-            self._fail(job, "the worker agent shut down\n" + process.tail(FAIL_TAIL_LINES))
+            self._release(job)
         elif ended_by is not None:
             return  # stopped, or the lease went to another worker: nothing more to say
         elif code == 0:
@@ -368,6 +368,15 @@ class Agent:
             self.client.job_call(job.job_id, "complete", body)
         except TunerError as exc:
             log.warning("event=complete_failed job_id=%d detail=%s", job.job_id, exc)
+
+    def _release(self, job: JobOut) -> None:
+        """Shutting down: the job goes back to the queue without spending a retry."""
+        try:
+            self.client.release_job(job.job_id, job.lease_token)
+        except (ConflictError, NotFound) as exc:
+            log.info("event=release_refused job_id=%d detail=%s", job.job_id, exc.detail)
+        except TunerError as exc:
+            log.warning("event=release_failed job_id=%d detail=%s", job.job_id, exc)
 
     def _fail(self, job: JobOut, error: str) -> None:
         try:

@@ -304,6 +304,11 @@ class Client:
         )
         return FailOut.model_validate(data)
 
+    def release_job(self, job_id: int, lease_token: str) -> FailOut:
+        """Hand a job back (shutting down): queued again without spending a retry."""
+        data = self._post(f"/jobs/{job_id}/release", {"lease_token": lease_token}, idempotent=True)
+        return FailOut.model_validate(data)
+
     def post_output(self, job_id: int, lease_token: str, text: str) -> None:
         """Append to the trial's console output (the server keeps its tail). Not retried:
         a repeated chunk would appear twice."""

@@ -16,6 +16,7 @@ from tuner.coordinator.outcomes import (
     close_trial,
     hash_token,
     improved,
+    record,
     record_result,
     retry_or_fail,
 )
@@ -239,6 +240,13 @@ def complete(
         value = stored.value
     elif stored is None:
         store.add_report(Report(trial.id, job.id, job.to_resource, value, metrics or {}, now))
+    elif ValueKind.of(stored.value) is not ValueKind.of(value) or (
+        math.isfinite(value) and stored.value != value
+    ):
+        raise DuplicateReport(
+            f"trial {trial.number} already reported {stored.value!r} at step {job.to_resource}; "
+            f"complete with that value (or none) instead of {value!r}"
+        )
     stopped = _stop_if_asked(store, job, trial, now)
     if stopped is not None:
         return stopped
@@ -271,6 +279,29 @@ def fail(store: Store, job_id: int, lease_token: str, error: str, now: float) ->
     trial = store.get_trial(job.trial_id)
     reason = Reason("job_failed", bracket=trial.bracket, rung=job.rung, note=error[:500])
     return retry_or_fail(store, ctx, trial, job, reason, now, lost=False)
+
+
+def release(store: Store, job_id: int, lease_token: str, now: float) -> Trial:
+    """A worker shutting down hands its job back: it is queued again from the trial's last
+    checkpoint without spending one of the trial's retries."""
+    job = _job_for(store, job_id, lease_token)
+    if job.state is JobState.RELEASED:
+        return store.get_trial(job.trial_id)
+    _require_live_lease(job, now)
+    ctx = Context.load(store, job.experiment_id, lock=True)
+    if not store.end_job(job.id, JobState.RELEASED, now):
+        raise LeaseExpired(f"the lease of job {job.id} has ended")
+    trial = store.get_trial(job.trial_id)
+    reason = Reason("released", bracket=trial.bracket, rung=job.rung, note="worker shut down")
+    if ctx.experiment.state is ExperimentState.CANCELLED:
+        return close_trial(store, ctx, trial, None, TrialState.CANCELLED, reason, now)
+    start, checkpoint = job.from_resource, job.checkpoint
+    if trial.checkpoint is not None and trial.checkpoint_step > start:
+        start, checkpoint = trial.checkpoint_step, trial.checkpoint
+    trial = store.update_trial(trial.id, now, state=TrialState.PENDING)
+    store.create_job(trial, job.rung, start, job.to_resource, checkpoint, job.attempt, now)
+    record(store, trial, DecisionKind.CONTINUE, reason, now)
+    return trial
 
 
 def reap(store: Store, now: float, limit: int = 100) -> list[Job]:
