@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -388,7 +389,9 @@ class Agent:
 
 
 def _echo_line(line: str) -> None:
-    logging.getLogger("tuner.agent.output").info("%s", line.rstrip("\n"))
+    """``--echo``: the command's output on the agent's stdout, whatever the log level."""
+    sys.stdout.write(line if line.endswith("\n") else line + "\n")
+    sys.stdout.flush()
 
 
 def run_agent(
