@@ -60,7 +60,7 @@ def worker(
 
     Claims one job per GPU (or CPU slot), runs COMMAND with the job in TUNER_* variables,
     heartbeats, and reports how it ended. Exits 0 on SIGTERM/SIGINT after terminating its
-    commands and failing their jobs (they are retried elsewhere).
+    commands and releasing their jobs (queued again, no retry spent).
     """
     if not command:
         raise typer.BadParameter("give the training command after `--`", param_hint="COMMAND")
