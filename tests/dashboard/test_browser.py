@@ -95,6 +95,8 @@ def test_every_page_loads_without_errors(browser: Any, seeded: Seeded, viewport:
         tab.page.wait_for_selector("#experiments-table a.name")
         tab.shot(f"experiments-{size[0]}x{size[1]}")
         page = tab.open(f"/ui/experiments/{seeded.finished}")
+        page.wait_for_selector("#rungs-table tbody tr")
+        page.locator("#parcoords-chart").scroll_into_view_if_needed()  # drawn when in view
         page.wait_for_function(
             "() => ['#curves-chart', '#parcoords-chart', '#importance-chart']"
             ".every(s => { const d = document.querySelector(s); return d.data && d.data.length })")

@@ -357,10 +357,27 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
       performance.mark("tuner:curves");
     }
     if (imp) { await frame(); await drawImportance(imp); performance.mark("tuner:importance"); }
-    // parcoords last: it is WebGL-only, and its first draw compiles shaders (slow on
-    // software GL).
-    if (pc) { await frame(); await drawParcoords(pc); performance.mark("tuner:parcoords"); }
+    // parcoords last, and only once its section is near the viewport: it is WebGL-only,
+    // and its first draw compiles shaders (seconds on software GL), so a page whose reader
+    // never scrolls there should not pay for it.
+    if (pc) {
+      pcPending = pc;
+      if (pcVisible) { await frame(); await drawPendingParcoords(); }
+    }
     document.body.dataset.ready = "1";
   }
+  let pcPending = null;
+  let pcVisible = false;
+  async function drawPendingParcoords() {
+    if (!pcPending) return;
+    const data = pcPending;
+    pcPending = null;
+    await drawParcoords(data);
+    performance.mark("tuner:parcoords");
+  }
+  new IntersectionObserver((entries) => {
+    pcVisible = entries.some((entry) => entry.isIntersecting);
+    if (pcVisible) drawPendingParcoords();
+  }, { rootMargin: "200px" }).observe(pcDiv);
   poller = T.poll(tick);
 }));
