@@ -17,7 +17,7 @@ quickstart: install
 	$(VENV)/bin/tuner quickstart
 
 test: install
-	TUNER_TEST_POSTGRES_URL=$${TUNER_TEST_POSTGRES_URL-$(PG_URL)} $(VENV)/bin/pytest
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE-ci} TUNER_TEST_POSTGRES_URL=$${TUNER_TEST_POSTGRES_URL-$(PG_URL)} $(VENV)/bin/pytest
 
 lint: install
 	$(VENV)/bin/ruff check tuner api tests bench
