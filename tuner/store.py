@@ -11,11 +11,19 @@ direction-normalised (lower is better, ``inf`` for non-finite values).
 
 Every "at most once" rule is enforced by the store as well as checked by the coordinator:
 one report per (trial, step), one rung result per (trial, rung), one promotion per
-(trial, rung), one leased job per trial.
+(trial, rung), one leased job per trial. A :class:`tuner.errors.ConflictError` leaves the
+transaction usable (the caller may go on, as the coordinator does for a report sent twice
+at once).
+
+The hot operations (a claim, a report, a completion) are built so that a SQL store answers
+each with a handful of statements: :meth:`Store.load_job` reads a job with its trial,
+experiment and report in one go, writes return what they wrote, and a new trial's job is
+inserted already leased (:class:`Lease`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tuner.domain import (
@@ -27,8 +35,32 @@ from tuner.domain import (
     Report,
     RungResult,
     Trial,
+    TrialState,
 )
 from tuner.schedulers.base import Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who holds a job until when: ``token_hash`` is the SHA-256 of the worker's token."""
+
+    worker_id: str
+    token_hash: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class JobContext:
+    """A job with what every leased-job operation needs, read together.
+
+    ``report`` is the trial's report at the step asked for (by default the job's
+    ``to_resource``), or None.
+    """
+
+    job: Job
+    trial: Trial
+    experiment: Experiment
+    report: Report | None
 
 
 class Store(Protocol):
@@ -59,8 +91,13 @@ class Store(Protocol):
         params: dict[str, Any],
         params_key: str,
         now: float,
+        *,
+        state: TrialState = TrialState.PENDING,
+        add_resource_used: int = 0,
     ) -> Trial:
-        """Insert trial number ``n_trials`` (0-based) as PENDING and bump ``n_trials``."""
+        """Insert trial number ``n_trials`` (0-based) in ``state`` (PENDING, or RUNNING for a
+        trial whose job is created leased), bump ``n_trials`` and add ``add_resource_used``
+        to the experiment's ``resource_used``."""
 
     def get_trial(self, trial_id: int) -> Trial: ...
 
@@ -87,10 +124,16 @@ class Store(Protocol):
         checkpoint: str | None,
         attempt: int,
         now: float,
+        lease: Lease | None = None,
     ) -> Job:
-        """Insert a QUEUED job."""
+        """Insert a QUEUED job, or a LEASED one when ``lease`` is given; ConflictError if the
+        trial already has a queued or leased job."""
 
     def get_job(self, job_id: int) -> Job: ...
+
+    def load_job(self, job_id: int, *, step: int | None = None) -> JobContext:
+        """The job, its trial, its experiment and the trial's report at ``step`` (default:
+        the job's ``to_resource``), read together and without locks."""
 
     def next_queued_job(self, experiment_id: int) -> Job | None:
         """The oldest QUEUED job of the experiment (PostgreSQL: ``SKIP LOCKED``)."""
@@ -132,6 +175,20 @@ class Store(Protocol):
     def mark_promoted(self, experiment_id: int, bracket: int, rung: int, trial_number: int) -> None:
         """Record that the trial left ``rung`` by promotion; ConflictError if it already did."""
 
+    def promote(
+        self,
+        experiment_id: int,
+        bracket: int,
+        rung: int,
+        trial_number: int,
+        now: float,
+        *,
+        add_resource_used: int = 0,
+    ) -> Trial:
+        """:meth:`mark_promoted`, then set the trial RUNNING (its job is created leased) and
+        add ``add_resource_used`` to the experiment's ``resource_used``; returns the trial.
+        A SQL store does all of it in one statement where it can."""
+
     def close_rung_result(
         self, experiment_id: int, bracket: int, rung: int, trial_number: int
     ) -> None:
@@ -149,5 +206,10 @@ class Store(Protocol):
         """The (rung, [(params, loss)]) of the highest rung index (over all brackets) that has
         at least ``min_count`` results, or None."""
 
-    def snapshot(self, experiment: Experiment, *, can_start: bool, n_active: int) -> Snapshot:
-        """A :class:`tuner.schedulers.base.Snapshot` over this transaction's view."""
+    def snapshot(
+        self, experiment: Experiment, *, can_start: bool, n_active: int | None = None
+    ) -> Snapshot:
+        """A :class:`tuner.schedulers.base.Snapshot` over this transaction's view.
+
+        ``n_active=None``: counted (:meth:`count_active`) when the scheduler first asks. Build
+        the snapshot after this operation's rung writes; it may read its counters once."""

@@ -36,7 +36,7 @@ from api.deps import Runtime, RuntimeDep
 
 router = APIRouter(tags=["dashboard"])
 
-Id = Annotated[int, PathParam(ge=1, le=2**62)]
+Id = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
 ViewerRole = Annotated[Role, Depends(require("viewer"))]
 Viewer = Depends(require("viewer"))
 

@@ -80,13 +80,12 @@ def _decide(
     and wake waiting claims when the job ended."""
 
     def run(store: SqlStore) -> tuple[Decision, int | None]:
-        # Completions always wake claims: read the job before the coordinator takes the
-        # experiment's lock, not while holding it.
-        experiment_id = store.get_job(job_id).experiment_id if operation == "complete" else None
         decision = fn(store, runtime.now())
-        if experiment_id is None and decision.kind is not DecisionKind.CONTINUE:
-            experiment_id = store.get_job(job_id).experiment_id
-        return decision, experiment_id
+        # Completions always wake claims. The coordinator read the job already: known_job
+        # costs no statement (an experiment id never changes).
+        if operation == "complete" or decision.kind is not DecisionKind.CONTINUE:
+            return decision, store.known_job(job_id).experiment_id
+        return decision, None
 
     decision, experiment_id = runtime.write(operation, run)
     if operation != "heartbeat" or decision.kind is DecisionKind.STOP:
@@ -119,7 +118,7 @@ def heartbeat(job_id: Id, body: HeartbeatIn, runtime: RuntimeDep) -> DecisionOut
 
     def beat(store: SqlStore, now: float) -> Decision:
         decision = coordinator.heartbeat(store, job_id, body.lease_token, now)
-        worker_id = store.get_job(job_id).worker_id
+        worker_id = store.known_job(job_id).worker_id  # set once, when the job was leased
         if worker_id:
             queries.touch_worker(store.session, worker_id, now)
         return decision

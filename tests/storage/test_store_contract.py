@@ -25,6 +25,7 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, NotFound
+from tuner.store import Lease
 
 ASHA = {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 27}
 
@@ -234,6 +235,92 @@ def test_store_expire_job_rechecks_the_lease(store_factory: StoreFactory) -> Non
         assert store.active_job_of_trial(trial.id) is None
         with pytest.raises(NotFound):
             store.expire_job(999, 1.0)
+
+
+def test_store_creates_a_running_trial_with_a_leased_job(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        trial = store.create_trial(
+            experiment_id, 0, {"x": 1}, "k", 1.0, state=TrialState.RUNNING, add_resource_used=3
+        )
+        assert trial.state is TrialState.RUNNING and trial.number == 0
+        job = store.create_job(trial, 0, 0, 3, None, 0, 2.0, Lease("w", "hash", 60.0))
+        assert (job.state, job.worker_id, job.token_hash, job.lease_expires_at) == (
+            JobState.LEASED,
+            "w",
+            "hash",
+            60.0,
+        )
+        with pytest.raises(ConflictError):  # still one live job per trial
+            store.create_job(trial, 0, 0, 3, None, 0, 2.0, Lease("w2", "h2", 70.0))
+    with store_factory() as store:
+        got = store.get_experiment(experiment_id)
+        assert (got.n_trials, got.resource_used) == (1, 3)
+        assert store.get_trial(trial.id) == trial
+        assert store.get_job(job.id) == job
+        assert store.next_queued_job(experiment_id) is None
+        assert store.count_active(experiment_id) == 1
+        assert [j.id for j in store.expired_jobs(61.0, 10)] == [job.id]
+        assert store.renew_lease(job.id, "hash", 59.0, 90.0) is not None
+        snap = store.snapshot(store.get_experiment(experiment_id), can_start=True)
+        assert snap.n_active == 1 and snap.n_in_bracket(0) == 1  # n_active counted when asked
+
+
+def test_store_load_job_reads_trial_experiment_and_report(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        trial = store.create_trial(experiment_id, 0, {"x": 1}, "k", 1.0)
+        job = store.create_job(trial, 0, 0, 3, "ck", 0, 2.0)
+        store.add_report(Report(trial.id, job.id, 1, math.nan, {"a": 1}, 3.0))
+        store.add_report(Report(trial.id, job.id, 3, 0.5, {}, 4.0))
+    with store_factory() as store:
+        found = store.load_job(job.id)  # the report at to_resource
+        assert (found.job, found.trial) == (job, trial)
+        assert found.experiment == store.get_experiment(experiment_id)
+        assert found.report == Report(trial.id, job.id, 3, 0.5, {}, 4.0)
+        at_one = store.load_job(job.id, step=1).report
+        assert at_one is not None and math.isnan(at_one.value) and at_one.metrics == {"a": 1}
+        assert store.load_job(job.id, step=2).report is None
+        with pytest.raises(NotFound):
+            store.load_job(999)
+
+
+def test_store_promote_marks_runs_and_counts(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        t = [store.create_trial(experiment_id, 0, {"i": i}, f"k{i}", 1.0) for i in range(3)]
+        for i, trial in enumerate(t):
+            store.add_rung_result(experiment_id, result(trial, 0, 0.1 * i))
+            store.update_trial(trial.id, 2.0, state=TrialState.PAUSED, rung=0)
+    with store_factory() as store:
+        assert store.next_queued_job(experiment_id) is None  # reads the counters too
+        promoted = store.promote(experiment_id, 0, 0, 1, 5.0, add_resource_used=2)
+        assert (promoted.id, promoted.state, promoted.updated_at) == (
+            t[1].id,
+            TrialState.RUNNING,
+            5.0,
+        )
+        snap = store.snapshot(store.get_experiment(experiment_id), can_start=True)
+        assert snap.best_unpromoted(0, 0, 3) == RungEntry(0.0, 0, 0)
+        assert snap.best_unpromoted(0, 0, 1) == RungEntry(0.0, 0, 0)
+        assert store.get_experiment(experiment_id).resource_used == 2
+        with pytest.raises(ConflictError):
+            store.promote(experiment_id, 0, 0, 1, 6.0)
+        with pytest.raises(NotFound):
+            store.promote(experiment_id, 1, 0, 0, 6.0)  # wrong bracket
+        store.close_rung_result(experiment_id, 0, 0, 0)
+        with pytest.raises(ConflictError):
+            store.promote(experiment_id, 0, 0, 0, 6.0)
+    with store_factory() as store:
+        assert store.get_rung_result(t[1].id, 0).promoted
+        assert store.get_trial(t[1].id).state is TrialState.RUNNING
+        store.next_queued_job(experiment_id)
+        store.promote(experiment_id, 0, 0, 2, 7.0)
+        store.add_rung_result(experiment_id, result(t[1], 1, 0.5))  # writes after the prefetch
+        snap = store.snapshot(store.get_experiment(experiment_id), can_start=True)
+        assert (snap.rung_size(0, 0), snap.rung_size(0, 1)) == (3, 1)
+        assert snap.best_unpromoted(0, 0, 3) is None  # 0 closed, 1 and 2 promoted
+        assert snap.best_unpromoted(0, 1, 1) == RungEntry(0.5, 1, 0)
 
 
 # ---- reports -------------------------------------------------------------------------------

@@ -1,4 +1,11 @@
-"""Handing out work: one transaction under the experiment's lock."""
+"""Handing out work: one transaction under the experiment's lock.
+
+Everything after the lock is taken is on the clock of every other claim and completion of the
+experiment, so the writes are few: a new trial is inserted RUNNING with its job already
+leased (and its resource counted in the same counter update that numbers it); a promotion
+marks the rung result, sets the trial RUNNING and counts its resource (one statement on
+PostgreSQL), then inserts its leased job.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ from tuner.rng import derive_rng
 from tuner.samplers import build_sampler
 from tuner.schedulers.base import Finished, Promote, StartTrial, Wait
 from tuner.space import params_key
-from tuner.store import Store
+from tuner.store import Lease, Store
 
 
 @dataclass(frozen=True)
@@ -69,9 +76,15 @@ def budget_allows_jobs(ctx: Context, now: float) -> bool:
     )
 
 
-def _lease(store: Store, ctx: Context, job: Job, worker_id: str, now: float) -> Assignment:
+def _new_lease(ctx: Context, worker_id: str, now: float) -> tuple[Lease, str]:
+    """A lease for ``worker_id`` and the token that proves it (shown once)."""
     token = secrets.token_urlsafe(24)
-    job = store.lease_job(job.id, worker_id, hash_token(token), now + ctx.config.lease_ttl_s)
+    return Lease(worker_id, hash_token(token), now + ctx.config.lease_ttl_s), token
+
+
+def _lease(store: Store, ctx: Context, job: Job, worker_id: str, now: float) -> Assignment:
+    lease, token = _new_lease(ctx, worker_id, now)
+    job = store.lease_job(job.id, lease.worker_id, lease.token_hash, lease.expires_at)
     trial = store.update_trial(job.trial_id, now, state=TrialState.RUNNING)
     return Assignment(job, trial, token)
 
@@ -103,11 +116,15 @@ def claim(store: Store, experiment_id: int, worker_id: str, now: float) -> Claim
     queued = store.next_queued_job(experiment.id)
     if queued is not None:
         return _lease(store, ctx, queued, worker_id, now)
-    n_active = store.count_active(experiment.id)
     limit = ctx.config.budget.max_concurrent
-    if limit is not None and n_active >= limit:
-        return NothingNow(Reason("max_concurrent", n=n_active, threshold=limit))
+    n_active = None  # counted only when needed (the snapshot counts it if asked)
+    if limit is not None:
+        n_active = store.count_active(experiment.id)
+        if n_active >= limit:
+            return NothingNow(Reason("max_concurrent", n=n_active, threshold=limit))
     if not budget_allows_jobs(ctx, now):
+        if n_active is None:
+            n_active = store.count_active(experiment.id)
         if n_active:
             return NothingNow(Reason("budget", note="budget spent; waiting for active trials"))
         finish_experiment(store, ctx, now, Reason("budget", note="budget spent"))
@@ -121,9 +138,16 @@ def claim(store: Store, experiment_id: int, worker_id: str, now: float) -> Claim
             store.set_scheduler_state(experiment.id, action.scheduler_state)
         match action:
             case Promote():
-                trial = store.get_trial_by_number(experiment.id, action.trial_number)
-                store.mark_promoted(experiment.id, action.bracket, action.from_rung, trial.number)
+                trial = store.promote(
+                    experiment.id,
+                    action.bracket,
+                    action.from_rung,
+                    action.trial_number,
+                    now,
+                    add_resource_used=action.resource - action.from_resource,
+                )
                 record(store, trial, DecisionKind.CONTINUE, action.reason, now)
+                lease, token = _new_lease(ctx, worker_id, now)
                 job = store.create_job(
                     trial,
                     action.rung,
@@ -132,9 +156,9 @@ def claim(store: Store, experiment_id: int, worker_id: str, now: float) -> Claim
                     trial.checkpoint,
                     0,
                     now,
+                    lease,
                 )
-                store.add_resource_used(experiment.id, action.resource - action.from_resource)
-                return _lease(store, ctx, job, worker_id, now)
+                return Assignment(job, trial, token)
             case StartTrial():
                 try:
                     params = _sample(store, ctx)
@@ -142,11 +166,19 @@ def claim(store: Store, experiment_id: int, worker_id: str, now: float) -> Claim
                     can_start = False  # the space has no unseen point: a spent budget
                     continue
                 key = params_key(params)
-                trial = store.create_trial(experiment.id, action.bracket, params, key, now)
+                trial = store.create_trial(
+                    experiment.id,
+                    action.bracket,
+                    params,
+                    key,
+                    now,
+                    state=TrialState.RUNNING,
+                    add_resource_used=action.resource,
+                )
                 record(store, trial, DecisionKind.CONTINUE, action.reason, now)
-                job = store.create_job(trial, action.rung, 0, action.resource, None, 0, now)
-                store.add_resource_used(experiment.id, action.resource)
-                return _lease(store, ctx, job, worker_id, now)
+                lease, token = _new_lease(ctx, worker_id, now)
+                job = store.create_job(trial, action.rung, 0, action.resource, None, 0, now, lease)
+                return Assignment(job, trial, token)
             case Wait():
                 return NothingNow(action.reason)
             case Finished():

@@ -6,6 +6,7 @@ ends a job writes the same facts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from tuner.domain import (
     TrialState,
     to_loss,
 )
+from tuner.errors import ConflictError
 from tuner.schedulers.base import Scheduler
 from tuner.schedulers.registry import build_scheduler
 from tuner.store import Store
@@ -47,7 +49,11 @@ class Context:
 
     @classmethod
     def load(cls, store: Store, experiment_id: int, *, lock: bool) -> Context:
-        experiment = store.get_experiment(experiment_id, lock=lock)
+        return cls.of(store.get_experiment(experiment_id, lock=lock))
+
+    @classmethod
+    def of(cls, experiment: Experiment) -> Context:
+        """The context of an experiment already read (no lock is taken)."""
         config: ExperimentConfig = experiment.config
         return cls(experiment, config, build_scheduler(config))
 
@@ -82,22 +88,21 @@ def record_result(
 ) -> RungEntry:
     """Put the trial's value at ``rung`` into the rung (once; a second time is a no-op)."""
     loss = to_loss(value, ctx.config.sign)
-    existing = store.get_rung_result(trial.id, rung)
-    if existing is None:
-        store.add_rung_result(
-            ctx.experiment.id,
-            RungResult(
-                bracket=trial.bracket,
-                rung=rung,
-                trial_number=trial.number,
-                trial_id=trial.id,
-                loss=loss,
-                value=value,
-                promoted=False,
-                closed=closed,
-                created_at=now,
-            ),
-        )
+    result = RungResult(
+        bracket=trial.bracket,
+        rung=rung,
+        trial_number=trial.number,
+        trial_id=trial.id,
+        loss=loss,
+        value=value,
+        promoted=False,
+        closed=closed,
+        created_at=now,
+    )
+    # Recorded already (a repeated call): the first result stands. A store's ConflictError
+    # leaves the transaction usable.
+    with contextlib.suppress(ConflictError):
+        store.add_rung_result(ctx.experiment.id, result)
     return RungEntry(loss, trial.number)
 
 

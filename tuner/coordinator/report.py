@@ -3,6 +3,10 @@
 A report, heartbeat or completion carries the job's lease token. A stale token (the lease
 expired and the job went to another worker) is refused with :class:`LeaseExpired` and writes
 nothing, so a zombie worker stops and the winner's data is never overwritten.
+
+Each operation starts with one read of the job, its trial, its experiment and the report at
+the step in question (:meth:`tuner.store.Store.load_job`); the experiment's lock is taken
+only for rung writes and decisions, after everything that can be checked without it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from tuner.coordinator.outcomes import (
 from tuner.domain import (
     Decision,
     DecisionKind,
+    Experiment,
     ExperimentState,
     Job,
     JobState,
@@ -34,19 +39,22 @@ from tuner.domain import (
     to_loss,
 )
 from tuner.errors import ConflictError, DuplicateReport, LeaseExpired, OutOfRange
-from tuner.store import Store
+from tuner.schedulers.base import Snapshot
+from tuner.store import JobContext, Store
 
 CONTINUE = Decision(DecisionKind.CONTINUE, Reason("continue"))
 
 
-def _job_for(store: Store, job_id: int, lease_token: str) -> Job:
-    job = store.get_job(job_id)
-    if job.token_hash is None or job.token_hash != hash_token(lease_token):
+def _job_for(store: Store, job_id: int, lease_token: str, step: int | None = None) -> JobContext:
+    """The job (with its trial, experiment and report at ``step``) if the token holds it."""
+    found = store.load_job(job_id, step=step)
+    token_hash = found.job.token_hash
+    if token_hash is None or token_hash != hash_token(lease_token):
         raise LeaseExpired(
             f"the lease token does not match job {job_id}: this worker does not hold it "
             "(its lease expired and the job went to another worker); stop training it"
         )
-    return job
+    return found
 
 
 def _require_live_lease(job: Job, now: float) -> None:
@@ -68,9 +76,11 @@ def settled_decision(trial: Trial) -> Decision:
     return CONTINUE
 
 
-def _stop_if_asked(store: Store, job: Job, trial: Trial, now: float) -> Decision | None:
+def _stop_if_asked(
+    store: Store, job: Job, trial: Trial, experiment: Experiment, now: float
+) -> Decision | None:
     """Cancel and stop-by-hand take effect at the next report or heartbeat."""
-    cancelled = store.get_experiment(job.experiment_id).state is ExperimentState.CANCELLED
+    cancelled = experiment.state is ExperimentState.CANCELLED
     if not (trial.stop_requested or cancelled):
         return None
     ctx = Context.load(store, job.experiment_id, lock=True)
@@ -102,9 +112,8 @@ def report(
     stopping form, a report at or past a rung's resource is judged at each rung it passed,
     in order.
     """
-    job = _job_for(store, job_id, lease_token)
-    trial = store.get_trial(job.trial_id)
-    existing = store.get_report(trial.id, step)
+    found = _job_for(store, job_id, lease_token, step)
+    job, trial, existing = found.job, found.trial, found.report
     if existing is not None:
         if ValueKind.of(existing.value) is ValueKind.of(value) and (
             not math.isfinite(value) or existing.value == value
@@ -120,8 +129,7 @@ def report(
             f"step is {step}, but job {job.id} trains from {job.from_resource} to "
             f"{job.to_resource}: report steps {job.from_resource + 1}..{job.to_resource}"
         )
-    ctx_light = store.get_experiment(job.experiment_id)
-    expires = now + ctx_light.config.lease_ttl_s
+    expires = now + found.experiment.config.lease_ttl_s
     if store.renew_lease(job.id, job.token_hash or "", now, expires) is None:
         raise LeaseExpired(f"the lease of job {job.id} has ended; stop training it")
     try:
@@ -135,7 +143,7 @@ def report(
         changes.update(checkpoint=checkpoint, checkpoint_step=step)
     trial = store.update_trial(trial.id, now, **changes)
 
-    stopped = _stop_if_asked(store, job, trial, now)
+    stopped = _stop_if_asked(store, job, trial, found.experiment, now)
     if stopped is not None:
         return stopped
     if not math.isfinite(value):
@@ -147,22 +155,21 @@ def report(
         store.add_resource_used(ctx.experiment.id, step - job.to_resource)  # not trained
         apply_rung_decision(store, ctx, trial, decision, rung, step, now, step)
         return decision
-    ctx = Context.load(store, job.experiment_id, lock=False)
+    ctx = Context.of(found.experiment)
     if not ctx.scheduler.is_stopping:
         return CONTINUE
-    return _judge_passed_rungs(store, job, trial, step, value, now)
+    return _judge_passed_rungs(store, ctx, job, trial, step, value, now)
 
 
-def _snap(store: Store, ctx: Context):  # type: ignore[no-untyped-def]
-    n_active = store.count_active(ctx.experiment.id)
-    return store.snapshot(ctx.experiment, can_start=True, n_active=n_active)
+def _snap(store: Store, ctx: Context) -> Snapshot:
+    """The snapshot a judgement reads (``n_active`` is counted only if the rule asks)."""
+    return store.snapshot(ctx.experiment, can_start=True)
 
 
 def _judge_passed_rungs(
-    store: Store, job: Job, trial: Trial, step: int, value: float, now: float
+    store: Store, ctx: Context, job: Job, trial: Trial, step: int, value: float, now: float
 ) -> Decision:
     """Stopping form: judge the trial at every rung below the top that ``step`` reached."""
-    ctx = Context.load(store, job.experiment_id, lock=False)
     levels = ctx.scheduler.levels
     top = len(levels) - 1
     first = max(trial.rung + 1, ctx.scheduler.bracket_bottom(trial.bracket))
@@ -199,15 +206,15 @@ def _judge_passed_rungs(
 
 def heartbeat(store: Store, job_id: int, lease_token: str, now: float) -> Decision:
     """Renew the lease; answer ``stop`` when the trial was stopped by hand or cancelled."""
-    job = _job_for(store, job_id, lease_token)
-    trial = store.get_trial(job.trial_id)
+    found = _job_for(store, job_id, lease_token)
+    job, trial = found.job, found.trial
     if job.state is not JobState.LEASED and trial.state.is_finished():
         return settled_decision(trial)
     _require_live_lease(job, now)
-    stopped = _stop_if_asked(store, job, trial, now)
+    stopped = _stop_if_asked(store, job, trial, found.experiment, now)
     if stopped is not None:
         return stopped
-    ttl = store.get_experiment(job.experiment_id).config.lease_ttl_s
+    ttl = found.experiment.config.lease_ttl_s
     if store.renew_lease(job.id, job.token_hash or "", now, now + ttl) is None:
         raise LeaseExpired(f"the lease of job {job.id} has ended; stop training it")
     return CONTINUE
@@ -228,12 +235,11 @@ def complete(
     waits at its rung for a promotion), ``complete`` (it reached ``max_resource``) or
     ``stop``. Repeating a completion returns the same answer.
     """
-    job = _job_for(store, job_id, lease_token)
-    trial = store.get_trial(job.trial_id)
+    found = _job_for(store, job_id, lease_token)  # with the report at to_resource
+    job, trial, stored = found.job, found.trial, found.report
     if job.state is JobState.DONE:
         return settled_decision(trial)
     _require_live_lease(job, now)
-    stored = store.get_report(trial.id, job.to_resource)
     if value is None:
         if stored is None:
             raise OutOfRange(f"complete needs a value, or a report at step {job.to_resource} first")
@@ -247,11 +253,11 @@ def complete(
             f"trial {trial.number} already reported {stored.value!r} at step {job.to_resource}; "
             f"complete with that value (or none) instead of {value!r}"
         )
-    stopped = _stop_if_asked(store, job, trial, now)
+    stopped = _stop_if_asked(store, job, trial, found.experiment, now)
     if stopped is not None:
         return stopped
     ctx = Context.load(store, job.experiment_id, lock=True)
-    trial = store.get_trial(trial.id)
+    trial = store.get_trial(trial.id)  # as it is under the lock
     if not store.end_job(job.id, JobState.DONE, now):
         raise LeaseExpired(f"the lease of job {job.id} has ended; stop training it")
     entry = record_result(store, ctx, trial, job.rung, value, now)
@@ -269,7 +275,7 @@ def complete(
 
 def fail(store: Store, job_id: int, lease_token: str, error: str, now: float) -> Trial:
     """The worker gave up on the job: retry it from the last checkpoint, or fail the trial."""
-    job = _job_for(store, job_id, lease_token)
+    job = _job_for(store, job_id, lease_token).job
     if job.state is JobState.FAILED:
         return store.get_trial(job.trial_id)
     _require_live_lease(job, now)
@@ -284,7 +290,7 @@ def fail(store: Store, job_id: int, lease_token: str, error: str, now: float) ->
 def release(store: Store, job_id: int, lease_token: str, now: float) -> Trial:
     """A worker shutting down hands its job back: it is queued again from the trial's last
     checkpoint without spending one of the trial's retries."""
-    job = _job_for(store, job_id, lease_token)
+    job = _job_for(store, job_id, lease_token).job
     if job.state is JobState.RELEASED:
         return store.get_trial(job.trial_id)
     _require_live_lease(job, now)

@@ -32,6 +32,7 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, NotFound
+from tuner.store import JobContext, Lease
 
 _ACTIVE = (TrialState.PENDING, TrialState.RUNNING, TrialState.LOST)
 _LIVE_JOB = (JobState.QUEUED, JobState.LEASED)
@@ -116,6 +117,9 @@ class MemoryStore:
         params: dict[str, Any],
         params_key: str,
         now: float,
+        *,
+        state: TrialState = TrialState.PENDING,
+        add_resource_used: int = 0,
     ) -> Trial:
         data = self._data(experiment_id)
         trial = Trial(
@@ -124,7 +128,7 @@ class MemoryStore:
             number=data.experiment.n_trials,
             bracket=bracket,
             params=params,
-            state=TrialState.PENDING,
+            state=state,
             rung=-1,
             resource=0,
             checkpoint=None,
@@ -140,8 +144,12 @@ class MemoryStore:
         data.trial_ids.append(trial.id)
         data.params_keys.add(params_key)
         data.bracket_counts[bracket] += 1
-        data.n_active += 1
-        self._replace_experiment(experiment_id, n_trials=data.experiment.n_trials + 1)
+        data.n_active += 1 if state in _ACTIVE else 0
+        self._replace_experiment(
+            experiment_id,
+            n_trials=data.experiment.n_trials + 1,
+            resource_used=data.experiment.resource_used + add_resource_used,
+        )
         return trial
 
     def get_trial(self, trial_id: int) -> Trial:
@@ -186,6 +194,7 @@ class MemoryStore:
         checkpoint: str | None,
         attempt: int,
         now: float,
+        lease: Lease | None = None,
     ) -> Job:
         if trial.id in self._live_job:
             raise ConflictError(f"trial {trial.id} already has a queued or leased job")
@@ -199,15 +208,19 @@ class MemoryStore:
             from_resource=from_resource,
             to_resource=to_resource,
             checkpoint=checkpoint,
-            state=JobState.QUEUED,
+            state=JobState.QUEUED if lease is None else JobState.LEASED,
             attempt=attempt,
-            worker_id=None,
-            lease_expires_at=None,
+            worker_id=None if lease is None else lease.worker_id,
+            lease_expires_at=None if lease is None else lease.expires_at,
             created_at=now,
+            token_hash=None if lease is None else lease.token_hash,
         )
         self._jobs[job.id] = job
         self._live_job[trial.id] = job.id
-        self._data(trial.experiment_id).queued[job.id] = None
+        if lease is None:
+            self._data(trial.experiment_id).queued[job.id] = None
+        else:
+            self._leased[job.id] = None
         return job
 
     def get_job(self, job_id: int) -> Job:
@@ -215,6 +228,12 @@ class MemoryStore:
             return self._jobs[job_id]
         except KeyError:
             raise NotFound(f"job {job_id} does not exist") from None
+
+    def load_job(self, job_id: int, *, step: int | None = None) -> JobContext:
+        job = self.get_job(job_id)
+        report = self._reports.get((job.trial_id, job.to_resource if step is None else step))
+        trial = self._trials[job.trial_id]
+        return JobContext(job, trial, self._data(job.experiment_id).experiment, report)
 
     def next_queued_job(self, experiment_id: int) -> Job | None:
         queued = self._data(experiment_id).queued
@@ -317,7 +336,7 @@ class MemoryStore:
 
     def _leave(
         self, experiment_id: int, bracket: int, rung: int, number: int, promoted: bool
-    ) -> None:
+    ) -> int:
         data = self._data(experiment_id)
         result = data.results.get((number, rung))
         if result is None or result.bracket != bracket:
@@ -327,16 +346,32 @@ class MemoryStore:
         if result.closed:
             if promoted:
                 raise ConflictError(f"trial {number} is closed at rung {rung}")
-            return
+            return result.trial_id
         data.results[(number, rung)] = dataclasses.replace(
             result, promoted=promoted, closed=not promoted
         )
         state = data.rungs[(bracket, rung)]
         state.open.discard((result.loss, number))
         state.n_promoted += int(promoted)
+        return result.trial_id
 
     def mark_promoted(self, experiment_id: int, bracket: int, rung: int, trial_number: int) -> None:
         self._leave(experiment_id, bracket, rung, trial_number, promoted=True)
+
+    def promote(
+        self,
+        experiment_id: int,
+        bracket: int,
+        rung: int,
+        trial_number: int,
+        now: float,
+        *,
+        add_resource_used: int = 0,
+    ) -> Trial:
+        trial_id = self._leave(experiment_id, bracket, rung, trial_number, promoted=True)
+        if add_resource_used:
+            self.add_resource_used(experiment_id, add_resource_used)
+        return self.update_trial(trial_id, now, state=TrialState.RUNNING)
 
     def close_rung_result(
         self, experiment_id: int, bracket: int, rung: int, trial_number: int
@@ -380,8 +415,12 @@ class MemoryStore:
         ]
         return best, rows
 
-    def snapshot(self, experiment: Experiment, *, can_start: bool, n_active: int) -> MemorySnapshot:
-        return MemorySnapshot(self._data(experiment.id), experiment, can_start, n_active)
+    def snapshot(
+        self, experiment: Experiment, *, can_start: bool, n_active: int | None = None
+    ) -> MemorySnapshot:
+        data = self._data(experiment.id)
+        active = data.n_active if n_active is None else n_active
+        return MemorySnapshot(data, experiment, can_start, active)
 
 
 class MemorySnapshot:
