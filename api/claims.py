@@ -45,7 +45,11 @@ def _claim_in(
                 return None
         now = runtime.now()
         result = coordinator.claim(store, experiment_id, worker_id or ANONYMOUS, now)
-        if worker_id is not None and isinstance(result, Assignment):
+        if (
+            worker_id is not None
+            and isinstance(result, Assignment)
+            and runtime.should_touch_worker(worker_id, now)
+        ):
             # After the experiment's lock, like the reaper's and heartbeats' worker updates:
             # one lock order, no deadlock between them.
             queries.touch_worker(store.session, worker_id, now)

@@ -83,6 +83,18 @@ class Runtime:
     wakeups: Wakeups = field(default_factory=Wakeups)
     write_lock: threading.Lock | None = None
     round_robin: int = 0
+    _worker_seen: dict[str, float] = field(default_factory=dict)
+
+    def should_touch_worker(self, worker_id: str, now: float, every_s: float = 5.0) -> bool:
+        """Whether to write a worker's ``last_seen_at`` now: at most every ``every_s`` per
+        worker and process, so a busy worker does not add a write to every claim."""
+        last = self._worker_seen.get(worker_id)
+        if last is not None and now - last < every_s:
+            return False
+        if len(self._worker_seen) > 100_000:
+            self._worker_seen.clear()
+        self._worker_seen[worker_id] = now
+        return True
 
     @property
     def is_postgres(self) -> bool:

@@ -110,12 +110,15 @@ def start_server(
     raise RuntimeError(log.read_text()[-2000:])
 
 
-def run_tuner(url: str, workers: int, seconds: float, processes: int = 1) -> dict[str, Any]:
+def run_tuner(
+    url: str, workers: int, seconds: float, processes: int = 1, form: str = "stopping"
+) -> dict[str, Any]:
+    doc = {**DOC, "scheduler": {**DOC["scheduler"], "form": form}}
     with tempfile.TemporaryDirectory() as tmp:
         proc, port = start_server(url, Path(tmp) / "server.log", processes)
         try:
             admin = Conn(port, ADMIN)
-            status, experiment = admin.post("/api/v1/experiments", DOC)
+            status, experiment = admin.post("/api/v1/experiments", doc)
             assert status == 201, experiment
             status, token = admin.post("/api/v1/tokens", {"role": "worker", "name": "bench"})
             eid = experiment["id"]
@@ -139,11 +142,14 @@ def run_tuner(url: str, workers: int, seconds: float, processes: int = 1) -> dic
                     if status != 200:
                         continue
                     for step in range(job["from_resource"] + 1, job["to_resource"] + 1):
-                        call("report", f"/api/v1/jobs/{job['job_id']}/reports",
-                             {"lease_token": job["lease_token"], "step": step,
-                              "value": loss(job["params"]["lr"], step)})
-                    call("complete", f"/api/v1/jobs/{job['job_id']}/complete",
-                         {"lease_token": job["lease_token"]})
+                        _, answer = call("report", f"/api/v1/jobs/{job['job_id']}/reports",
+                                         {"lease_token": job["lease_token"], "step": step,
+                                          "value": loss(job["params"]["lr"], step)})
+                        if answer.get("decision") == "stop":
+                            break
+                    else:
+                        call("complete", f"/api/v1/jobs/{job['job_id']}/complete",
+                             {"lease_token": job["lease_token"]})
                 with lock:
                     for k, v in mine.items():
                         lat[k].extend(v)
@@ -261,21 +267,28 @@ def main() -> None:
     parser.add_argument("--postgres", default=os.environ.get(
         "TUNER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--skip-optuna", action="store_true")
+    parser.add_argument(
+        "--form", choices=["stopping", "promotion"], default="stopping",
+        help="ASHA form for tuner; stopping is the rule of Optuna's SuccessiveHalvingPruner, "
+        "so both run the same workload (trials toward step 9, judged at rungs 1 and 3)")
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--pg-processes", type=int, default=os.cpu_count() or 1,
                         help="uvicorn processes for the second PostgreSQL run (1: no second run)")
     args = parser.parse_args()
-    print(f"{args.workers} workers, {args.seconds:.0f} s per run, {os.cpu_count()} CPUs")
+    print(f"{args.workers} workers, {args.seconds:.0f} s per run, {os.cpu_count()} CPUs, "
+          f"ASHA {args.form} form")
     if not args.skip_sqlite:
         with tempfile.TemporaryDirectory() as tmp:
-            sqlite = run_tuner(f"sqlite:///{tmp}/bench.db", args.workers, args.seconds)
+            sqlite = run_tuner(
+                f"sqlite:///{tmp}/bench.db", args.workers, args.seconds, form=args.form
+            )
         show("tuner sqlite    ", sqlite)
     pg_url = scratch_pg(args.postgres, "tuner_bench")
-    pg = run_tuner(pg_url, args.workers, args.seconds)
+    pg = run_tuner(pg_url, args.workers, args.seconds, form=args.form)
     show("tuner postgresql", pg)
     if args.pg_processes > 1:
         pg_url = scratch_pg(args.postgres, "tuner_bench")
-        pg_n = run_tuner(pg_url, args.workers, args.seconds, args.pg_processes)
+        pg_n = run_tuner(pg_url, args.workers, args.seconds, args.pg_processes, args.form)
         show(f"tuner postgresql, {args.pg_processes} processes", pg_n)
         if pg_n["report_per_s"] > pg["report_per_s"]:
             pg = pg_n

@@ -45,7 +45,7 @@ from tuner.storage.models import (
     TrialRow,
     WorkerRow,
 )
-from tuner.storage.sql import _job, _rung_result, _trial, join_value, stored_loss
+from tuner.storage.rows import _job, _rung_result, _trial, join_value, stored_loss
 
 T = TypeVar("T")
 

@@ -1,0 +1,246 @@
+"""Rows of the SQL store and their domain values: the tables, the column lists of the hot
+reads, and the conversions between stored columns and :mod:`tuner.domain` values (see
+:mod:`tuner.storage.sql`).
+
+Experiment documents are parsed once per stored JSON text, in a bounded LRU
+(:func:`_parse_config`, :data:`CONFIG_CACHE_SIZE`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Table, Text, cast
+
+from tuner.domain import (
+    Experiment,
+    ExperimentState,
+    Job,
+    JobState,
+    RungResult,
+    Trial,
+    TrialState,
+    ValueKind,
+)
+from tuner.storage.models import (
+    LOSS_FINITE,
+    LOSS_NON_FINITE,
+    RUNG_CLOSED,
+    RUNG_PROMOTED,
+    Base,
+)
+
+#: How many parsed experiment documents :func:`_parse_config` keeps.
+CONFIG_CACHE_SIZE = 256
+
+_tables = Base.metadata.tables
+EXPERIMENTS: Table = _tables["experiments"]
+TRIALS: Table = _tables["trials"]
+JOBS: Table = _tables["jobs"]
+REPORTS: Table = _tables["reports"]
+RUNG_RESULTS: Table = _tables["rung_results"]
+RUNGS: Table = _tables["rungs"]
+BRACKETS: Table = _tables["brackets"]
+DECISIONS: Table = _tables["decisions"]
+
+# Column lists of the hot reads, in the order the converters below unpack them (the large
+# ``trials.output_tail`` and the ``params_key`` are never read here). The experiment's
+# document is read as its stored JSON text: the key of the parsed-document cache.
+_E, _T, _J, _R = EXPERIMENTS.c, TRIALS.c, JOBS.c, REPORTS.c
+EXPERIMENT_COLUMNS = (
+    _E.id,
+    _E.name,
+    cast(_E.config, Text).label("config_text"),
+    _E.state,
+    _E.scheduler_state,
+    _E.n_trials,
+    _E.resource_used,
+    _E.created_at,
+    _E.ended_at,
+)
+TRIAL_COLUMNS = (
+    _T.id,
+    _T.experiment_id,
+    _T.number,
+    _T.bracket,
+    _T.params,
+    _T.state,
+    _T.rung,
+    _T.resource,
+    _T.checkpoint,
+    _T.checkpoint_step,
+    _T.best_loss,
+    _T.best_loss_kind,
+    _T.last_value,
+    _T.last_value_kind,
+    _T.retries,
+    _T.stop_requested,
+    _T.created_at,
+    _T.updated_at,
+    _T.ended_at,
+)
+JOB_COLUMNS = (
+    _J.id,
+    _J.experiment_id,
+    _J.trial_id,
+    _J.trial_number,
+    _J.bracket,
+    _J.rung,
+    _J.from_resource,
+    _J.to_resource,
+    _J.checkpoint,
+    _J.state,
+    _J.attempt,
+    _J.worker_id,
+    _J.lease_expires_at,
+    _J.created_at,
+    _J.token_hash,
+)
+_REPORT_COLUMNS = (_R.job_id, _R.step, _R.value, _R.value_kind, _R.metrics, _R.created_at)
+_NE, _NT, _NJ = len(EXPERIMENT_COLUMNS), len(TRIAL_COLUMNS), len(JOB_COLUMNS)
+
+
+# ---- value conversions ---------------------------------------------------------------------
+def split_value(value: float | None) -> tuple[float | None, ValueKind | None]:
+    """A float (maybe non-finite) as a storable (finite or NULL, kind) pair."""
+    if value is None:
+        return None, None
+    kind = ValueKind.of(value)
+    return (float(value) if kind is ValueKind.FINITE else None), kind
+
+
+def join_value(value: float | None, kind: ValueKind | str | None) -> float | None:
+    """The inverse of :func:`split_value`."""
+    if kind is None:
+        return value
+    if kind == "finite" and value is not None:
+        return float(value)
+    return ValueKind(kind).to_float(value)
+
+
+def loss_columns(loss: float) -> tuple[float, int]:
+    """``(loss, loss_rank_kind)``: non-finite losses sort last (stored loss 0)."""
+    return (float(loss), LOSS_FINITE) if math.isfinite(loss) else (0.0, LOSS_NON_FINITE)
+
+
+def stored_loss(loss: float, rank_kind: int) -> float:
+    return math.inf if rank_kind == LOSS_NON_FINITE else loss
+
+
+def config_to_json(config: Any) -> dict[str, Any]:
+    """The stored form of an ``ExperimentConfig`` (or an already-plain mapping)."""
+    if hasattr(config, "model_dump"):
+        dumped: dict[str, Any] = config.model_dump(mode="json")
+        return dumped
+    if isinstance(config, Mapping):
+        return dict(config)
+    raise TypeError(f"cannot store a config of type {type(config).__name__}")
+
+
+def config_from_json(data: dict[str, Any]) -> Any:
+    from tuner.config import parse_config
+
+    return parse_config(data)
+
+
+@functools.lru_cache(maxsize=CONFIG_CACHE_SIZE)
+def _parse_config(text: str) -> Any:
+    """The ``ExperimentConfig`` stored as ``text`` (a frozen model, so safe to share)."""
+    return config_from_json(json.loads(text))
+
+
+def _config_text(value: Any) -> str:
+    """The stored document as text (drivers hand JSON columns back as text or parsed)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _experiment_of(v: Sequence[Any]) -> Experiment:
+    """From the values of :data:`EXPERIMENT_COLUMNS`."""
+    return Experiment(
+        id=v[0],
+        name=v[1],
+        config=_parse_config(_config_text(v[2])),
+        state=ExperimentState(v[3]),
+        scheduler_state=dict(v[4]),
+        n_trials=v[5],
+        resource_used=v[6],
+        created_at=v[7],
+        ended_at=v[8],
+    )
+
+
+def _trial_of(v: Sequence[Any]) -> Trial:
+    """From the values of :data:`TRIAL_COLUMNS`."""
+    return Trial(
+        id=v[0],
+        experiment_id=v[1],
+        number=v[2],
+        bracket=v[3],
+        params=dict(v[4]),
+        state=TrialState(v[5]),
+        rung=v[6],
+        resource=v[7],
+        checkpoint=v[8],
+        checkpoint_step=v[9],
+        best_loss=join_value(v[10], v[11]),
+        last_value=join_value(v[12], v[13]),
+        retries=v[14],
+        stop_requested=bool(v[15]),
+        created_at=v[16],
+        updated_at=v[17],
+        ended_at=v[18],
+    )
+
+
+def _job_of(v: Sequence[Any]) -> Job:
+    """From the values of :data:`JOB_COLUMNS`."""
+    return Job(
+        id=v[0],
+        experiment_id=v[1],
+        trial_id=v[2],
+        trial_number=v[3],
+        bracket=v[4],
+        rung=v[5],
+        from_resource=v[6],
+        to_resource=v[7],
+        checkpoint=v[8],
+        state=JobState(v[9]),
+        attempt=v[10],
+        worker_id=v[11],
+        lease_expires_at=v[12],
+        created_at=v[13],
+        token_hash=v[14],
+    )
+
+
+def _trial(row: Any) -> Trial:
+    """From a row with the trial's columns as attributes (ORM row or named Core row)."""
+    return _trial_of([getattr(row, c.name) for c in TRIAL_COLUMNS])
+
+
+def _job(row: Any) -> Job:
+    """From a row with the job's columns as attributes (ORM row or named Core row)."""
+    return _job_of([getattr(row, c.name) for c in JOB_COLUMNS])
+
+
+def _report_value(value: float | None, kind: Any) -> float:
+    joined = join_value(value, kind)
+    return math.nan if joined is None else joined
+
+
+def _rung_result(row: Any) -> RungResult:
+    return RungResult(
+        bracket=row.bracket,
+        rung=row.rung,
+        trial_number=row.trial_number,
+        trial_id=row.trial_id,
+        loss=stored_loss(row.loss, row.loss_rank_kind),
+        value=_report_value(row.value, row.value_kind),
+        promoted=row.status == RUNG_PROMOTED,
+        closed=row.status == RUNG_CLOSED,
+        created_at=row.created_at,
+    )

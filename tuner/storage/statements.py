@@ -1,0 +1,363 @@
+"""The SQL store's prebuilt SQLAlchemy Core statements (see :mod:`tuner.storage.sql`).
+
+Dialect-neutral reads and writes are module constants; the INSERTs that need the dialect's
+``ON CONFLICT`` are built once per dialect (:func:`_statements_for`), and on PostgreSQL the
+writes that take two or three statements on SQLite are merged into one each, with
+data-modifying CTEs (:func:`_postgres_writes`). The snapshot's reads live in
+:mod:`tuner.storage.snapshot`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Float,
+    Integer,
+    Select,
+    String,
+    Update,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tuner.domain import JobState, TrialState
+from tuner.storage.models import RUNG_OPEN
+from tuner.storage.rows import (
+    _E,
+    _J,
+    _R,
+    _REPORT_COLUMNS,
+    _T,
+    BRACKETS,
+    DECISIONS,
+    EXPERIMENT_COLUMNS,
+    EXPERIMENTS,
+    JOB_COLUMNS,
+    JOBS,
+    REPORTS,
+    RUNG_RESULTS,
+    RUNGS,
+    TRIAL_COLUMNS,
+    TRIALS,
+)
+
+_ACTIVE_TRIAL_STATES = (TrialState.PENDING, TrialState.RUNNING, TrialState.LOST)
+_UNFINISHED_TRIAL_STATES = tuple(s for s in TrialState if not s.is_finished())
+_LIVE_JOB_STATES = (JobState.QUEUED, JobState.LEASED)
+
+
+# ---- statements ----------------------------------------------------------------------------
+# Built once: constructing a statement costs more Python than executing a cached one, and a
+# built statement's compiled form is cached by SQLAlchemy. Bound values are named ``*_`` or
+# ``v_*`` (a column's own name is reserved in INSERT and UPDATE).
+_RR = RUNG_RESULTS.c
+_TRIAL_ID: BindParameter[int] = bindparam("t_id", type_=Integer)
+_JOB_ID: BindParameter[int] = bindparam("j_id", type_=Integer)
+_EXPERIMENT_ID: BindParameter[int] = bindparam("e_id", type_=Integer)
+_NOW = bindparam("now_", type_=Float)
+
+_GET_EXPERIMENT = select(*EXPERIMENT_COLUMNS).where(_E.id == _EXPERIMENT_ID)
+_LOCK_EXPERIMENT = _GET_EXPERIMENT.with_for_update()
+_ADD_RESOURCE = (
+    update(EXPERIMENTS)
+    .where(_E.id == _EXPERIMENT_ID)
+    .values(resource_used=_E.resource_used + bindparam("amount_", type_=Integer))
+)
+# Numbering a trial locks the experiment row (PostgreSQL) until commit.
+_NUMBER_TRIAL = (
+    update(EXPERIMENTS)
+    .where(_E.id == _EXPERIMENT_ID)
+    .values(
+        n_trials=_E.n_trials + 1,
+        resource_used=_E.resource_used + bindparam("amount_", type_=Integer),
+    )
+    .returning(_E.n_trials)
+)
+
+_GET_TRIAL = select(*TRIAL_COLUMNS).where(_T.id == _TRIAL_ID)
+_GET_TRIAL_BY_NUMBER = select(*TRIAL_COLUMNS).where(
+    _T.experiment_id == _EXPERIMENT_ID, _T.number == bindparam("number_")
+)
+_COUNT_ACTIVE = (
+    select(func.count())
+    .select_from(TRIALS)
+    .where(_T.experiment_id == _EXPERIMENT_ID, _T.state.in_(_ACTIVE_TRIAL_STATES))
+)
+_UNFINISHED = (
+    select(*TRIAL_COLUMNS)
+    .where(_T.experiment_id == _EXPERIMENT_ID, _T.state.in_(_UNFINISHED_TRIAL_STATES))
+    .order_by(_T.number)
+)
+_HAS_PARAMS = select(
+    exists().where(_T.experiment_id == _EXPERIMENT_ID, _T.params_key == bindparam("key_"))
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _update_trial(columns: tuple[str, ...]) -> Update:
+    """``UPDATE trials SET <columns> ... RETURNING`` the trial (one per set of columns)."""
+    return (
+        update(TRIALS)
+        .where(_T.id == _TRIAL_ID)
+        .values({name: bindparam("v_" + name) for name in columns})
+        .returning(*TRIAL_COLUMNS)
+    )
+
+
+_GET_JOB = select(*JOB_COLUMNS).where(_J.id == _JOB_ID)
+
+
+def _load_job(step: ColumnElement[int]) -> Select[Any]:
+    """The job, its trial, its experiment and the trial's report at ``step``."""
+    return (
+        select(*JOB_COLUMNS, *TRIAL_COLUMNS, *EXPERIMENT_COLUMNS, *_REPORT_COLUMNS)
+        .select_from(JOBS)
+        .join(TRIALS, _T.id == _J.trial_id)
+        .join(EXPERIMENTS, _E.id == _J.experiment_id)
+        .outerjoin(REPORTS, (_R.trial_id == _J.trial_id) & (_R.step == step))
+        .where(_J.id == _JOB_ID)
+    )
+
+
+_LOAD_JOB_AT_END = _load_job(_J.to_resource)
+_LOAD_JOB_AT_STEP = _load_job(bindparam("step_", type_=Integer))
+_NEXT_QUEUED = (
+    select(*JOB_COLUMNS)
+    .where(_J.experiment_id == _EXPERIMENT_ID, _J.state == JobState.QUEUED)
+    .order_by(_J.id)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
+_LEASE_JOB = (
+    update(JOBS)
+    .where(_J.id == _JOB_ID, _J.state == JobState.QUEUED)
+    .values(
+        state=JobState.LEASED,
+        worker_id=bindparam("v_worker"),
+        token_hash=bindparam("v_hash"),
+        lease_expires_at=bindparam("v_until"),
+    )
+    .returning(*JOB_COLUMNS)
+)
+_RENEW_LEASE = (
+    update(JOBS)
+    .where(
+        _J.id == _JOB_ID,
+        _J.state == JobState.LEASED,
+        _J.token_hash == bindparam("hash_", type_=String),
+        _J.lease_expires_at.is_not(None),
+        _J.lease_expires_at >= _NOW,
+    )
+    .values(lease_expires_at=bindparam("v_until"))
+    .returning(*JOB_COLUMNS)
+)
+_END_JOB = (
+    update(JOBS)
+    .where(_J.id == _JOB_ID, _J.state.in_(_LIVE_JOB_STATES))
+    .values(state=bindparam("v_state"), ended_at=bindparam("v_now"))
+)
+_EXPIRE_JOB = (
+    update(JOBS)
+    .where(_J.id == _JOB_ID, _J.state == JobState.LEASED, _J.lease_expires_at < _NOW)
+    .values(state=JobState.EXPIRED, ended_at=bindparam("v_now"))
+)
+_EXPIRED_JOBS = (
+    select(*JOB_COLUMNS)
+    .where(_J.state == JobState.LEASED, _J.lease_expires_at < _NOW)
+    .order_by(_J.lease_expires_at, _J.id)
+    .limit(bindparam("limit_", type_=Integer))
+)
+_ACTIVE_JOB_OF_TRIAL = (
+    select(*JOB_COLUMNS).where(_J.trial_id == _TRIAL_ID, _J.state.in_(_LIVE_JOB_STATES)).limit(1)
+)
+
+_GET_REPORT = select(*_REPORT_COLUMNS).where(
+    _R.trial_id == _TRIAL_ID, _R.step == bindparam("step_", type_=Integer)
+)
+_GET_RUNG_RESULT = select(RUNG_RESULTS).where(
+    _RR.trial_id == _TRIAL_ID, _RR.rung == bindparam("rung_", type_=Integer)
+)
+_RESULT_OF_NUMBER = (
+    _RR.experiment_id == _EXPERIMENT_ID,
+    _RR.trial_number == bindparam("number_", type_=Integer),
+    _RR.rung == bindparam("rung_", type_=Integer),
+)
+_LEAVE_RUNG = (
+    update(RUNG_RESULTS)
+    .where(
+        *_RESULT_OF_NUMBER,
+        _RR.bracket == bindparam("bracket_", type_=Integer),
+        _RR.status == RUNG_OPEN,
+    )
+    .values(status=bindparam("v_status"))
+    .returning(_RR.trial_id)
+)
+_WHY_NOT_LEFT = select(_RR.bracket, _RR.status).where(*_RESULT_OF_NUMBER)
+_COUNT_LEFT = (
+    update(RUNGS)
+    .where(
+        RUNGS.c.experiment_id == _EXPERIMENT_ID,
+        RUNGS.c.bracket == bindparam("bracket_", type_=Integer),
+        RUNGS.c.rung == bindparam("rung_", type_=Integer),
+    )
+    .values(
+        n_left=RUNGS.c.n_left + 1,
+        n_promoted=RUNGS.c.n_promoted + bindparam("promoted_", type_=Integer),
+    )
+)
+_INSERT_DECISION = insert(DECISIONS)
+
+
+class _DialectStatements:
+    """The INSERTs that need the dialect's ``ON CONFLICT``."""
+
+    def __init__(self, dialect: str) -> None:
+        make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self.insert_once = {
+            table.name: make(table).on_conflict_do_nothing().returning(table.c.id)
+            for table in (TRIALS, JOBS, REPORTS, RUNG_RESULTS)
+        }
+        # Counters: the inserted values double as the increments (``excluded``).
+        self.count_trial = self._add_to(make(BRACKETS), ("experiment_id", "bracket"))
+        self.count_result = self._add_to(make(RUNGS), ("experiment_id", "bracket", "rung"))
+
+    @staticmethod
+    def _add_to(stmt: Any, keys: tuple[str, ...]) -> Any:
+        table = stmt.table
+        counters = [c.name for c in table.c if c.name not in keys]
+        return stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={name: table.c[name] + stmt.excluded[name] for name in counters},
+        )
+
+
+class _PostgresWrites:
+    """Writes of two or three statements merged into one for PostgreSQL, with
+    data-modifying CTEs (SQLite has none, and runs them one by one at no round-trip cost).
+    Each sub-statement sees the snapshot the statement started with; they see each other's
+    rows only through RETURNING, which is all they use."""
+
+    def __init__(self) -> None:
+        e_id, bracket = _EXPERIMENT_ID, bindparam("v_bracket", type_=Integer)
+        # create_trial: number it, insert it, count it in its bracket -> (number, id or NULL
+        # on a conflict); no row: no such experiment.
+        numbered = (
+            update(EXPERIMENTS)
+            .where(_E.id == e_id)
+            .values(
+                n_trials=_E.n_trials + 1,
+                resource_used=_E.resource_used + bindparam("amount_", type_=Integer),
+            )
+            .returning((_E.n_trials - 1).label("number"))
+            .cte("numbered")
+        )
+        now = bindparam("v_now", type_=Float)
+        new_trial = select(
+            e_id,
+            numbered.c.number,
+            bracket,
+            bindparam("v_params", type_=_T.params.type),
+            bindparam("v_params_key", type_=_T.params_key.type),
+            bindparam("v_state", type_=_T.state.type),
+            literal(-1),
+            literal(0),
+            literal(0),
+            literal(0),
+            literal(False),
+            now,
+            now,
+        ).select_from(numbered)
+        columns = ["experiment_id", "number", "bracket", "params", "params_key", "state"]
+        columns += ["rung", "resource", "checkpoint_step", "retries", "stop_requested"]
+        inserted = (
+            postgresql.insert(TRIALS)
+            .from_select([*columns, "created_at", "updated_at"], new_trial)
+            .on_conflict_do_nothing()
+            .returning(_T.id)
+            .cte("inserted")
+        )
+        in_bracket = postgresql.insert(BRACKETS).from_select(
+            ["experiment_id", "bracket", "n_trials"],
+            select(e_id, bracket, literal(1)).select_from(inserted),
+        )
+        in_bracket = in_bracket.on_conflict_do_update(
+            index_elements=["experiment_id", "bracket"],
+            set_={"n_trials": BRACKETS.c.n_trials + in_bracket.excluded.n_trials},
+        )
+        self.create_trial = (
+            select(numbered.c.number, inserted.c.id)
+            .select_from(numbered.outerjoin(inserted, true()))
+            .add_cte(in_bracket.cte("in_bracket"))
+        )
+
+        # add_rung_result: insert it and, if it was new, count it -> id; no row: conflict.
+        names = [c.name for c in RUNG_RESULTS.c if c.name != "id"]
+        added = (
+            postgresql.insert(RUNG_RESULTS)
+            .values({name: bindparam("v_" + name) for name in names})
+            .on_conflict_do_nothing()
+            .returning(_RR.id)
+            .cte("added")
+        )
+        in_rung = postgresql.insert(RUNGS).from_select(
+            ["experiment_id", "bracket", "rung", "n_results", "n_left", "n_promoted"],
+            select(
+                e_id,
+                bracket,
+                bindparam("v_rung", type_=Integer),
+                literal(1),
+                bindparam("left_", type_=Integer),
+                bindparam("promoted_", type_=Integer),
+            ).select_from(added),
+        )
+        in_rung = in_rung.on_conflict_do_update(
+            index_elements=["experiment_id", "bracket", "rung"],
+            set_={
+                n: RUNGS.c[n] + in_rung.excluded[n] for n in ("n_results", "n_left", "n_promoted")
+            },
+        )
+        self.add_rung_result = select(added.c.id).add_cte(in_rung.cte("in_rung"))
+
+        # _leave: open -> promoted or closed, and count it -> trial id; no row: see why.
+        left = _LEAVE_RUNG.cte("left_rung")
+        has_left = exists(select(literal(1)).select_from(left))
+        counted = _COUNT_LEFT.where(has_left).cte("counted")
+        self.leave = select(left.c.trial_id).add_cte(counted)
+
+        # promote: _leave, then the trial runs and the experiment counts its resource ->
+        # the trial; no row: see why.
+        used = (
+            update(EXPERIMENTS)
+            .where(_E.id == e_id, has_left)
+            .values(resource_used=_E.resource_used + bindparam("amount_", type_=Integer))
+            .cte("used")
+        )
+        running = (
+            update(TRIALS)
+            .where(_T.id == left.c.trial_id)
+            .values(state=bindparam("v_state"), updated_at=bindparam("v_now"))
+            .returning(*TRIAL_COLUMNS)
+            .cte("running")
+        )
+        self.promote = select(running).add_cte(counted, used)
+
+
+@functools.lru_cache(maxsize=4)
+def _statements_for(dialect: str) -> _DialectStatements:
+    return _DialectStatements(dialect)
+
+
+@functools.lru_cache(maxsize=1)
+def _postgres_writes() -> _PostgresWrites:
+    return _PostgresWrites()
