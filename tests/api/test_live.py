@@ -10,6 +10,9 @@ import pytest
 
 from tests.api import harness
 from tests.api.conftest import ADMIN_TOKEN, LiveServer, bearer, experiment_document
+from tests.conftest import DB_PARAMS
+
+POSTGRES_ONLY = DB_PARAMS[1]
 
 pytestmark = pytest.mark.slow
 
@@ -67,12 +70,10 @@ def test_live_sigkill_and_restart_loses_nothing(
     harness.check_database(db_url, experiment_id, log, eta=3)
 
 
-@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", [POSTGRES_ONLY], indirect=True)  # SQLite: one process
 def test_live_two_replicas_share_workers(
     live_server_factory: Callable[..., LiveServer], db_url: str
 ) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("several server processes need PostgreSQL")
     first, second = live_server_factory(), live_server_factory()
     experiment_id, token = _setup(first.url)
     log, workers = harness.run_workers(
