@@ -36,7 +36,10 @@ _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
 
 
 def is_transient(exc: DBAPIError) -> bool:
-    """Deadlock, serialization failure, lock not available, or SQLite's busy lock."""
+    """Deadlock, serialization failure, lock not available, SQLite's busy lock, or a pooled
+    connection that turned out dead (e.g. PostgreSQL restarted): worth one more try."""
+    if exc.connection_invalidated:
+        return True
     sqlstate = getattr(exc.orig, "sqlstate", None)
     if sqlstate in _TRANSIENT_SQLSTATES:
         return True
@@ -128,9 +131,16 @@ class Runtime:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def read(self, operation: str, fn: Callable[[Session], T]) -> T:
-        """Run ``fn`` in one read-only transaction (SQLite: a WAL snapshot, no write lock)."""
-        with self._timed(operation), self.read_factory.begin() as session:
-            return fn(session)
+        """Run ``fn`` in one read-only transaction (SQLite: a WAL snapshot, no write lock);
+        once more on a fresh connection if the pooled one turned out dead."""
+        for attempt in (1, 2):
+            try:
+                with self._timed(operation), self.read_factory.begin() as session:
+                    return fn(session)
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def get_runtime(request: Request) -> Runtime:
