@@ -142,6 +142,29 @@ def close_trial(
     return store.update_trial(trial.id, now, state=state, ended_at=now, stop_requested=False)
 
 
+def requeue(
+    store: Store,
+    trial: Trial,
+    job: Job,
+    reason: Reason,
+    now: float,
+    *,
+    state: TrialState,
+    spend_retry: bool,
+) -> Trial:
+    """Queue the job again, resuming from the trial's newest checkpoint (a checkpoint
+    reported during the lost job beats the one the job started from)."""
+    start, checkpoint = job.from_resource, job.checkpoint
+    if trial.checkpoint is not None and trial.checkpoint_step > start:
+        start, checkpoint = trial.checkpoint_step, trial.checkpoint
+    retries = trial.retries + int(spend_retry)
+    trial = store.update_trial(trial.id, now, state=state, retries=retries)
+    attempt = job.attempt + int(spend_retry)
+    store.create_job(trial, job.rung, start, job.to_resource, checkpoint, attempt, now)
+    record(store, trial, DecisionKind.CONTINUE, reason, now)
+    return trial
+
+
 def retry_or_fail(
     store: Store,
     ctx: Context,
@@ -158,19 +181,8 @@ def retry_or_fail(
         cancelled = Reason("cancelled", note="the experiment was cancelled")
         return close_trial(store, ctx, trial, None, TrialState.CANCELLED, cancelled, now)
     if trial.retries < ctx.config.max_retries:
-        start = job.from_resource
-        checkpoint = job.checkpoint
-        if trial.checkpoint is not None and trial.checkpoint_step > start:
-            start, checkpoint = trial.checkpoint_step, trial.checkpoint
-        trial = store.update_trial(
-            trial.id,
-            now,
-            state=TrialState.LOST if lost else TrialState.PENDING,
-            retries=trial.retries + 1,
-        )
-        store.create_job(trial, job.rung, start, job.to_resource, checkpoint, job.attempt + 1, now)
-        record(store, trial, DecisionKind.CONTINUE, reason, now)
-        return trial
+        state = TrialState.LOST if lost else TrialState.PENDING
+        return requeue(store, trial, job, reason, now, state=state, spend_retry=True)
     failed = Reason(
         reason.rule,
         bracket=trial.bracket,

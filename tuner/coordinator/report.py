@@ -20,8 +20,8 @@ from tuner.coordinator.outcomes import (
     close_trial,
     hash_token,
     improved,
-    record,
     record_result,
+    requeue,
     retry_or_fail,
 )
 from tuner.domain import (
@@ -301,13 +301,7 @@ def release(store: Store, job_id: int, lease_token: str, now: float) -> Trial:
     reason = Reason("released", bracket=trial.bracket, rung=job.rung, note="worker shut down")
     if ctx.experiment.state is ExperimentState.CANCELLED:
         return close_trial(store, ctx, trial, None, TrialState.CANCELLED, reason, now)
-    start, checkpoint = job.from_resource, job.checkpoint
-    if trial.checkpoint is not None and trial.checkpoint_step > start:
-        start, checkpoint = trial.checkpoint_step, trial.checkpoint
-    trial = store.update_trial(trial.id, now, state=TrialState.PENDING)
-    store.create_job(trial, job.rung, start, job.to_resource, checkpoint, job.attempt, now)
-    record(store, trial, DecisionKind.CONTINUE, reason, now)
-    return trial
+    return requeue(store, trial, job, reason, now, state=TrialState.PENDING, spend_retry=False)
 
 
 def reap(store: Store, now: float, limit: int = 100) -> list[Job]:
