@@ -16,11 +16,7 @@ def build_scheduler(config: ExperimentConfig) -> Scheduler:
     r, big_r, eta = sc.min_resource, sc.max_resource, sc.eta
     match sc.type:
         case "sha":
-            n = (
-                sc.n_configs
-                if sc.n_configs is not None
-                else eta ** (s_max(r, big_r, eta) - sc.bracket)
-            )
+            n = sc.n_configs or 0  # required for sha by SchedulerConfig's validation
             return SyncSuccessiveHalving(r, big_r, eta, ((sc.bracket, n),), sc.parallel_brackets)
         case "hyperband":
             return SyncSuccessiveHalving.hyperband(
