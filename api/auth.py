@@ -82,6 +82,13 @@ def ensure_admin(factory: sessionmaker[Session], admin_token: str | None) -> Non
     )
 
 
+def ensure_token(factory: sessionmaker[Session], token: str, role: Role, name: str) -> None:
+    """Store a token given by the deployment (e.g. ``TUNER_WORKER_TOKEN``) if it is new."""
+    with factory.begin() as session:
+        if queries.token_by_hash(session, hash_token(token)) is None:
+            queries.create_token(session, name, role, hash_token(token), time.time())
+
+
 class Authenticator:
     """Checks bearer tokens against the tokens table, with a short in-process cache."""
 

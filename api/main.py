@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import dashboard
-from api.auth import Authenticator, ensure_admin
+from api.auth import Authenticator, ensure_admin, ensure_token
 from api.deps import Runtime
 from api.errors import install_error_handlers
 from api.metrics import ASGIApp, LatencyMiddleware, Message, Metrics, Receive, Scope, Send
@@ -132,6 +132,9 @@ def create_app(
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
     with contextlib.suppress(ConflictError):  # another replica stored it at the same moment
         ensure_admin(runtime.session_factory, admin)
+        if settings.worker_token:
+            worker = settings.worker_token.get_secret_value()
+            ensure_token(runtime.session_factory, worker, "worker", "TUNER_WORKER_TOKEN")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -11,7 +11,9 @@ class Settings(BaseSettings):
 
     ``database_url``: SQLite file (one server process) or PostgreSQL (any number).
     ``admin_token``: the first admin token; when unset and no admin token exists, one is
-    generated and logged once at WARNING. ``reaper_interval_s``: how often expired leases are
+    generated and logged once at WARNING. ``worker_token``: a worker-role token to store at
+    start (docker-compose gives it to the workers, so they need no admin rights).
+    ``reaper_interval_s``: how often expired leases are
     reaped (0 turns the reaper off). ``claim_recheck_s``: how often a long-polling claim looks
     at the database again for work that another replica made available.
     """
@@ -20,6 +22,7 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///./tuner.db"
     admin_token: SecretStr | None = None
+    worker_token: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     reaper_interval_s: float = Field(2.0, ge=0)

@@ -224,3 +224,27 @@ def test_generated_admin_token_logged_once(tmp_path, caplog) -> None:  # type: i
         logger.removeHandler(caplog.handler)
     created = [r for r in caplog.records if "admin_token_created" in r.getMessage()]
     assert len(created) == 1
+
+
+def test_worker_token_from_the_environment_has_the_worker_role(db_url: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from api.settings import Settings
+
+    settings = Settings(
+        database_url=db_url, admin_token="admin-t", worker_token="worker-t", reaper_interval_s=0
+    )
+    with TestClient(create_app(settings)) as client:
+        doc = {"name": "w", "space": {"x": {"type": "float", "low": 0, "high": 1}},
+               "scheduler": {"type": "asha", "max_resource": 9}}
+        worker = {"Authorization": "Bearer worker-t"}
+        assert client.post("/api/v1/experiments", json=doc, headers=worker).status_code == 403
+        created = client.post(
+            "/api/v1/experiments", json=doc, headers={"Authorization": "Bearer admin-t"}
+        )
+        claim = client.post(f"/api/v1/experiments/{created.json()['id']}/claims", json={},
+                            headers=worker)
+        assert claim.status_code == 200
+    with TestClient(create_app(settings)) as client:  # a restart stores it only once
+        assert client.get("/api/v1/experiments", headers=worker).status_code == 200
