@@ -229,10 +229,7 @@ def time_requests(url: str, eid: int, repeat: int) -> list[tuple[str, float, flo
 
     from api.main import create_app
     from api.settings import Settings
-    from tests.dashboard.app import with_dashboard
-
-    app = with_dashboard(create_app(Settings(database_url=url, admin_token=ADMIN,
-                                             reaper_interval_s=0)))
+    app = create_app(Settings(database_url=url, admin_token=ADMIN, reaper_interval_s=0))
     rows = []
     with TestClient(app) as client:
         client.headers["Authorization"] = f"Bearer {ADMIN}"
@@ -264,7 +261,7 @@ def time_browser(url: str, eid: int) -> list[tuple[float, dict[str, int]]]:
         port = s.getsockname()[1]
     env = {**os.environ, "TUNER_DATABASE_URL": url, "TUNER_ADMIN_TOKEN": ADMIN,
            "TUNER_REAPER_INTERVAL_S": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "tests.dashboard.app:create",
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:create_app",
                              "--factory", "--port", str(port), "--log-level", "warning"],
                             cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"

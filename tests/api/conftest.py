@@ -3,12 +3,6 @@ a real uvicorn server in a subprocess (``live_server``)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +15,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from api.settings import Settings
 from tests.conftest import DB_PARAMS, _fresh_database
+from tests.server_process import UvicornServer
 
 ADMIN_TOKEN = "test-admin-token"
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,7 +86,8 @@ def _open_api(settings: Settings) -> Iterator[Api]:
         tokens = {"admin": ADMIN_TOKEN}
         for role in ("worker", "viewer"):
             answer = client.post(
-                "/api/v1/tokens", json={"role": role, "name": f"test {role}"},
+                "/api/v1/tokens",
+                json={"role": role, "name": f"test {role}"},
                 headers=bearer(ADMIN_TOKEN),
             )
             assert answer.status_code == 201, answer.text
@@ -124,65 +120,19 @@ def shared_api(
 
 
 # ---- a real server -------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class LiveServer:
-    """``uvicorn api.main:create_app --factory`` in a subprocess on a free port."""
+class LiveServer(UvicornServer):
+    """The API tests' server: their admin token, and a reaper every 0.5 s."""
 
     def __init__(self, db_url: str, log_path: Path, **env: str) -> None:
-        self.db_url, self.log_path, self.extra_env = db_url, log_path, env
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(db_url, log_path, ADMIN_TOKEN, **{"TUNER_REAPER_INTERVAL_S": "0.5", **env})
 
     def start(self, timeout_s: float = 30.0) -> LiveServer:
-        env = {
-            **os.environ, "TUNER_DATABASE_URL": self.db_url, "TUNER_ADMIN_TOKEN": ADMIN_TOKEN,
-            "TUNER_REAPER_INTERVAL_S": "0.5", "TUNER_LOG_LEVEL": "WARNING", **self.extra_env,
-        }
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
-             "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no flush; whatever was committed is all there is."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        super().start(timeout_s)
+        return self
 
 
 @pytest.fixture
-def live_server_factory(
-    db_url: str, tmp_path: Path
-) -> Iterator[Callable[..., LiveServer]]:
+def live_server_factory(db_url: str, tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     servers: list[LiveServer] = []
 
     def start(**env: str) -> LiveServer:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import typer
 
-from tests.worker.live import ADMIN_TOKEN, ROOT, Server, free_port, small_document, tuner_command
+from tests.server_process import free_port
+from tests.worker.live import ADMIN_TOKEN, ROOT, Server, small_document, tuner_command
 from tuner.cli import app, main
 
 

@@ -119,7 +119,7 @@ def test_client_errors_are_typed(shared_server: Server) -> None:
 
 
 def test_client_unreachable_server_says_what_to_do() -> None:
-    from tests.worker.live import free_port
+    from tests.server_process import free_port
     from tuner.client import RetryPolicy
 
     url = f"http://127.0.0.1:{free_port()}"

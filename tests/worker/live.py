@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.server_process import ServerProcess
 from tuner.client import Client
 
 ADMIN_TOKEN = "tnr_test_admin"
@@ -28,11 +24,6 @@ PYTHON = sys.executable
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def tuner_command(*args: str) -> list[str]:
@@ -59,57 +50,26 @@ def small_document(**overrides: Any) -> dict[str, Any]:
     return doc
 
 
-class Server:
+class Server(ServerProcess):
     """One ``tuner server`` process; ``kill`` and ``start`` again on the same DB and port."""
 
     def __init__(self, db_path: Path, log_path: Path, **env: str) -> None:
         self.db_url = f"sqlite:///{db_path}"
-        self.log_path = log_path
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
+        super().__init__(log_path, {
             **os.environ,
             "TUNER_ADMIN_TOKEN": ADMIN_TOKEN,
             "TUNER_REAPER_INTERVAL_S": "0.5",
             "TUNER_CLAIM_RECHECK_S": "0.2",
             "TUNER_LOG_LEVEL": "WARNING",
             **env,
-        }
-        self.process: subprocess.Popen[bytes] | None = None
+        })
+
+    def command(self) -> list[str]:
+        return tuner_command("server", "--port", str(self.port), "--db", self.db_url)
 
     def start(self, timeout_s: float = 60.0) -> Server:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            tuner_command("server", "--port", str(self.port), "--db", self.db_url),
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server did not start: {self.log_path.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        super().start(timeout_s)
+        return self
 
     def client(self, token: str = ADMIN_TOKEN, **kwargs: Any) -> Client:
         return Client(self.url, token, **kwargs)
