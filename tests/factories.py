@@ -25,6 +25,26 @@ def make_document(scheduler: dict[str, Any], **overrides: Any) -> dict[str, Any]
     return doc
 
 
+def asha_document(**overrides: Any) -> dict[str, Any]:
+    """A small ASHA experiment (r=1, R=9, eta=3) over ``lr`` and ``width``, for the suites
+    that drive it over HTTP; keyword arguments replace top-level fields."""
+    doc: dict[str, Any] = {
+        "name": "test",
+        "metric": "loss",
+        "mode": "min",
+        "space": {
+            "lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
+            "width": {"type": "int", "low": 1, "high": 512},
+        },
+        "scheduler": {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 9},
+        "budget": {"max_trials": 12},
+        "seed": 1,
+        "lease_ttl_s": 60,
+    }
+    doc.update(overrides)
+    return doc
+
+
 @dataclass
 class FakeSnapshot:
     """A Snapshot over plain dicts: rungs[(bracket, rung)] = {trial_number: loss}."""

@@ -15,29 +15,11 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from api.settings import Settings
 from tests.conftest import DB_PARAMS, _fresh_database
+from tests.factories import asha_document as experiment_document
 from tests.server_process import UvicornServer
 
 ADMIN_TOKEN = "test-admin-token"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def experiment_document(**overrides: Any) -> dict[str, Any]:
-    """A small ASHA experiment (r=1, R=9, eta=3) over two parameters."""
-    doc: dict[str, Any] = {
-        "name": "test",
-        "metric": "loss",
-        "mode": "min",
-        "space": {
-            "lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
-            "width": {"type": "int", "low": 1, "high": 512},
-        },
-        "scheduler": {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 9},
-        "budget": {"max_trials": 12},
-        "seed": 1,
-        "lease_ttl_s": 60,
-    }
-    doc.update(overrides)
-    return doc
 
 
 def bearer(token: str) -> dict[str, str]:

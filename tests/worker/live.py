@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.factories import asha_document
 from tests.server_process import ServerProcess
 from tuner.client import Client
 
@@ -33,21 +34,10 @@ def tuner_command(*args: str) -> list[str]:
 
 def small_document(**overrides: Any) -> dict[str, Any]:
     """ASHA with rungs at 1, 3 and 9 over two parameters; short leases."""
-    doc: dict[str, Any] = {
-        "name": "agent-test",
-        "metric": "loss",
-        "mode": "min",
-        "space": {
-            "lr": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
-            "width": {"type": "int", "low": 1, "high": 64},
-        },
-        "scheduler": {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 9},
-        "budget": {"max_trials": 6},
-        "seed": 3,
-        "lease_ttl_s": 3,
-    }
-    doc.update(overrides)
-    return doc
+    return asha_document(**{
+        "name": "agent-test", "budget": {"max_trials": 6}, "seed": 3, "lease_ttl_s": 3,
+        **overrides,
+    })
 
 
 class Server(ServerProcess):
