@@ -5,9 +5,11 @@ Every write is one transaction (``Runtime.write``) that commits before the route
 so an acknowledged report is durable. Transient database failures (PostgreSQL deadlocks and
 serialization failures, SQLite "database is locked") roll back and run again, a few times:
 the coordinator's operations write nothing outside their transaction, so a retry is safe.
-On SQLite the writes of one process queue on a lock in memory instead of spinning in
-SQLite's busy handler (SQLite serves one server process; ``BEGIN IMMEDIATE`` still guards
-against others).
+Writes of one process queue for a few slots in memory (``write_slots``): one on SQLite,
+whose writes are serial anyway (queueing here beats spinning in SQLite's busy handler;
+``BEGIN IMMEDIATE`` still guards against other processes), ``write_concurrency`` on
+PostgreSQL, where more concurrent writers would only wait on the same experiment's row lock
+while competing for the GIL.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, TypeVar
 
@@ -84,7 +86,7 @@ class Runtime:
     clock: Callable[[], float]
     metrics: Metrics = field(default_factory=Metrics)
     wakeups: Wakeups = field(default_factory=Wakeups)
-    write_lock: threading.Lock | None = None
+    write_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(4))
     round_robin: int = 0
     _worker_seen: dict[str, float] = field(default_factory=dict)
 
@@ -119,8 +121,8 @@ class Runtime:
         for attempt in range(_RETRIES):
             try:
                 with (
+                    self.write_slots,
                     self._timed(operation),
-                    self.write_lock or nullcontext(),
                     self.session_factory.begin() as session,
                 ):
                     return fn(SqlStore(session))

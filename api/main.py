@@ -127,7 +127,8 @@ def create_app(
     runtime = Runtime(
         settings=settings, engine=engine, session_factory=make_session_factory(engine),
         read_factory=make_session_factory(engine, read_only=True), clock=clock or time.time,
-        metrics=Metrics(), write_lock=threading.Lock() if is_sqlite(engine) else None,
+        metrics=Metrics(),
+        write_slots=threading.Semaphore(1 if is_sqlite(engine) else settings.write_concurrency),
     )
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
     with contextlib.suppress(ConflictError):  # another replica stored it at the same moment

@@ -99,6 +99,23 @@ class Store(Protocol):
         trial whose job is created leased), bump ``n_trials`` and add ``add_resource_used``
         to the experiment's ``resource_used``."""
 
+    def start_trial(
+        self,
+        experiment_id: int,
+        bracket: int,
+        params: dict[str, Any],
+        params_key: str,
+        now: float,
+        *,
+        rung: int,
+        resource: int,
+        lease: Lease,
+        reason: dict[str, Any],
+    ) -> tuple[Trial, Job]:
+        """A claim's new trial: :meth:`create_trial` (RUNNING, ``resource`` counted), the
+        CONTINUE decision that started it (``reason``) and its job from 0 to ``resource`` at
+        ``rung``, leased (:meth:`create_job`). PostgreSQL: one statement."""
+
     def get_trial(self, trial_id: int) -> Trial: ...
 
     def get_trial_by_number(self, experiment_id: int, number: int) -> Trial: ...
@@ -147,8 +164,12 @@ class Store(Protocol):
         """Compare-and-set: extend the lease iff the job is LEASED, the token matches and the
         lease has not expired at ``now``. ``None`` when any of that fails."""
 
-    def end_job(self, job_id: int, state: JobState, now: float) -> bool:
-        """Compare-and-set LEASED or QUEUED -> ``state``; False if the job was not in either."""
+    def end_job(
+        self, job_id: int, state: JobState, now: float, *, add_resource_used: int = 0
+    ) -> bool:
+        """Compare-and-set LEASED or QUEUED -> ``state``; False if the job was not in either.
+        If it ended, ``add_resource_used`` (negative: a refund) goes to its experiment's
+        ``resource_used`` (PostgreSQL: in the same statement)."""
 
     def expire_job(self, job_id: int, now: float) -> bool:
         """Compare-and-set LEASED -> EXPIRED iff the lease ended before ``now`` (re-checked in
@@ -165,6 +186,14 @@ class Store(Protocol):
 
     def add_report(self, report: Report) -> None:
         """Insert; ConflictError if (trial, step) exists."""
+
+    def record_step(
+        self, report: Report, token_hash: str, now: float, expires_at: float, **changes: Any
+    ) -> Trial | None:
+        """A report's writes together: :meth:`renew_lease` of ``report.job_id``; if the lease
+        held, :meth:`add_report` and :meth:`update_trial` with ``changes``. None when the
+        lease did not hold (nothing written); ConflictError when the report exists (the
+        lease was renewed, nothing else written). PostgreSQL: one statement."""
 
     # ---- rungs -------------------------------------------------------------------------
     def add_rung_result(self, experiment_id: int, result: RungResult) -> None:
@@ -196,6 +225,10 @@ class Store(Protocol):
 
     # ---- decisions ---------------------------------------------------------------------
     def add_decision(self, record: DecisionRecord) -> None: ...
+
+    def settle_trial(self, record: DecisionRecord, now: float, **changes: Any) -> Trial:
+        """:meth:`add_decision` and :meth:`update_trial` of the same trial, together (every
+        decision about a trial changes it). PostgreSQL: one statement."""
 
     # ---- what schedulers and samplers read ----------------------------------------------
     def has_params(self, experiment_id: int, params_key: str) -> bool: ...

@@ -165,19 +165,18 @@ def claim(store: Store, experiment_id: int, worker_id: str, now: float) -> Claim
                 except SpaceExhausted:
                     can_start = False  # the space has no unseen point: a spent budget
                     continue
-                key = params_key(params)
-                trial = store.create_trial(
+                lease, token = _new_lease(ctx, worker_id, now)
+                trial, job = store.start_trial(
                     experiment.id,
                     action.bracket,
                     params,
-                    key,
+                    params_key(params),
                     now,
-                    state=TrialState.RUNNING,
-                    add_resource_used=action.resource,
+                    rung=action.rung,
+                    resource=action.resource,
+                    lease=lease,
+                    reason=action.reason.as_dict(),
                 )
-                record(store, trial, DecisionKind.CONTINUE, action.reason, now)
-                lease, token = _new_lease(ctx, worker_id, now)
-                job = store.create_job(trial, action.rung, 0, action.resource, None, 0, now, lease)
                 return Assignment(job, trial, token)
             case Wait():
                 return NothingNow(action.reason)

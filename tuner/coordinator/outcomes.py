@@ -46,16 +46,17 @@ class Context:
     experiment: Experiment
     config: ExperimentConfig
     scheduler: Scheduler
+    locked: bool = False  # read under the experiment's lock (held until the transaction ends)
 
     @classmethod
     def load(cls, store: Store, experiment_id: int, *, lock: bool) -> Context:
-        return cls.of(store.get_experiment(experiment_id, lock=lock))
+        return cls.of(store.get_experiment(experiment_id, lock=lock), locked=lock)
 
     @classmethod
-    def of(cls, experiment: Experiment) -> Context:
-        """The context of an experiment already read (no lock is taken)."""
+    def of(cls, experiment: Experiment, *, locked: bool = False) -> Context:
+        """The context of an experiment already read (no lock is taken here)."""
         config: ExperimentConfig = experiment.config
-        return cls(experiment, config, build_scheduler(config))
+        return cls(experiment, config, build_scheduler(config), locked)
 
     def target_rung(self, trial: Trial, job: Job | None) -> int:
         """The rung a trial is working toward: where a failure or a stop is recorded."""
@@ -204,35 +205,17 @@ def apply_rung_decision(
     **changes: Any,
 ) -> Trial:
     """Write what the scheduler decided about a trial that reached ``rung``."""
-    record(store, trial, decision.kind, decision.reason, now, step)
+    as_dict = decision.reason.as_dict()
+    logged = DecisionRecord(trial.id, decision.kind, as_dict, step, now)
     match decision.kind:
         case DecisionKind.PAUSE:
-            return store.update_trial(
-                trial.id, now, state=TrialState.PAUSED, rung=rung, resource=resource, **changes
-            )
+            changes.update(state=TrialState.PAUSED, resource=resource)
         case DecisionKind.COMPLETE:
-            return store.update_trial(
-                trial.id,
-                now,
-                state=TrialState.COMPLETED,
-                rung=rung,
-                resource=resource,
-                ended_at=now,
-                **changes,
-            )
+            changes.update(state=TrialState.COMPLETED, resource=resource, ended_at=now)
         case DecisionKind.STOP:
             store.close_rung_result(ctx.experiment.id, trial.bracket, rung, trial.number)
-            return store.update_trial(
-                trial.id,
-                now,
-                state=TrialState.STOPPED,
-                rung=rung,
-                resource=resource,
-                ended_at=now,
-                **changes,
-            )
-        case _:
-            return store.update_trial(trial.id, now, rung=rung, **changes)
+            changes.update(state=TrialState.STOPPED, resource=resource, ended_at=now)
+    return store.settle_trial(logged, now, rung=rung, **changes)
 
 
 def finish_experiment(store: Store, ctx: Context, now: float, reason: Reason) -> None:

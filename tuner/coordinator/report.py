@@ -129,21 +129,32 @@ def report(
             f"step is {step}, but job {job.id} trains from {job.from_resource} to "
             f"{job.to_resource}: report steps {job.from_resource + 1}..{job.to_resource}"
         )
-    expires = now + found.experiment.config.lease_ttl_s
-    if store.renew_lease(job.id, job.token_hash or "", now, expires) is None:
-        raise LeaseExpired(f"the lease of job {job.id} has ended; stop training it")
+    changes: dict[str, Any] = {"last_value": value}
+    if checkpoint is not None:
+        changes.update(checkpoint=checkpoint, checkpoint_step=step)
+    ctx = Context.of(found.experiment)
+    if _judges_at(ctx, trial, step) and math.isfinite(value):
+        # A rung judgement follows: take the experiment's lock first, so that the trial the
+        # writes answer is the trial as it is under the lock (no second read).
+        ctx = Context.load(store, job.experiment_id, lock=True)
+    expires = now + ctx.config.lease_ttl_s
     try:
-        store.add_report(Report(trial.id, job.id, step, value, metrics or {}, now))
+        recorded = store.record_step(
+            Report(trial.id, job.id, step, value, metrics or {}, now),
+            job.token_hash or "",
+            now,
+            expires,
+            **changes,
+        )
     except DuplicateReport:
         raise
     except ConflictError:  # the same report, sent twice at once: the first one won
         return report(store, job_id, lease_token, step, value, now, metrics, checkpoint)
-    changes: dict[str, Any] = {"last_value": value}
-    if checkpoint is not None:
-        changes.update(checkpoint=checkpoint, checkpoint_step=step)
-    trial = store.update_trial(trial.id, now, **changes)
+    if recorded is None:
+        raise LeaseExpired(f"the lease of job {job.id} has ended; stop training it")
+    trial = recorded
 
-    stopped = _stop_if_asked(store, job, trial, found.experiment, now)
+    stopped = _stop_if_asked(store, job, trial, ctx.experiment, now)
     if stopped is not None:
         return stopped
     if not math.isfinite(value):
@@ -151,11 +162,10 @@ def report(
         rung = ctx.target_rung(trial, job)
         entry = record_result(store, ctx, trial, rung, value, now)
         decision = ctx.scheduler.judge(_snap(store, ctx), trial.bracket, rung, entry)
-        store.end_job(job.id, JobState.DONE, now)
-        store.add_resource_used(ctx.experiment.id, step - job.to_resource)  # not trained
+        not_trained = step - job.to_resource  # a refund
+        store.end_job(job.id, JobState.DONE, now, add_resource_used=not_trained)
         apply_rung_decision(store, ctx, trial, decision, rung, step, now, step)
         return decision
-    ctx = Context.of(found.experiment)
     if not ctx.scheduler.is_stopping:
         return CONTINUE
     return _judge_passed_rungs(store, ctx, job, trial, step, value, now)
@@ -166,18 +176,36 @@ def _snap(store: Store, ctx: Context) -> Snapshot:
     return store.snapshot(ctx.experiment, can_start=True)
 
 
+def _passed_rungs(ctx: Context, trial: Trial, step: int) -> list[int]:
+    """Stopping form: the rungs below the top that ``step`` reached and ``trial`` has not
+    been judged at yet."""
+    if not ctx.scheduler.is_stopping:
+        return []
+    levels = ctx.scheduler.levels
+    first = max(trial.rung + 1, ctx.scheduler.bracket_bottom(trial.bracket))
+    return [k for k in range(first, len(levels) - 1) if levels[k] <= step]
+
+
+def _judges_at(ctx: Context, trial: Trial, step: int) -> bool:
+    return bool(_passed_rungs(ctx, trial, step))
+
+
 def _judge_passed_rungs(
     store: Store, ctx: Context, job: Job, trial: Trial, step: int, value: float, now: float
 ) -> Decision:
-    """Stopping form: judge the trial at every rung below the top that ``step`` reached."""
-    levels = ctx.scheduler.levels
-    top = len(levels) - 1
-    first = max(trial.rung + 1, ctx.scheduler.bracket_bottom(trial.bracket))
-    passed = [k for k in range(first, top) if levels[k] <= step]
+    """Stopping form: judge the trial at every rung below the top that ``step`` reached.
+
+    Rung writes are serialised by the experiment's lock: :func:`report` took it before its
+    writes when it expected a judgement (then ``trial`` is as it is under the lock);
+    otherwise it is taken here and the trial read again.
+    """
+    passed = _passed_rungs(ctx, trial, step)
     if not passed:
         return CONTINUE
-    ctx = Context.load(store, job.experiment_id, lock=True)  # rung writes are serialised
-    trial = store.get_trial(trial.id)
+    if not ctx.locked:
+        ctx = Context.load(store, job.experiment_id, lock=True)
+        trial = store.get_trial(trial.id)
+    levels = ctx.scheduler.levels
     loss = to_loss(value, ctx.config.sign)
     decision = CONTINUE
     for k in passed:
@@ -186,8 +214,8 @@ def _judge_passed_rungs(
         entry = record_result(store, ctx, trial, k, value, now)
         decision = ctx.scheduler.judge(_snap(store, ctx), trial.bracket, k, entry)
         if decision.kind is DecisionKind.STOP:
-            store.end_job(job.id, JobState.DONE, now)
-            store.add_resource_used(ctx.experiment.id, step - job.to_resource)  # not trained
+            not_trained = step - job.to_resource  # a refund
+            store.end_job(job.id, JobState.DONE, now, add_resource_used=not_trained)
         trial = apply_rung_decision(
             store,
             ctx,

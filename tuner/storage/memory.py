@@ -20,6 +20,7 @@ from typing import Any
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from tuner.domain import (
+    DecisionKind,
     DecisionRecord,
     Experiment,
     ExperimentState,
@@ -152,6 +153,32 @@ class MemoryStore:
         )
         return trial
 
+    def start_trial(
+        self,
+        experiment_id: int,
+        bracket: int,
+        params: dict[str, Any],
+        params_key: str,
+        now: float,
+        *,
+        rung: int,
+        resource: int,
+        lease: Lease,
+        reason: dict[str, Any],
+    ) -> tuple[Trial, Job]:
+        trial = self.create_trial(
+            experiment_id,
+            bracket,
+            params,
+            params_key,
+            now,
+            state=TrialState.RUNNING,
+            add_resource_used=resource,
+        )
+        self.add_decision(DecisionRecord(trial.id, DecisionKind.CONTINUE, reason, None, now))
+        job = self.create_job(trial, rung, 0, resource, None, 0, now, lease)
+        return trial, job
+
     def get_trial(self, trial_id: int) -> Trial:
         try:
             return self._trials[trial_id]
@@ -270,10 +297,14 @@ class MemoryStore:
         self._jobs[job_id] = job
         return job
 
-    def end_job(self, job_id: int, state: JobState, now: float) -> bool:
+    def end_job(
+        self, job_id: int, state: JobState, now: float, *, add_resource_used: int = 0
+    ) -> bool:
         job = self.get_job(job_id)
         if job.state not in _LIVE_JOB:
             return False
+        if add_resource_used:
+            self.add_resource_used(job.experiment_id, add_resource_used)
         self._jobs[job_id] = dataclasses.replace(job, state=state)
         self._leased.pop(job_id, None)
         self._data(job.experiment_id).queued.pop(job_id, None)
@@ -308,6 +339,14 @@ class MemoryStore:
                 f"trial {report.trial_id} already has a report at step {report.step}"
             )
         self._reports[key] = report
+
+    def record_step(
+        self, report: Report, token_hash: str, now: float, expires_at: float, **changes: Any
+    ) -> Trial | None:
+        if self.renew_lease(report.job_id, token_hash, now, expires_at) is None:
+            return None
+        self.add_report(report)
+        return self.update_trial(report.trial_id, now, **changes)
 
     def reports_of_trial(self, trial_id: int) -> list[Report]:
         """Every report of a trial by step (tests and summaries only: a scan)."""
@@ -389,6 +428,11 @@ class MemoryStore:
     # ---- decisions ---------------------------------------------------------------------
     def add_decision(self, record: DecisionRecord) -> None:
         self._decisions.append(record)
+
+    def settle_trial(self, record: DecisionRecord, now: float, **changes: Any) -> Trial:
+        self.get_trial(record.trial_id)  # NotFound before anything is written
+        self.add_decision(record)
+        return self.update_trial(record.trial_id, now, **changes)
 
     def decisions(self) -> list[DecisionRecord]:
         return list(self._decisions)

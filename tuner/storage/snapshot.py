@@ -236,6 +236,10 @@ class SqlSnapshot:
         return self._counters()[1].get(bracket, 0)
 
     def rung_size(self, bracket: int, rung: int) -> int:
+        if self._counters_read is None:
+            known = self._store._rung_sizes.get((self._experiment_id, bracket, rung))
+            if known is not None:
+                return known
         return self._counters()[0].get((bracket, rung), (0, 0, None))[0]
 
     def best_unpromoted(self, bracket: int, rung: int, top: int) -> RungEntry | None:

@@ -57,6 +57,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
 
 from tuner.domain import (
+    DecisionKind,
     DecisionRecord,
     Experiment,
     ExperimentState,
@@ -142,6 +143,8 @@ from tuner.storage.statements import (
     _UNFINISHED,
     _WHY_NOT_LEFT,
     _postgres_writes,
+    _record_step,
+    _settle_trial,
     _statements_for,
     _update_trial,
 )
@@ -191,6 +194,29 @@ _TRIAL_FIELDS = frozenset(
 )
 
 
+def _trial_values(now: float, changes: dict[str, Any]) -> dict[str, Any]:
+    """The columns :meth:`SqlStore.update_trial` sets for ``changes`` (with ``updated_at``)."""
+    unknown = set(changes) - _TRIAL_FIELDS
+    if unknown:
+        raise TypeError(f"update_trial: unknown trial fields {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name == "best_loss":
+            values["best_loss"], values["best_loss_kind"] = split_value(value)
+        elif name == "last_value":
+            values["last_value"], values["last_value_kind"] = split_value(value)
+        elif name == "state":
+            values["state"] = TrialState(value)
+        else:
+            values[name] = value
+    values["updated_at"] = now
+    return values
+
+
+def _bound(values: dict[str, Any]) -> dict[str, Any]:
+    return {"v_" + name: value for name, value in values.items()}
+
+
 def _is_foreign_key_violation(exc: IntegrityError) -> bool:
     orig = exc.orig
     sqlstate = getattr(orig, "sqlstate", None)
@@ -210,6 +236,9 @@ class SqlStore:
         self._jobs: dict[int, Job] = {}
         # Counters read by next_queued_job, for the next snapshot: see there.
         self._prefetched: dict[int, Counters] = {}
+        # Rung sizes this transaction's own rung insert returned (PostgreSQL), exact while
+        # it holds the rung's row: the snapshot needs no counter read for them.
+        self._rung_sizes: dict[tuple[int, int, int], int] = {}
 
     # ---- helpers -----------------------------------------------------------------------
     @property
@@ -244,6 +273,7 @@ class SqlStore:
 
     def _counters_changed(self, experiment_id: int) -> None:
         self._prefetched.pop(experiment_id, None)
+        self._rung_sizes.clear()
 
     def _seen(self, job: Job) -> Job:
         self._jobs[job.id] = job
@@ -404,6 +434,91 @@ class SqlStore:
         )
         return number, new_id
 
+    def start_trial(
+        self,
+        experiment_id: int,
+        bracket: int,
+        params: dict[str, Any],
+        params_key: str,
+        now: float,
+        *,
+        rung: int,
+        resource: int,
+        lease: Lease,
+        reason: dict[str, Any],
+    ) -> tuple[Trial, Job]:
+        if not self.is_postgres:  # SQLite: one by one, at no round-trip cost
+            trial = self.create_trial(
+                experiment_id,
+                bracket,
+                params,
+                params_key,
+                now,
+                state=TrialState.RUNNING,
+                add_resource_used=resource,
+            )
+            self.add_decision(DecisionRecord(trial.id, DecisionKind.CONTINUE, reason, None, now))
+            job = self.create_job(trial, rung, 0, resource, None, 0, now, lease)
+            return trial, job
+        self._counters_changed(experiment_id)
+        params = {
+            "e_id": experiment_id,
+            "amount_": resource,
+            "v_bracket": bracket,
+            "v_params": params,
+            "v_params_key": params_key,
+            "v_state": TrialState.RUNNING,
+            "v_now": now,
+            "d_kind": DecisionKind.CONTINUE,
+            "d_reason": dict(reason),
+            "j_rung": rung,
+            "j_resource": resource,
+            "j_worker": lease.worker_id,
+            "j_until": lease.expires_at,
+            "j_hash": lease.token_hash,
+        }
+        row = self._run(_postgres_writes().start_trial, params).first()
+        if row is None:
+            raise NotFound(f"experiment {experiment_id} does not exist")
+        if row.id is None:
+            raise ConflictError(f"experiment {experiment_id} already has trial {row.number}")
+        trial = Trial(
+            id=int(row.id),
+            experiment_id=experiment_id,
+            number=int(row.number),
+            bracket=bracket,
+            params=params["v_params"],
+            state=TrialState.RUNNING,
+            rung=-1,
+            resource=0,
+            checkpoint=None,
+            checkpoint_step=0,
+            best_loss=None,
+            last_value=None,
+            retries=0,
+            stop_requested=False,
+            created_at=now,
+            updated_at=now,
+        )
+        job = Job(
+            id=int(row.job_id),
+            experiment_id=experiment_id,
+            trial_id=trial.id,
+            trial_number=trial.number,
+            bracket=bracket,
+            rung=rung,
+            from_resource=0,
+            to_resource=resource,
+            checkpoint=None,
+            state=JobState.LEASED,
+            attempt=0,
+            worker_id=lease.worker_id,
+            lease_expires_at=lease.expires_at,
+            created_at=now,
+            token_hash=lease.token_hash,
+        )
+        return trial, self._seen(job)
+
     def get_trial(self, trial_id: int) -> Trial:
         row = self._run(_GET_TRIAL, {"t_id": trial_id}).first()
         if row is None:
@@ -417,23 +532,9 @@ class SqlStore:
         return _trial_of(row)
 
     def update_trial(self, trial_id: int, now: float, **changes: Any) -> Trial:
-        unknown = set(changes) - _TRIAL_FIELDS
-        if unknown:
-            raise TypeError(f"update_trial: unknown trial fields {sorted(unknown)}")
-        values: dict[str, Any] = {}
-        for name, value in changes.items():
-            if name == "best_loss":
-                values["best_loss"], values["best_loss_kind"] = split_value(value)
-            elif name == "last_value":
-                values["last_value"], values["last_value_kind"] = split_value(value)
-            elif name == "state":
-                values["state"] = TrialState(value)
-            else:
-                values[name] = value
-        values["updated_at"] = now
+        values = _trial_values(now, changes)
         stmt = _update_trial(tuple(sorted(values)))
-        params = {"v_" + name: value for name, value in values.items()}
-        row = self._run(stmt, {**params, "t_id": trial_id}).first()
+        row = self._run(stmt, {**_bound(values), "t_id": trial_id}).first()
         if row is None:
             raise NotFound(f"trial {trial_id} does not exist")
         return _trial_of(row)
@@ -545,9 +646,17 @@ class SqlStore:
             return None
         return self._seen(_job_of(row))
 
-    def end_job(self, job_id: int, state: JobState, now: float) -> bool:
-        result = self._run(_END_JOB, {"j_id": job_id, "v_state": state, "v_now": now})
-        if result.rowcount == 1:  # type: ignore[attr-defined]
+    def end_job(
+        self, job_id: int, state: JobState, now: float, *, add_resource_used: int = 0
+    ) -> bool:
+        params = {"j_id": job_id, "v_state": state, "v_now": now}
+        if add_resource_used and self.is_postgres:
+            params["amount_"] = add_resource_used
+            if self._run(_postgres_writes().end_job, params).scalar():
+                return True
+        elif self._run(_END_JOB, params).rowcount == 1:  # type: ignore[attr-defined]
+            if add_resource_used:
+                self.add_resource_used(self.known_job(job_id).experiment_id, add_resource_used)
             return True
         self.get_job(job_id)  # NotFound for an unknown id
         return False
@@ -592,6 +701,38 @@ class SqlStore:
             f"trial {report.trial_id} or job {report.job_id} does not exist",
         )
 
+    def record_step(
+        self, report: Report, token_hash: str, now: float, expires_at: float, **changes: Any
+    ) -> Trial | None:
+        if not self.is_postgres:  # SQLite: no data-modifying CTEs, and no round trips
+            if self.renew_lease(report.job_id, token_hash, now, expires_at) is None:
+                return None
+            self.add_report(report)
+            return self.update_trial(report.trial_id, now, **changes)
+        values = _trial_values(now, changes)
+        value, kind = split_value(report.value)
+        params = {
+            **_bound(values),
+            "j_id": report.job_id,
+            "hash_": token_hash,
+            "now_": now,
+            "v_until": expires_at,
+            "r_step": report.step,
+            "r_value": value,
+            "r_kind": kind,
+            "r_metrics": dict(report.metrics),
+            "r_at": report.created_at,
+        }
+        row = self._run(_record_step(tuple(sorted(values))), params).one()
+        if not row.n_renewed:
+            self.get_job(report.job_id)  # NotFound for an unknown id
+            return None
+        if row.id is None:
+            raise ConflictError(
+                f"trial {report.trial_id} already has a report at step {report.step}"
+            )
+        return _trial_of(row[1:])
+
     # ---- rungs -------------------------------------------------------------------------
     def add_rung_result(self, experiment_id: int, result: RungResult) -> None:
         loss, rank_kind = loss_columns(result.loss)
@@ -618,13 +759,14 @@ class SqlStore:
             params = {"v_" + name: value for name, value in row.items()}
             params.update(e_id=experiment_id, left_=left, promoted_=promoted)
             try:
-                added = self._run(_postgres_writes().add_rung_result, params).scalar()
+                added = self._run(_postgres_writes().add_rung_result, params).first()
             except IntegrityError as exc:
                 if _is_foreign_key_violation(exc):
                     raise NotFound(missing) from None
                 raise
             if added is None:
                 raise ConflictError(conflict)
+            self._rung_sizes[(experiment_id, result.bracket, result.rung)] = added.n_results
             return
         self._insert_once(RUNG_RESULTS, row, conflict, missing)
         counters = {"n_results": 1, "n_left": left, "n_promoted": promoted}
@@ -724,6 +866,29 @@ class SqlStore:
             if _is_foreign_key_violation(exc):
                 raise NotFound(f"trial {record.trial_id} does not exist") from None
             raise
+
+    def settle_trial(self, record: DecisionRecord, now: float, **changes: Any) -> Trial:
+        if not self.is_postgres:
+            self.add_decision(record)
+            return self.update_trial(record.trial_id, now, **changes)
+        values = _trial_values(now, changes)
+        params = {
+            **_bound(values),
+            "t_id": record.trial_id,
+            "d_kind": record.kind,
+            "d_reason": dict(record.reason),
+            "d_step": record.step,
+            "d_at": record.created_at,
+        }
+        try:
+            row = self._run(_settle_trial(tuple(sorted(values))), params).first()
+        except IntegrityError as exc:
+            if _is_foreign_key_violation(exc):
+                raise NotFound(f"trial {record.trial_id} does not exist") from None
+            raise
+        if row is None:  # pragma: no cover - the decision's foreign key fails first
+            raise NotFound(f"trial {record.trial_id} does not exist")
+        return _trial_of(row)
 
     # ---- what schedulers and samplers read ----------------------------------------------
     def has_params(self, experiment_id: int, params_key: str) -> bool:

@@ -25,6 +25,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    null,
     select,
     true,
     update,
@@ -115,6 +116,62 @@ def _update_trial(columns: tuple[str, ...]) -> Update:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _settle_trial(columns: tuple[str, ...]) -> Update:
+    """PostgreSQL: log a decision about a trial and update the trial, in one statement
+    (``WITH logged AS (INSERT INTO decisions ...) UPDATE trials ... RETURNING``)."""
+    logged = (
+        insert(DECISIONS)
+        .values(
+            trial_id=_TRIAL_ID,
+            kind=bindparam("d_kind", type_=DECISIONS.c.kind.type),
+            reason=bindparam("d_reason", type_=DECISIONS.c.reason.type),
+            step=bindparam("d_step", type_=Integer),
+            created_at=bindparam("d_at", type_=Float),
+        )
+        .cte("logged")
+    )
+    return _update_trial(columns).add_cte(logged)
+
+
+@functools.lru_cache(maxsize=64)
+def _record_step(columns: tuple[str, ...]) -> Select[Any]:
+    """PostgreSQL: a report's three writes in one statement. Renew the lease (the
+    compare-and-set of :data:`_RENEW_LEASE`); if it held, insert the report (once); if that
+    was new, update the trial. Answers one row: how many leases were renewed (0 or 1), then
+    the updated trial's columns (NULL when nothing was updated)."""
+    renewed = _RENEW.returning(_J.id, _J.trial_id).cte("renewed")
+    report = select(
+        renewed.c.trial_id,
+        renewed.c.id,
+        bindparam("r_step", type_=Integer),
+        bindparam("r_value", type_=Float),
+        bindparam("r_kind", type_=REPORTS.c.value_kind.type),
+        bindparam("r_metrics", type_=REPORTS.c.metrics.type),
+        bindparam("r_at", type_=Float),
+    ).select_from(renewed)
+    names = ["trial_id", "job_id", "step", "value", "value_kind", "metrics", "created_at"]
+    added = (
+        postgresql.insert(REPORTS)
+        .from_select(names, report)
+        .on_conflict_do_nothing()
+        .returning(_R.trial_id)
+        .cte("added")
+    )
+    updated = (
+        update(TRIALS)
+        .where(_T.id == added.c.trial_id)
+        .values({name: bindparam("v_" + name) for name in columns})
+        .returning(*TRIAL_COLUMNS)
+        .cte("updated")
+    )
+    n_renewed = select(func.count()).select_from(renewed).scalar_subquery()
+    one = select(literal(1).label("one")).subquery("one")
+    return select(n_renewed.label("n_renewed"), *updated.c).select_from(
+        one.outerjoin(updated, true())
+    )
+
+
 _GET_JOB = select(*JOB_COLUMNS).where(_J.id == _JOB_ID)
 
 
@@ -150,7 +207,7 @@ _LEASE_JOB = (
     )
     .returning(*JOB_COLUMNS)
 )
-_RENEW_LEASE = (
+_RENEW = (
     update(JOBS)
     .where(
         _J.id == _JOB_ID,
@@ -160,8 +217,8 @@ _RENEW_LEASE = (
         _J.lease_expires_at >= _NOW,
     )
     .values(lease_expires_at=bindparam("v_until"))
-    .returning(*JOB_COLUMNS)
 )
+_RENEW_LEASE = _RENEW.returning(*JOB_COLUMNS)
 _END_JOB = (
     update(JOBS)
     .where(_J.id == _JOB_ID, _J.state.in_(_LIVE_JOB_STATES))
@@ -300,6 +357,49 @@ class _PostgresWrites:
             .select_from(numbered.outerjoin(inserted, true()))
             .add_cte(in_bracket.cte("in_bracket"))
         )
+        # start_trial: create_trial, then log why it started and insert its leased job ->
+        # (number, trial id or NULL on a conflict, job id).
+        logged = postgresql.insert(DECISIONS).from_select(
+            ["trial_id", "kind", "reason", "step", "created_at"],
+            select(
+                inserted.c.id,
+                bindparam("d_kind", type_=DECISIONS.c.kind.type),
+                bindparam("d_reason", type_=DECISIONS.c.reason.type),
+                null(),
+                now,
+            ).select_from(inserted),
+        )
+        job_columns = ["experiment_id", "trial_id", "trial_number", "bracket", "rung"]
+        job_columns += ["from_resource", "to_resource", "state", "attempt", "worker_id"]
+        job_columns += ["lease_expires_at", "created_at", "token_hash"]
+        job = (
+            postgresql.insert(JOBS)
+            .from_select(
+                job_columns,
+                select(
+                    e_id,
+                    inserted.c.id,
+                    numbered.c.number,
+                    bracket,
+                    bindparam("j_rung", type_=Integer),
+                    literal(0),
+                    bindparam("j_resource", type_=Integer),
+                    literal(JobState.LEASED, type_=JOBS.c.state.type),
+                    literal(0),
+                    bindparam("j_worker", type_=String),
+                    bindparam("j_until", type_=Float),
+                    now,
+                    bindparam("j_hash", type_=String),
+                ).select_from(inserted.join(numbered, true())),
+            )
+            .returning(_J.id)
+            .cte("job")
+        )
+        self.start_trial = (
+            select(numbered.c.number, inserted.c.id, job.c.id.label("job_id"))
+            .select_from(numbered.outerjoin(inserted, true()).outerjoin(job, true()))
+            .add_cte(in_bracket.cte("in_bracket"), logged.cte("logged"))
+        )
 
         # add_rung_result: insert it and, if it was new, count it -> id; no row: conflict.
         names = [c.name for c in RUNG_RESULTS.c if c.name != "id"]
@@ -327,7 +427,20 @@ class _PostgresWrites:
                 n: RUNGS.c[n] + in_rung.excluded[n] for n in ("n_results", "n_left", "n_promoted")
             },
         )
-        self.add_rung_result = select(added.c.id).add_cte(in_rung.cte("in_rung"))
+        in_rung_cte = in_rung.returning(RUNGS.c.n_results).cte("in_rung")
+        self.add_rung_result = select(added.c.id, in_rung_cte.c.n_results).select_from(
+            added.join(in_rung_cte, true())
+        )
+
+        # end_job with a change of the experiment's resource_used -> 1 if the job ended.
+        ended = _END_JOB.returning(_J.experiment_id).cte("ended")
+        used_now = (
+            update(EXPERIMENTS)
+            .where(_E.id == ended.c.experiment_id)
+            .values(resource_used=_E.resource_used + bindparam("amount_", type_=Integer))
+            .cte("used_now")
+        )
+        self.end_job = select(func.count()).select_from(ended).add_cte(used_now)
 
         # _leave: open -> promoted or closed, and count it -> trial id; no row: see why.
         left = _LEAVE_RUNG.cte("left_rung")
