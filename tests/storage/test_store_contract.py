@@ -555,3 +555,147 @@ def test_store_lock_serialises_deciders(session_factory: Any) -> None:
     assert errors == []
     with session_factory.begin() as session:
         assert SqlStore(session).get_experiment(experiment_id).scheduler_state == {"count": 80}
+
+
+# ---- the compound writes of the hot paths (one statement each on PostgreSQL) ---------------
+def decisions_of(store: Any, trial_id: int) -> list[tuple[DecisionKind, dict[str, Any], Any]]:
+    if hasattr(store, "decisions"):  # the memory store
+        mine = (d for d in store.decisions() if d.trial_id == trial_id)
+        return [(d.kind, dict(d.reason), d.step) for d in mine]
+    from sqlalchemy import select
+
+    from tuner.storage.sql import DECISIONS
+
+    d = DECISIONS.c
+    rows = store.session.execute(
+        select(d.kind, d.reason, d.step).where(d.trial_id == trial_id).order_by(d.id)
+    )
+    return [(DecisionKind(kind), dict(reason), step) for kind, reason, step in rows]
+
+
+def leased_trial(store: Any, experiment_id: int, until: float = 50.0) -> tuple[Any, Any]:
+    trial = store.create_trial(experiment_id, 0, {}, "k", 1.0, state=TrialState.RUNNING)
+    job = store.create_job(trial, 0, 0, 9, None, 0, 2.0, Lease("w", "hash", until))
+    return trial, job
+
+
+def test_store_record_step_writes_all_or_nothing(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        trial, job = leased_trial(store, experiment_id)
+    with store_factory() as store:
+        step = Report(trial.id, job.id, 1, 0.25, {"acc": 0.9}, 10.0)
+        updated = store.record_step(
+            step, "hash", 10.0, 70.0, last_value=0.25, checkpoint="ck1", checkpoint_step=1
+        )
+        assert updated is not None
+        assert (updated.last_value, updated.checkpoint, updated.checkpoint_step) == (
+            0.25, "ck1", 1,
+        )
+        assert updated.updated_at == 10.0 and updated.state is TrialState.RUNNING
+    with store_factory() as store:
+        assert store.get_report(trial.id, 1) == step
+        assert store.get_job(job.id).lease_expires_at == 70.0
+        assert store.get_trial(trial.id) == updated
+        # Another token, or a lease that ended: nothing is written.
+        late = Report(trial.id, job.id, 2, 0.5, {}, 11.0)
+        assert store.record_step(late, "wrong", 11.0, 80.0, last_value=0.5) is None
+        assert store.record_step(late, "hash", 70.5, 80.0, last_value=0.5) is None
+        assert store.get_report(trial.id, 2) is None
+        assert store.get_job(job.id).lease_expires_at == 70.0
+        assert store.get_trial(trial.id) == updated
+        # The step is stored already: the lease is renewed, the trial is left alone, and the
+        # transaction goes on.
+        again = Report(trial.id, job.id, 1, 0.75, {}, 12.0)
+        with pytest.raises(ConflictError):
+            store.record_step(again, "hash", 12.0, 90.0, last_value=0.75)
+        assert store.get_job(job.id).lease_expires_at == 90.0
+        assert store.get_report(trial.id, 1) == step
+        assert store.get_trial(trial.id) == updated
+        with pytest.raises(NotFound):
+            store.record_step(Report(trial.id, 999, 3, 1.0, {}, 13.0), "hash", 13.0, 99.0)
+
+
+def test_store_settle_trial_logs_and_updates_together(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        trial, _ = leased_trial(store, experiment_id)
+        record = DecisionRecord(trial.id, DecisionKind.STOP, {"rule": "asha.stopping"}, 3, 5.0)
+        settled = store.settle_trial(
+            record, 5.0, state=TrialState.STOPPED, rung=0, resource=1, ended_at=5.0,
+            best_loss=math.inf,
+        )
+        assert (settled.state, settled.rung, settled.resource, settled.ended_at) == (
+            TrialState.STOPPED, 0, 1, 5.0,
+        )
+        assert settled.best_loss == math.inf
+    with store_factory() as store:
+        assert store.get_trial(trial.id) == settled
+        assert decisions_of(store, trial.id) == [
+            (DecisionKind.STOP, {"rule": "asha.stopping"}, 3)
+        ]
+        assert store.count_active(experiment_id) == 0
+    with store_factory() as store, pytest.raises(NotFound):
+        store.settle_trial(DecisionRecord(999, DecisionKind.STOP, {}, None, 6.0), 6.0, rung=0)
+
+
+def test_store_start_trial_numbers_leases_and_logs(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        store.create_trial(experiment_id, 1, {}, "first", 1.0)  # number 0, in bracket 1
+        trial, job = store.start_trial(
+            experiment_id, 0, {"lr": 0.1}, "k", 2.0,
+            rung=2, resource=9, lease=Lease("w", "hash", 60.0), reason={"rule": "asha.start"},
+        )
+        assert (trial.number, trial.bracket, trial.params, trial.state, trial.rung) == (
+            1, 0, {"lr": 0.1}, TrialState.RUNNING, -1,
+        )
+        assert (job.trial_id, job.trial_number, job.rung, job.from_resource) == (
+            trial.id, 1, 2, 0,
+        )
+        assert (job.to_resource, job.state, job.worker_id, job.token_hash) == (
+            9, JobState.LEASED, "w", "hash",
+        )
+        assert (job.lease_expires_at, job.attempt, job.checkpoint) == (60.0, 0, None)
+    with store_factory() as store:
+        assert store.get_trial(trial.id) == trial
+        assert store.get_job(job.id) == job
+        assert store.active_job_of_trial(trial.id) == job
+        experiment = store.get_experiment(experiment_id)
+        assert (experiment.n_trials, experiment.resource_used) == (2, 9)
+        assert store.has_params(experiment_id, "k")
+        snap = store.snapshot(experiment, can_start=True)
+        assert (snap.n_in_bracket(0), snap.n_in_bracket(1), snap.n_active) == (1, 1, 2)
+        assert decisions_of(store, trial.id) == [
+            (DecisionKind.CONTINUE, {"rule": "asha.start"}, None)
+        ]
+    with store_factory() as store, pytest.raises(NotFound):
+        store.start_trial(
+            999, 0, {}, "x", 3.0, rung=0, resource=1, lease=Lease("w", "h", 9.0), reason={}
+        )
+
+
+def test_store_end_job_refunds_only_when_it_ends(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        store.add_resource_used(experiment_id, 9)
+        _, job = leased_trial(store, experiment_id)
+        assert store.end_job(job.id, JobState.DONE, 3.0, add_resource_used=-6)
+        assert not store.end_job(job.id, JobState.DONE, 4.0, add_resource_used=-6)
+    with store_factory() as store:
+        assert store.get_experiment(experiment_id).resource_used == 3
+        assert store.get_job(job.id).state is JobState.DONE
+
+
+def test_store_rung_size_follows_its_own_inserts(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        trials = [store.create_trial(experiment_id, 0, {}, f"k{i}", 1.0) for i in range(3)]
+        experiment = store.get_experiment(experiment_id)
+        for i, trial in enumerate(trials):
+            store.add_rung_result(experiment_id, result(trial, 0, 0.5 - i / 10))
+            assert store.snapshot(experiment, can_start=True).rung_size(0, 0) == i + 1
+        store.close_rung_result(experiment_id, 0, 0, trials[0].number)
+        snap = store.snapshot(experiment, can_start=True)
+        assert (snap.rung_size(0, 0), snap.rung_size(0, 1)) == (3, 0)
+        assert snap.count_better(0, 0, 0.45, limit=5) == 2
