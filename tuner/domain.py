@@ -186,6 +186,37 @@ class Trial:
     updated_at: float
     ended_at: float | None = None
 
+    @classmethod
+    def new(
+        cls,
+        id: int,  # noqa: A002 - the field's name
+        experiment_id: int,
+        number: int,
+        bracket: int,
+        params: dict[str, Any],
+        state: TrialState,
+        now: float,
+    ) -> Trial:
+        """A trial just created: no rung yet, nothing trained, reported or retried."""
+        return cls(
+            id=id,
+            experiment_id=experiment_id,
+            number=number,
+            bracket=bracket,
+            params=params,
+            state=state,
+            rung=-1,
+            resource=0,
+            checkpoint=None,
+            checkpoint_step=0,
+            best_loss=None,
+            last_value=None,
+            retries=0,
+            stop_requested=False,
+            created_at=now,
+            updated_at=now,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Job:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tuner.domain import (
+    DecisionKind,
     DecisionRecord,
     Experiment,
     ExperimentState,
@@ -246,3 +247,31 @@ class Store(Protocol):
 
         ``n_active=None``: counted (:meth:`count_active`) when the scheduler first asks. Build
         the snapshot after this operation's rung writes; it may read its counters once."""
+
+
+def start_trial_in_steps(
+    store: Store,
+    experiment_id: int,
+    bracket: int,
+    params: dict[str, Any],
+    params_key: str,
+    now: float,
+    rung: int,
+    resource: int,
+    lease: Lease,
+    reason: dict[str, Any],
+) -> tuple[Trial, Job]:
+    """:meth:`Store.start_trial` as its three parts, for stores without round trips to save
+    (memory, SQLite)."""
+    trial = store.create_trial(
+        experiment_id,
+        bracket,
+        params,
+        params_key,
+        now,
+        state=TrialState.RUNNING,
+        add_resource_used=resource,
+    )
+    store.add_decision(DecisionRecord(trial.id, DecisionKind.CONTINUE, reason, None, now))
+    job = store.create_job(trial, rung, 0, resource, None, 0, now, lease)
+    return trial, job

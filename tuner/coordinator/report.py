@@ -133,7 +133,7 @@ def report(
     if checkpoint is not None:
         changes.update(checkpoint=checkpoint, checkpoint_step=step)
     ctx = Context.of(found.experiment)
-    if _judges_at(ctx, trial, step) and math.isfinite(value):
+    if _passed_rungs(ctx, trial, step) and math.isfinite(value):
         # A rung judgement follows: take the experiment's lock first, so that the trial the
         # writes answer is the trial as it is under the lock (no second read).
         ctx = Context.load(store, job.experiment_id, lock=True)
@@ -184,10 +184,6 @@ def _passed_rungs(ctx: Context, trial: Trial, step: int) -> list[int]:
     levels = ctx.scheduler.levels
     first = max(trial.rung + 1, ctx.scheduler.bracket_bottom(trial.bracket))
     return [k for k in range(first, len(levels) - 1) if levels[k] <= step]
-
-
-def _judges_at(ctx: Context, trial: Trial, step: int) -> bool:
-    return bool(_passed_rungs(ctx, trial, step))
 
 
 def _judge_passed_rungs(

@@ -20,7 +20,6 @@ from typing import Any
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from tuner.domain import (
-    DecisionKind,
     DecisionRecord,
     Experiment,
     ExperimentState,
@@ -33,7 +32,7 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, NotFound
-from tuner.store import JobContext, Lease
+from tuner.store import JobContext, Lease, start_trial_in_steps
 
 _ACTIVE = (TrialState.PENDING, TrialState.RUNNING, TrialState.LOST)
 _LIVE_JOB = (JobState.QUEUED, JobState.LEASED)
@@ -123,24 +122,8 @@ class MemoryStore:
         add_resource_used: int = 0,
     ) -> Trial:
         data = self._data(experiment_id)
-        trial = Trial(
-            id=next(self._ids),
-            experiment_id=experiment_id,
-            number=data.experiment.n_trials,
-            bracket=bracket,
-            params=params,
-            state=state,
-            rung=-1,
-            resource=0,
-            checkpoint=None,
-            checkpoint_step=0,
-            best_loss=None,
-            last_value=None,
-            retries=0,
-            stop_requested=False,
-            created_at=now,
-            updated_at=now,
-        )
+        number = data.experiment.n_trials
+        trial = Trial.new(next(self._ids), experiment_id, number, bracket, params, state, now)
         self._trials[trial.id] = trial
         data.trial_ids.append(trial.id)
         data.params_keys.add(params_key)
@@ -166,18 +149,9 @@ class MemoryStore:
         lease: Lease,
         reason: dict[str, Any],
     ) -> tuple[Trial, Job]:
-        trial = self.create_trial(
-            experiment_id,
-            bracket,
-            params,
-            params_key,
-            now,
-            state=TrialState.RUNNING,
-            add_resource_used=resource,
+        return start_trial_in_steps(
+            self, experiment_id, bracket, params, params_key, now, rung, resource, lease, reason
         )
-        self.add_decision(DecisionRecord(trial.id, DecisionKind.CONTINUE, reason, None, now))
-        job = self.create_job(trial, rung, 0, resource, None, 0, now, lease)
-        return trial, job
 
     def get_trial(self, trial_id: int) -> Trial:
         try:

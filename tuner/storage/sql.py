@@ -69,7 +69,7 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, NotFound
-from tuner.store import JobContext, Lease
+from tuner.store import JobContext, Lease, start_trial_in_steps
 
 if TYPE_CHECKING:
     from tuner.schedulers.base import Snapshot
@@ -346,24 +346,7 @@ class SqlStore:
             number, new_id = self._create_trial_steps(
                 experiment_id, bracket, params, params_key, now, state, add_resource_used
             )
-        return Trial(
-            id=new_id,
-            experiment_id=experiment_id,
-            number=number,
-            bracket=bracket,
-            params=params,
-            state=state,
-            rung=-1,
-            resource=0,
-            checkpoint=None,
-            checkpoint_step=0,
-            best_loss=None,
-            last_value=None,
-            retries=0,
-            stop_requested=False,
-            created_at=now,
-            updated_at=now,
-        )
+        return Trial.new(new_id, experiment_id, number, bracket, params, state, now)
 
     def _create_trial_merged(
         self,
@@ -448,20 +431,11 @@ class SqlStore:
         reason: dict[str, Any],
     ) -> tuple[Trial, Job]:
         if not self.is_postgres:  # SQLite: one by one, at no round-trip cost
-            trial = self.create_trial(
-                experiment_id,
-                bracket,
-                params,
-                params_key,
-                now,
-                state=TrialState.RUNNING,
-                add_resource_used=resource,
+            return start_trial_in_steps(
+                self, experiment_id, bracket, params, params_key, now, rung, resource, lease, reason
             )
-            self.add_decision(DecisionRecord(trial.id, DecisionKind.CONTINUE, reason, None, now))
-            job = self.create_job(trial, rung, 0, resource, None, 0, now, lease)
-            return trial, job
         self._counters_changed(experiment_id)
-        params = {
+        bound = {
             "e_id": experiment_id,
             "amount_": resource,
             "v_bracket": bracket,
@@ -477,29 +451,13 @@ class SqlStore:
             "j_until": lease.expires_at,
             "j_hash": lease.token_hash,
         }
-        row = self._run(_postgres_writes().start_trial, params).first()
+        row = self._run(_postgres_writes().start_trial, bound).first()
         if row is None:
             raise NotFound(f"experiment {experiment_id} does not exist")
         if row.id is None:
             raise ConflictError(f"experiment {experiment_id} already has trial {row.number}")
-        trial = Trial(
-            id=int(row.id),
-            experiment_id=experiment_id,
-            number=int(row.number),
-            bracket=bracket,
-            params=params["v_params"],
-            state=TrialState.RUNNING,
-            rung=-1,
-            resource=0,
-            checkpoint=None,
-            checkpoint_step=0,
-            best_loss=None,
-            last_value=None,
-            retries=0,
-            stop_requested=False,
-            created_at=now,
-            updated_at=now,
-        )
+        number, running = int(row.number), TrialState.RUNNING
+        trial = Trial.new(int(row.id), experiment_id, number, bracket, params, running, now)
         job = Job(
             id=int(row.job_id),
             experiment_id=experiment_id,
