@@ -11,10 +11,11 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -97,39 +98,66 @@ class Authenticator:
         self._cache: dict[str, tuple[Role, float]] = {}
         self._lock = threading.Lock()
 
-    def role_of(self, token: str) -> Role | None:
-        key = hash_token(token)
-        now = time.monotonic()
-        with self._lock:
-            cached = self._cache.get(key)
-        if cached is not None and cached[1] > now:
+    def cached_role(self, token: str) -> Role | None:
+        """The role of a token verified in the last ``CACHE_TTL_S``; None: look it up."""
+        cached = self._cache.get(hash_token(token))
+        if cached is not None and cached[1] > time.monotonic():
             return cached[0]
+        return None
+
+    def role_of(self, token: str) -> Role | None:
+        """The role of an active token (cached, else one read); None when unknown or revoked."""
+        role = self.cached_role(token)
+        if role is not None:
+            return role
         with self._factory.begin() as session:
             role = lookup_role(session, token)
         if role is not None:
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache.clear()
-                self._cache[key] = (role, now + CACHE_TTL_S)
+                self._cache[hash_token(token)] = (role, time.monotonic() + CACHE_TTL_S)
         return role
 
 
-def require(minimum: Role) -> Callable[..., Role]:
-    """A dependency that admits tokens whose role is ``minimum`` or higher."""
+def _admit(role: Role | None, minimum: Role) -> Role:
+    if role is None:
+        raise AuthError("unknown or revoked token")
+    if _RANK[role] < _RANK[minimum]:
+        raise Forbidden(f"this needs the {minimum} role; the token has the {role} role")
+    return role
 
-    def check(
+
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise AuthError("missing bearer token: send 'Authorization: Bearer <token>'")
+    return credentials.credentials
+
+
+def authorize(
+    authenticator: Authenticator, credentials: HTTPAuthorizationCredentials | None,
+    minimum: Role,
+) -> Role:
+    """The role of ``credentials`` if it is ``minimum`` or higher; 401 or 403 otherwise."""
+    return _admit(authenticator.role_of(_token(credentials)), minimum)
+
+
+def require(minimum: Role) -> Callable[..., Awaitable[Role]]:
+    """A dependency that admits tokens whose role is ``minimum`` or higher.
+
+    Async: a token seen in the last few seconds is admitted on the event loop, with no
+    worker-thread hand-off; only a lookup in the database goes to a thread."""
+
+    async def check(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Role:
-        if credentials is None or credentials.scheme.lower() != "bearer":
-            raise AuthError("missing bearer token: send 'Authorization: Bearer <token>'")
+        token = _token(credentials)
         authenticator: Authenticator = request.app.state.authenticator
-        role = authenticator.role_of(credentials.credentials)
+        role = authenticator.cached_role(token)
         if role is None:
-            raise AuthError("unknown or revoked token")
-        if _RANK[role] < _RANK[minimum]:
-            raise Forbidden(f"this needs the {minimum} role; the token has the {role} role")
-        return role
+            role = await run_in_threadpool(authenticator.role_of, token)
+        return _admit(role, minimum)
 
     check.__name__ = f"require_{minimum}"
     return check

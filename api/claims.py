@@ -1,7 +1,8 @@
 """Claims: hand out a job now, or long-poll up to ``wait_s`` for one.
 
-A claim is one transaction under the experiment's lock (the coordinator takes it). A claim
-that finds nothing sleeps on :class:`api.deps.Wakeups`, which the writes that may make work
+A claim is one transaction under the experiment's lock (the coordinator takes it), run by
+:meth:`api.deps.Runtime.write_async`. A claim that finds nothing sleeps, in a worker thread,
+on :class:`api.deps.Wakeups`, which the writes that may make work
 appear (completion, failure, reaping, resume, creation, stops) notify after they commit,
 so a waiting worker wakes within milliseconds in this process; work that another replica
 made available is found by re-checking every ``claim_recheck_s``.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import time
 
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -29,7 +31,7 @@ from tuner.storage.sql import SqlStore
 ANONYMOUS = "anonymous"
 
 
-def _claim_in(
+async def _claim_in(
     runtime: Runtime, experiment_id: int, worker_id: str | None, *, skip_locked: bool = False
 ) -> ClaimResult | None:
     """One transaction; None when ``skip_locked`` and another claim holds the experiment."""
@@ -55,7 +57,7 @@ def _claim_in(
             queries.touch_worker(store.session, worker_id, now)
         return result
 
-    result = runtime.write("claim", run)
+    result = await runtime.write_async("claim", run)
     if result is not None:
         runtime.metrics.count_claim(result)
         if isinstance(result, ExperimentOver):
@@ -76,26 +78,26 @@ def _running_ids(runtime: Runtime) -> list[int]:
     return runtime.read("running_experiments", run)
 
 
-def _claim_any(runtime: Runtime, worker_id: str | None) -> ClaimResult:
-    ids = _running_ids(runtime)
+async def _claim_any(runtime: Runtime, worker_id: str | None) -> ClaimResult:
+    ids = await run_in_threadpool(_running_ids, runtime)
     if ids:
         runtime.round_robin = (runtime.round_robin + 1) % len(ids)
         ids = ids[runtime.round_robin:] + ids[: runtime.round_robin]
     skipped = []
     for experiment_id in ids:
-        result = _claim_in(runtime, experiment_id, worker_id, skip_locked=True)
+        result = await _claim_in(runtime, experiment_id, worker_id, skip_locked=True)
         if result is None:
             skipped.append(experiment_id)
         elif isinstance(result, Assignment):
             return result
     for experiment_id in skipped:
-        result = _claim_in(runtime, experiment_id, worker_id)
+        result = await _claim_in(runtime, experiment_id, worker_id)
         if isinstance(result, Assignment):
             return result
     return NothingNow(Reason("no_work", note="no running experiment has work now"))
 
 
-def claim(
+async def claim(
     runtime: Runtime, experiment_id: int | None, worker_id: str | None, wait_s: float
 ) -> ClaimResult:
     """Claim from one experiment (or any, when ``experiment_id`` is None), waiting up to
@@ -104,12 +106,17 @@ def claim(
     while True:
         seen = runtime.wakeups.seen(experiment_id)
         if experiment_id is None:
-            result = _claim_any(runtime, worker_id)
+            result = await _claim_any(runtime, worker_id)
         else:
-            result = _claim_in(runtime, experiment_id, worker_id) or NothingNow(
+            result = await _claim_in(runtime, experiment_id, worker_id) or NothingNow(
                 Reason("busy", note="another claim holds the experiment")
             )
         remaining = deadline - time.monotonic()
         if not isinstance(result, NothingNow) or remaining <= 0:
             return result
-        runtime.wakeups.wait(experiment_id, seen, min(remaining, runtime.settings.claim_recheck_s))
+        await run_in_threadpool(
+            runtime.wakeups.wait,
+            experiment_id,
+            seen,
+            min(remaining, runtime.settings.claim_recheck_s),
+        )

@@ -10,10 +10,17 @@ whose writes are serial anyway (queueing here beats spinning in SQLite's busy ha
 ``BEGIN IMMEDIATE`` still guards against other processes), ``write_concurrency`` on
 PostgreSQL, where more concurrent writers would only wait on the same experiment's row lock
 while competing for the GIL.
+
+Routes of the job protocol use :meth:`Runtime.write_async`: on PostgreSQL their
+transactions run on the event loop (the synchronous coordinator in a greenlet over an async
+connection, ``async_slots`` of them at once), so the hot path has no worker threads at all.
+Everything else (the reaper, admin routes, the dashboard) runs :meth:`Runtime.write` and
+:meth:`Runtime.read` in worker threads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
@@ -23,8 +30,10 @@ from dataclasses import dataclass, field
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.metrics import Metrics
@@ -87,6 +96,9 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     wakeups: Wakeups = field(default_factory=Wakeups)
     write_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(4))
+    # PostgreSQL: the event loop's own engine and write slots (made by the app's lifespan).
+    async_factory: async_sessionmaker[AsyncSession] | None = None
+    async_slots: asyncio.Semaphore | None = None
     round_robin: int = 0
     _worker_seen: dict[str, float] = field(default_factory=dict)
 
@@ -132,6 +144,30 @@ class Runtime:
             time.sleep(random.uniform(0.001, 0.01 * 2**attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def write_async(self, operation: str, fn: Callable[[SqlStore], T]) -> T:
+        """:meth:`write` for a route on the event loop.
+
+        On PostgreSQL, ``fn`` (plain synchronous code: the coordinator over a
+        :class:`SqlStore`) runs on the event loop itself, in a greenlet that yields at every
+        database round trip (SQLAlchemy's ``AsyncSession.run_sync`` over psycopg's async
+        connection): no worker thread, so no hand-off between threads and no fight for the
+        GIL with the one that holds an experiment's lock. SQLite runs :meth:`write` in a
+        worker thread (its driver has no async I/O).
+        """
+        if self.async_factory is None or self.async_slots is None:
+            return await run_in_threadpool(self.write, operation, fn)
+        for attempt in range(_RETRIES):
+            try:
+                async with self.async_slots:
+                    with self._timed(operation):
+                        async with self.async_factory.begin() as session:
+                            return await session.run_sync(lambda sync: fn(SqlStore(sync)))
+            except DBAPIError as exc:
+                if attempt == _RETRIES - 1 or not is_transient(exc):
+                    raise
+            await asyncio.sleep(random.uniform(0.001, 0.01 * 2**attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def read(self, operation: str, fn: Callable[[Session], T]) -> T:
         """Run ``fn`` in one read-only transaction (SQLite: a WAL snapshot, no write lock);
         once more on a fresh connection if the pooled one turned out dead."""
@@ -145,7 +181,9 @@ class Runtime:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    """Async, like every dependency that does no I/O: FastAPI runs a plain ``def``
+    dependency in a worker thread, a hand-off per request for nothing."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 

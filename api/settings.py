@@ -17,10 +17,10 @@ class Settings(BaseSettings):
     reaped (0 turns the reaper off). ``claim_recheck_s``: how often a long-polling claim looks
     at the database again for work that another replica made available.
     ``write_concurrency``: how many write transactions of this process run at once on
-    PostgreSQL (SQLite: always one). The rest wait their turn in memory. A few are enough
-    to keep the database busy, and more only compete for the experiment's lock and the
-    interpreter's GIL: on 2 CPUs, 4 concurrent writers gave about 1.4x the throughput of
-    unbounded ones (docs/PERFORMANCE.md).
+    PostgreSQL (SQLite: always one), in worker threads and, separately, on the event loop
+    (the job protocol's routes; also the size of that connection pool). The rest wait their
+    turn in memory. A few are enough to keep the database busy, and more only compete for
+    the experiment's lock and the interpreter's GIL (docs/PERFORMANCE.md).
     """
 
     model_config = SettingsConfigDict(env_prefix="TUNER_", extra="ignore")

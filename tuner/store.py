@@ -51,6 +51,20 @@ class Lease:
 
 
 @dataclass(frozen=True, slots=True)
+class RungStop:
+    """The writes a stop at a rung makes besides its decision: the trial's job ``job_id``
+    ends DONE with ``add_resource_used`` (a refund of the steps not trained, <= 0) if it is
+    still live, and the trial's result at ``rung`` is closed (never promotable)."""
+
+    experiment_id: int
+    job_id: int
+    add_resource_used: int
+    bracket: int
+    rung: int
+    trial_number: int
+
+
+@dataclass(frozen=True, slots=True)
 class JobContext:
     """A job with what every leased-job operation needs, read together.
 
@@ -197,8 +211,15 @@ class Store(Protocol):
         lease was renewed, nothing else written). PostgreSQL: one statement."""
 
     # ---- rungs -------------------------------------------------------------------------
-    def add_rung_result(self, experiment_id: int, result: RungResult) -> None:
-        """Insert; ConflictError if (trial, rung) exists."""
+    def add_rung_result(
+        self, experiment_id: int, result: RungResult, *, rank_eta: int | None = None
+    ) -> None:
+        """Insert; ConflictError if (trial, rung) exists.
+
+        ``rank_eta`` is a hint (:attr:`tuner.schedulers.base.Scheduler.rank_eta`): a store
+        may count, with the insert, the results better than a finite ``result`` up to
+        ``max(n // rank_eta, 1)`` and answer the snapshot's ``count_better`` from it
+        (PostgreSQL: no round trip of its own)."""
 
     def get_rung_result(self, trial_id: int, rung: int) -> RungResult | None: ...
 
@@ -227,9 +248,13 @@ class Store(Protocol):
     # ---- decisions ---------------------------------------------------------------------
     def add_decision(self, record: DecisionRecord) -> None: ...
 
-    def settle_trial(self, record: DecisionRecord, now: float, **changes: Any) -> Trial:
+    def settle_trial(
+        self, record: DecisionRecord, now: float, *, stop: RungStop | None = None, **changes: Any
+    ) -> Trial:
         """:meth:`add_decision` and :meth:`update_trial` of the same trial, together (every
-        decision about a trial changes it). PostgreSQL: one statement."""
+        decision about a trial changes it); with ``stop``, first :meth:`end_job` and
+        :meth:`close_rung_result` as it says (:func:`settle_in_steps`). PostgreSQL: one
+        statement."""
 
     # ---- what schedulers and samplers read ----------------------------------------------
     def has_params(self, experiment_id: int, params_key: str) -> bool: ...
@@ -247,6 +272,18 @@ class Store(Protocol):
 
         ``n_active=None``: counted (:meth:`count_active`) when the scheduler first asks. Build
         the snapshot after this operation's rung writes; it may read its counters once."""
+
+
+def settle_in_steps(
+    store: Store, record: DecisionRecord, now: float, stop: RungStop | None, **changes: Any
+) -> Trial:
+    """:meth:`Store.settle_trial` as its parts, for stores without round trips to save."""
+    store.get_trial(record.trial_id)  # NotFound before anything is written
+    if stop is not None:
+        store.end_job(stop.job_id, JobState.DONE, now, add_resource_used=stop.add_resource_used)
+        store.close_rung_result(stop.experiment_id, stop.bracket, stop.rung, stop.trial_number)
+    store.add_decision(record)
+    return store.update_trial(record.trial_id, now, **changes)
 
 
 def start_trial_in_steps(

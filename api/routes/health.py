@@ -7,7 +7,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from api.auth import require
+from api.auth import authorize
 from api.deps import RuntimeDep
 from tuner.wire import ErrorOut, HealthOut
 
@@ -31,5 +31,5 @@ def metrics(request: Request, runtime: RuntimeDep) -> Response:
     if runtime.settings.metrics_require_admin:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         given = HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if token else None
-        require("admin")(request, given)
+        authorize(request.app.state.authenticator, given, "admin")
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

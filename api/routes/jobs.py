@@ -1,4 +1,11 @@
-"""The job protocol: claim, report, heartbeat, complete, fail (and the trial's output)."""
+"""The job protocol: claim, report, heartbeat, complete, fail (and the trial's output).
+
+Every route here is ``async`` and runs its transaction with
+:meth:`api.deps.Runtime.write_async`: on PostgreSQL on the event loop itself, with no worker
+thread (a plain ``def`` route with a response model costs FastAPI two thread hand-offs per
+request, the route and then the validation of its answer, and each hand-off fights for the
+GIL with the thread that holds the experiment's lock).
+"""
 
 from __future__ import annotations
 
@@ -60,20 +67,24 @@ def _claim_answer(result: coordinator.ClaimResult) -> JobOut | Response:
 
 
 @router.post("/experiments/{experiment_id}/claims", response_model=JobOut, responses=_CLAIM)
-def claim(experiment_id: Id, runtime: RuntimeDep, body: ClaimBody = None) -> JobOut | Response:
+async def claim(
+    experiment_id: Id, runtime: RuntimeDep, body: ClaimBody = None
+) -> JobOut | Response:
     """Lease the next job of this experiment, waiting up to ``wait_s`` for one."""
     body = body or ClaimIn()
-    return _claim_answer(claims.claim(runtime, experiment_id, body.worker_id, body.wait_s))
+    return _claim_answer(
+        await claims.claim(runtime, experiment_id, body.worker_id, body.wait_s)
+    )
 
 
 @router.post("/claims", response_model=JobOut, responses=_CLAIM)
-def claim_any(runtime: RuntimeDep, body: ClaimBody = None) -> JobOut | Response:
+async def claim_any(runtime: RuntimeDep, body: ClaimBody = None) -> JobOut | Response:
     """Lease the next job of any running experiment (fair across them); 204 when none."""
     body = body or ClaimIn()
-    return _claim_answer(claims.claim(runtime, None, body.worker_id, body.wait_s))
+    return _claim_answer(await claims.claim(runtime, None, body.worker_id, body.wait_s))
 
 
-def _decide(
+async def _decide(
     runtime: RuntimeDep, operation: str, job_id: int, fn: Callable[[SqlStore, float], Decision]
 ) -> DecisionOut:
     """Run a leased-job operation; count the scheduler's decisions (not heartbeats' answers)
@@ -87,7 +98,7 @@ def _decide(
             return decision, store.known_job(job_id).experiment_id
         return decision, None
 
-    decision, experiment_id = runtime.write(operation, run)
+    decision, experiment_id = await runtime.write_async(operation, run)
     if operation != "heartbeat" or decision.kind is DecisionKind.STOP:
         runtime.metrics.count_decision(decision.kind.value)
     if experiment_id is not None:
@@ -96,7 +107,7 @@ def _decide(
 
 
 @router.post("/jobs/{job_id}/reports", response_model=DecisionOut, responses=_LEASED)
-def report(job_id: Id, body: ReportIn, runtime: RuntimeDep) -> DecisionOut:
+async def report(job_id: Id, body: ReportIn, runtime: RuntimeDep) -> DecisionOut:
     """Store the value at ``step`` (once per trial and step) and answer the decision.
 
     A non-finite value is sent as ``value_kind`` (``nan``, ``inf``, ``-inf``) and stops the
@@ -104,7 +115,7 @@ def report(job_id: Id, body: ReportIn, runtime: RuntimeDep) -> DecisionOut:
     value = body.as_float()
     if value is None:  # pragma: no cover - ReportIn requires a value or a value_kind
         raise InvalidRequest("body.value: a report needs a value")
-    out = _decide(runtime, "report", job_id, lambda store, now: coordinator.report(
+    out = await _decide(runtime, "report", job_id, lambda store, now: coordinator.report(
         store, job_id, body.lease_token, body.step, value, now,
         metrics=body.metrics, checkpoint=body.checkpoint,
     ))
@@ -113,7 +124,7 @@ def report(job_id: Id, body: ReportIn, runtime: RuntimeDep) -> DecisionOut:
 
 
 @router.post("/jobs/{job_id}/heartbeat", response_model=DecisionOut, responses=_LEASED)
-def heartbeat(job_id: Id, body: HeartbeatIn, runtime: RuntimeDep) -> DecisionOut:
+async def heartbeat(job_id: Id, body: HeartbeatIn, runtime: RuntimeDep) -> DecisionOut:
     """Renew the lease; ``stop`` when the trial was stopped by hand or cancelled."""
 
     def beat(store: SqlStore, now: float) -> Decision:
@@ -123,23 +134,23 @@ def heartbeat(job_id: Id, body: HeartbeatIn, runtime: RuntimeDep) -> DecisionOut
             queries.touch_worker(store.session, worker_id, now)
         return decision
 
-    return _decide(runtime, "heartbeat", job_id, beat)
+    return await _decide(runtime, "heartbeat", job_id, beat)
 
 
 @router.post("/jobs/{job_id}/complete", response_model=DecisionOut, responses=_LEASED)
-def complete(job_id: Id, body: CompleteIn, runtime: RuntimeDep) -> DecisionOut:
+async def complete(job_id: Id, body: CompleteIn, runtime: RuntimeDep) -> DecisionOut:
     """The job reached ``to_resource``: ``pause`` (await promotion), ``complete`` or ``stop``."""
-    return _decide(runtime, "complete", job_id, lambda store, now: coordinator.complete(
+    return await _decide(runtime, "complete", job_id, lambda store, now: coordinator.complete(
         store, job_id, body.lease_token, now, value=body.as_float(),
         checkpoint=body.checkpoint, metrics=body.metrics,
     ))
 
 
 @router.post("/jobs/{job_id}/fail", response_model=FailOut, responses=_LEASED)
-def fail(job_id: Id, body: FailIn, runtime: RuntimeDep) -> FailOut:
+async def fail(job_id: Id, body: FailIn, runtime: RuntimeDep) -> FailOut:
     """The worker gave up: the job is queued again (from the last checkpoint) or the trial
     fails once ``max_retries`` is spent."""
-    trial = runtime.write("fail", lambda store: coordinator.fail(
+    trial = await runtime.write_async("fail", lambda store: coordinator.fail(
         store, job_id, body.lease_token, body.error, runtime.now()
     ))
     runtime.wakeups.notify(trial.experiment_id)
@@ -147,10 +158,10 @@ def fail(job_id: Id, body: FailIn, runtime: RuntimeDep) -> FailOut:
 
 
 @router.post("/jobs/{job_id}/release", response_model=FailOut, responses=_LEASED)
-def release(job_id: Id, body: HeartbeatIn, runtime: RuntimeDep) -> FailOut:
+async def release(job_id: Id, body: HeartbeatIn, runtime: RuntimeDep) -> FailOut:
     """A worker shutting down hands its job back: queued again from the last checkpoint,
     without spending one of the trial's retries."""
-    trial = runtime.write("release", lambda store: coordinator.release(
+    trial = await runtime.write_async("release", lambda store: coordinator.release(
         store, job_id, body.lease_token, runtime.now()
     ))
     runtime.wakeups.notify(trial.experiment_id)
@@ -158,7 +169,7 @@ def release(job_id: Id, body: HeartbeatIn, runtime: RuntimeDep) -> FailOut:
 
 
 @router.post("/jobs/{job_id}/output", response_model=OutputOut, responses=_LEASED)
-def output(job_id: Id, body: OutputIn, runtime: RuntimeDep) -> OutputOut:
+async def output(job_id: Id, body: OutputIn, runtime: RuntimeDep) -> OutputOut:
     """Append to the trial's output; the last 16 Ki characters are kept for the dashboard."""
 
     def run(store: SqlStore) -> OutputOut:
@@ -170,5 +181,5 @@ def output(job_id: Id, body: OutputIn, runtime: RuntimeDep) -> OutputOut:
         queries.set_output_tail(store.session, job.trial_id, tail)
         return OutputOut(trial_id=job.trial_id, n_chars=len(tail))
 
-    return runtime.write("output", run)
+    return await runtime.write_async("output", run)
 

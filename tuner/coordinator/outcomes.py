@@ -31,7 +31,7 @@ from tuner.domain import (
 from tuner.errors import ConflictError
 from tuner.schedulers.base import Scheduler
 from tuner.schedulers.registry import build_scheduler
-from tuner.store import Store
+from tuner.store import RungStop, Store
 
 
 def hash_token(token: str) -> str:
@@ -103,7 +103,7 @@ def record_result(
     # Recorded already (a repeated call): the first result stands. A store's ConflictError
     # leaves the transaction usable.
     with contextlib.suppress(ConflictError):
-        store.add_rung_result(ctx.experiment.id, result)
+        store.add_rung_result(ctx.experiment.id, result, rank_eta=ctx.scheduler.rank_eta)
     return RungEntry(loss, trial.number)
 
 
@@ -202,9 +202,13 @@ def apply_rung_decision(
     resource: int,
     now: float,
     step: int | None = None,
+    *,
+    job: Job | None = None,
+    refund: int = 0,
     **changes: Any,
 ) -> Trial:
-    """Write what the scheduler decided about a trial that reached ``rung``."""
+    """Write what the scheduler decided about a trial that reached ``rung``; a stop also
+    ends ``job`` (if given), refunding ``refund`` (<= 0) units, in the same write."""
     as_dict = decision.reason.as_dict()
     logged = DecisionRecord(trial.id, decision.kind, as_dict, step, now)
     match decision.kind:
@@ -213,8 +217,14 @@ def apply_rung_decision(
         case DecisionKind.COMPLETE:
             changes.update(state=TrialState.COMPLETED, resource=resource, ended_at=now)
         case DecisionKind.STOP:
-            store.close_rung_result(ctx.experiment.id, trial.bracket, rung, trial.number)
             changes.update(state=TrialState.STOPPED, resource=resource, ended_at=now)
+            if job is None:
+                store.close_rung_result(ctx.experiment.id, trial.bracket, rung, trial.number)
+            else:
+                stop = RungStop(
+                    ctx.experiment.id, job.id, refund, trial.bracket, rung, trial.number
+                )
+                return store.settle_trial(logged, now, stop=stop, rung=rung, **changes)
     return store.settle_trial(logged, now, rung=rung, **changes)
 
 

@@ -209,9 +209,6 @@ def _judge_passed_rungs(
             continue  # a concurrent retry judged it already
         entry = record_result(store, ctx, trial, k, value, now)
         decision = ctx.scheduler.judge(_snap(store, ctx), trial.bracket, k, entry)
-        if decision.kind is DecisionKind.STOP:
-            not_trained = step - job.to_resource  # a refund
-            store.end_job(job.id, JobState.DONE, now, add_resource_used=not_trained)
         trial = apply_rung_decision(
             store,
             ctx,
@@ -221,6 +218,8 @@ def _judge_passed_rungs(
             levels[k],
             now,
             step,
+            job=job,  # a stop ends it, refunding the steps not trained
+            refund=step - job.to_resource,
             best_loss=improved(trial, loss),
         )
         if decision.kind is DecisionKind.STOP:

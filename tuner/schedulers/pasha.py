@@ -100,6 +100,10 @@ class Pasha:
     def is_stopping(self) -> bool:
         return False
 
+    @property
+    def rank_eta(self) -> int | None:
+        return None
+
     def brackets(self) -> tuple[int, ...]:
         return (0,)
 

@@ -32,7 +32,7 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, NotFound
-from tuner.store import JobContext, Lease, start_trial_in_steps
+from tuner.store import JobContext, Lease, RungStop, settle_in_steps, start_trial_in_steps
 
 _ACTIVE = (TrialState.PENDING, TrialState.RUNNING, TrialState.LOST)
 _LIVE_JOB = (JobState.QUEUED, JobState.LEASED)
@@ -329,7 +329,9 @@ class MemoryStore:
         )
 
     # ---- rungs -------------------------------------------------------------------------
-    def add_rung_result(self, experiment_id: int, result: RungResult) -> None:
+    def add_rung_result(
+        self, experiment_id: int, result: RungResult, *, rank_eta: int | None = None
+    ) -> None:
         data = self._data(experiment_id)
         key = (result.trial_number, result.rung)
         if key in data.results:
@@ -403,10 +405,10 @@ class MemoryStore:
     def add_decision(self, record: DecisionRecord) -> None:
         self._decisions.append(record)
 
-    def settle_trial(self, record: DecisionRecord, now: float, **changes: Any) -> Trial:
-        self.get_trial(record.trial_id)  # NotFound before anything is written
-        self.add_decision(record)
-        return self.update_trial(record.trial_id, now, **changes)
+    def settle_trial(
+        self, record: DecisionRecord, now: float, *, stop: RungStop | None = None, **changes: Any
+    ) -> Trial:
+        return settle_in_steps(self, record, now, stop, **changes)
 
     def decisions(self) -> list[DecisionRecord]:
         return list(self._decisions)

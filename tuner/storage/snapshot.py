@@ -273,6 +273,10 @@ class SqlSnapshot:
         if math.isnan(loss) or loss == -math.inf:  # -inf: nothing is better
             return 0
         if math.isfinite(loss):
+            # Counted by this transaction's rung insert (exact until its next rung write)?
+            known = self._store._ranks.get((self._experiment_id, bracket, rung))
+            if known is not None and known[:2] == (loss, limit):
+                return known[2]
             return self._count(_COUNT_FINITE_BELOW, limit, self._rung(bracket, rung, loss_=loss))
         return self._count(_COUNT_FINITE, limit, self._rung(bracket, rung))
 

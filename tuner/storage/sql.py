@@ -49,6 +49,7 @@ the names other modules import from it.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Result, Table, func, insert, select, update
@@ -69,7 +70,7 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, NotFound
-from tuner.store import JobContext, Lease, start_trial_in_steps
+from tuner.store import JobContext, Lease, RungStop, settle_in_steps, start_trial_in_steps
 
 if TYPE_CHECKING:
     from tuner.schedulers.base import Snapshot
@@ -239,6 +240,8 @@ class SqlStore:
         # Rung sizes this transaction's own rung insert returned (PostgreSQL), exact while
         # it holds the rung's row: the snapshot needs no counter read for them.
         self._rung_sizes: dict[tuple[int, int, int], int] = {}
+        # The stopping test's rank that the same insert counted: rung -> (loss, cap, count).
+        self._ranks: dict[tuple[int, int, int], tuple[float, int, int]] = {}
 
     # ---- helpers -----------------------------------------------------------------------
     @property
@@ -274,6 +277,7 @@ class SqlStore:
     def _counters_changed(self, experiment_id: int) -> None:
         self._prefetched.pop(experiment_id, None)
         self._rung_sizes.clear()
+        self._ranks.clear()
 
     def _seen(self, job: Job) -> Job:
         self._jobs[job.id] = job
@@ -692,7 +696,9 @@ class SqlStore:
         return _trial_of(row[1:])
 
     # ---- rungs -------------------------------------------------------------------------
-    def add_rung_result(self, experiment_id: int, result: RungResult) -> None:
+    def add_rung_result(
+        self, experiment_id: int, result: RungResult, *, rank_eta: int | None = None
+    ) -> None:
         loss, rank_kind = loss_columns(result.loss)
         value, kind = split_value(result.value)
         status = RUNG_PROMOTED if result.promoted else RUNG_CLOSED if result.closed else RUNG_OPEN
@@ -716,15 +722,24 @@ class SqlStore:
         if self.is_postgres:  # insert and count in one statement
             params = {"v_" + name: value for name, value in row.items()}
             params.update(e_id=experiment_id, left_=left, promoted_=promoted)
+            ranked = rank_eta is not None and math.isfinite(result.loss)
+            if ranked:
+                params["eta_"] = rank_eta
+            writes = _postgres_writes()
+            stmt = writes.add_rung_result_ranked if ranked else writes.add_rung_result
             try:
-                added = self._run(_postgres_writes().add_rung_result, params).first()
+                added = self._run(stmt, params).first()
             except IntegrityError as exc:
                 if _is_foreign_key_violation(exc):
                     raise NotFound(missing) from None
                 raise
             if added is None:
                 raise ConflictError(conflict)
-            self._rung_sizes[(experiment_id, result.bracket, result.rung)] = added.n_results
+            rung_key = (experiment_id, result.bracket, result.rung)
+            self._rung_sizes[rung_key] = added.n_results
+            if ranked:
+                cap = max(added.n_results // (rank_eta or 1), 1)
+                self._ranks[rung_key] = (result.loss, cap, added.n_better)
             return
         self._insert_once(RUNG_RESULTS, row, conflict, missing)
         counters = {"n_results": 1, "n_left": left, "n_promoted": promoted}
@@ -825,10 +840,11 @@ class SqlStore:
                 raise NotFound(f"trial {record.trial_id} does not exist") from None
             raise
 
-    def settle_trial(self, record: DecisionRecord, now: float, **changes: Any) -> Trial:
+    def settle_trial(
+        self, record: DecisionRecord, now: float, *, stop: RungStop | None = None, **changes: Any
+    ) -> Trial:
         if not self.is_postgres:
-            self.add_decision(record)
-            return self.update_trial(record.trial_id, now, **changes)
+            return settle_in_steps(self, record, now, stop, **changes)
         values = _trial_values(now, changes)
         params = {
             **_bound(values),
@@ -838,15 +854,26 @@ class SqlStore:
             "d_step": record.step,
             "d_at": record.created_at,
         }
+        if stop is not None:
+            self._counters_changed(stop.experiment_id)
+            params.update(
+                s_job=stop.job_id, amount_=stop.add_resource_used, e_id=stop.experiment_id,
+                number_=stop.trial_number, rung_=stop.rung, bracket_=stop.bracket,
+                v_status=RUNG_CLOSED, promoted_=0,
+            )
         try:
-            row = self._run(_settle_trial(tuple(sorted(values))), params).first()
+            row = self._run(_settle_trial(tuple(sorted(values)), stop is not None), params).first()
         except IntegrityError as exc:
             if _is_foreign_key_violation(exc):
                 raise NotFound(f"trial {record.trial_id} does not exist") from None
             raise
         if row is None:  # pragma: no cover - the decision's foreign key fails first
             raise NotFound(f"trial {record.trial_id} does not exist")
-        return _trial_of(row)
+        if stop is not None and row.closed is None:  # not open: NotFound, ConflictError or
+            self._leave(  # closed already (a no-op, like close_rung_result)
+                stop.experiment_id, stop.bracket, stop.rung, stop.trial_number, promoted=False
+            )
+        return _trial_of(row if stop is None else row[:-1])
 
     # ---- what schedulers and samplers read ----------------------------------------------
     def has_params(self, experiment_id: int, params_key: str) -> bool:

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tuner.domain import JobState, TrialState
-from tuner.storage.models import RUNG_OPEN
+from tuner.storage.models import LOSS_FINITE, RUNG_OPEN
 from tuner.storage.rows import (
     _E,
     _J,
@@ -116,10 +116,16 @@ def _update_trial(columns: tuple[str, ...]) -> Update:
     )
 
 
-@functools.lru_cache(maxsize=64)
-def _settle_trial(columns: tuple[str, ...]) -> Update:
+@functools.lru_cache(maxsize=128)
+def _settle_trial(columns: tuple[str, ...], stop: bool) -> Update:
     """PostgreSQL: log a decision about a trial and update the trial, in one statement
-    (``WITH logged AS (INSERT INTO decisions ...) UPDATE trials ... RETURNING``)."""
+    (``WITH logged AS (INSERT INTO decisions ...) UPDATE trials ... RETURNING``).
+
+    With ``stop``, the same statement also ends the job ``s_job`` (DONE, adding ``amount_``
+    to the experiment's resource_used) and closes the trial's result at ``rung_`` (the
+    compare-and-set of :data:`_LEAVE_RUNG` with its counter); the last column returned is
+    the closed result's trial id, NULL when it was not open.
+    """
     logged = (
         insert(DECISIONS)
         .values(
@@ -131,7 +137,26 @@ def _settle_trial(columns: tuple[str, ...]) -> Update:
         )
         .cte("logged")
     )
-    return _update_trial(columns).add_cte(logged)
+    settled = _update_trial(columns).add_cte(logged)
+    if not stop:
+        return settled
+    ended = (
+        update(JOBS)
+        .where(_J.id == bindparam("s_job", type_=Integer), _J.state.in_(_LIVE_JOB_STATES))
+        .values(state=JobState.DONE, ended_at=bindparam("d_at", type_=Float))
+        .returning(_J.experiment_id)
+        .cte("ended")
+    )
+    refunded = (
+        update(EXPERIMENTS)
+        .where(_E.id == ended.c.experiment_id)
+        .values(resource_used=_E.resource_used + bindparam("amount_", type_=Integer))
+        .cte("refunded")
+    )
+    left = _LEAVE_RUNG.cte("left_rung")
+    counted = _COUNT_LEFT.where(exists(select(literal(1)).select_from(left))).cte("counted")
+    closed = select(left.c.trial_id).scalar_subquery().label("closed")
+    return settled.add_cte(refunded, counted).returning(closed)
 
 
 @functools.lru_cache(maxsize=64)
@@ -431,6 +456,26 @@ class _PostgresWrites:
         self.add_rung_result = select(added.c.id, in_rung_cte.c.n_results).select_from(
             added.join(in_rung_cte, true())
         )
+        # The same, plus the stopping test's rank: how many finite results of the rung are
+        # better than this finite one, counted up to max(n // eta_, 1) index entries (the
+        # statement's snapshot does not hold the new row; it is not better than itself).
+        cap = select(func.greatest(in_rung_cte.c.n_results // bindparam("eta_", Integer), 1))
+        better = (
+            select(_RR.id)
+            .where(
+                _RR.experiment_id == e_id,
+                _RR.bracket == bracket,
+                _RR.rung == bindparam("v_rung", type_=Integer),
+                _RR.loss_rank_kind == LOSS_FINITE,
+                _RR.loss < bindparam("v_loss", type_=Float),
+            )
+            .limit(cap.scalar_subquery())
+            .subquery("better")
+        )
+        n_better = select(func.count()).select_from(better).scalar_subquery()
+        self.add_rung_result_ranked = select(
+            added.c.id, in_rung_cte.c.n_results, n_better.label("n_better")
+        ).select_from(added.join(in_rung_cte, true()))
 
         # end_job with a change of the experiment's resource_used -> 1 if the job ended.
         ended = _END_JOB.returning(_J.experiment_id).cte("ended")
