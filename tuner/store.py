@@ -279,9 +279,9 @@ def settle_in_steps(
 ) -> Trial:
     """:meth:`Store.settle_trial` as its parts, for stores without round trips to save."""
     store.get_trial(record.trial_id)  # NotFound before anything is written
-    if stop is not None:
-        store.end_job(stop.job_id, JobState.DONE, now, add_resource_used=stop.add_resource_used)
+    if stop is not None:  # the close first: it is what may refuse (a promoted result)
         store.close_rung_result(stop.experiment_id, stop.bracket, stop.rung, stop.trial_number)
+        store.end_job(stop.job_id, JobState.DONE, now, add_resource_used=stop.add_resource_used)
     store.add_decision(record)
     return store.update_trial(record.trial_id, now, **changes)
 

@@ -25,7 +25,7 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, NotFound
-from tuner.store import Lease
+from tuner.store import Lease, RungStop
 
 ASHA = {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 27}
 
@@ -699,3 +699,67 @@ def test_store_rung_size_follows_its_own_inserts(store_factory: StoreFactory) ->
         snap = store.snapshot(experiment, can_start=True)
         assert (snap.rung_size(0, 0), snap.rung_size(0, 1)) == (3, 0)
         assert snap.count_better(0, 0, 0.45, limit=5) == 2
+
+
+def test_store_settle_trial_with_a_stop_ends_the_job_and_closes_the_result(
+    store_factory: StoreFactory,
+) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        store.add_resource_used(experiment_id, 9)
+        trial, job = leased_trial(store, experiment_id)
+        store.add_rung_result(experiment_id, result(trial, 0, 0.5))
+    with store_factory() as store:
+        record = DecisionRecord(trial.id, DecisionKind.STOP, {"rule": "asha.stopping"}, 1, 5.0)
+        stop = RungStop(experiment_id, job.id, -8, trial.bracket, 0, trial.number)
+        settled = store.settle_trial(
+            record, 5.0, stop=stop, state=TrialState.STOPPED, rung=0, resource=1, ended_at=5.0
+        )
+        assert (settled.state, settled.rung, settled.ended_at) == (TrialState.STOPPED, 0, 5.0)
+    with store_factory() as store:
+        assert store.get_trial(trial.id) == settled
+        assert store.get_job(job.id).state is JobState.DONE
+        assert store.get_experiment(experiment_id).resource_used == 1  # 9 - 8 refunded
+        assert store.get_rung_result(trial.id, 0).closed
+        assert decisions_of(store, trial.id) == [(DecisionKind.STOP, {"rule": "asha.stopping"}, 1)]
+        # The job ended already (no second refund) and the result is closed already (no-op).
+        again = DecisionRecord(trial.id, DecisionKind.STOP, {"rule": "again"}, 2, 6.0)
+        store.settle_trial(again, 6.0, stop=stop, rung=0)
+        assert store.get_experiment(experiment_id).resource_used == 1
+    with store_factory() as store:  # a promoted result cannot be closed: nothing is kept
+        other, other_job = leased_trial(store, experiment_id)
+        store.add_rung_result(experiment_id, result(other, 0, 0.1, promoted=True))
+    record = DecisionRecord(other.id, DecisionKind.STOP, {}, 1, 7.0)
+    stop = RungStop(experiment_id, other_job.id, 0, other.bracket, 0, other.number)
+    with pytest.raises(ConflictError), store_factory() as store:  # rolled back, then caught
+        store.settle_trial(record, 7.0, stop=stop, state=TrialState.STOPPED)
+    with store_factory() as store:
+        assert store.get_trial(other.id).state is TrialState.RUNNING
+        assert store.get_job(other_job.id).state is JobState.LEASED
+        assert decisions_of(store, other.id) == []
+
+
+@pytest.mark.parametrize("eta", [None, 2, 3])
+def test_store_ranked_insert_counts_like_the_snapshot(
+    store_factory: StoreFactory, eta: int | None
+) -> None:
+    """The stopping test's rank, counted by the rung insert (a hint), equals the snapshot's
+    own count: hand-computed for losses 0.1..0.9 and a new 0.35 (3 better, capped)."""
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        trials = [store.create_trial(experiment_id, 0, {}, f"k{i}", 1.0) for i in range(11)]
+        for i, trial in enumerate(trials[:9]):
+            store.add_rung_result(experiment_id, result(trial, 0, (i + 1) / 10))
+        store.add_rung_result(experiment_id, result(trials[9], 0, math.inf))
+        experiment = store.get_experiment(experiment_id)
+        store.add_rung_result(experiment_id, result(trials[10], 0, 0.35), rank_eta=eta)
+        snap = store.snapshot(experiment, can_start=True)
+        assert snap.rung_size(0, 0) == 11
+        cap = max(11 // (eta or 3), 1)  # 5 for eta 2, 3 for eta 3
+        assert snap.count_better(0, 0, 0.35, limit=cap) == 3
+        assert snap.count_better(0, 0, 0.35, limit=2) == 2  # another cap: counted again
+        assert snap.count_better(0, 0, 0.05, limit=cap) == 0
+    with store_factory() as store:  # a fresh transaction: nothing cached, same answers
+        snap = store.snapshot(store.get_experiment(experiment_id), can_start=True)
+        assert snap.count_better(0, 0, 0.35, limit=cap) == 3
+        assert snap.count_better(0, 0, math.inf, limit=20) == 10
