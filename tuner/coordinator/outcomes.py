@@ -46,17 +46,16 @@ class Context:
     experiment: Experiment
     config: ExperimentConfig
     scheduler: Scheduler
-    locked: bool = False  # read under the experiment's lock (held until the transaction ends)
 
     @classmethod
     def load(cls, store: Store, experiment_id: int, *, lock: bool) -> Context:
-        return cls.of(store.get_experiment(experiment_id, lock=lock), locked=lock)
+        return cls.of(store.get_experiment(experiment_id, lock=lock))
 
     @classmethod
-    def of(cls, experiment: Experiment, *, locked: bool = False) -> Context:
+    def of(cls, experiment: Experiment) -> Context:
         """The context of an experiment already read (no lock is taken here)."""
         config: ExperimentConfig = experiment.config
-        return cls(experiment, config, build_scheduler(config), locked)
+        return cls(experiment, config, build_scheduler(config))
 
     def target_rung(self, trial: Trial, job: Job | None) -> int:
         """The rung a trial is working toward: where a failure or a stop is recorded."""

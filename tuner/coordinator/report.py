@@ -133,10 +133,6 @@ def report(
     if checkpoint is not None:
         changes.update(checkpoint=checkpoint, checkpoint_step=step)
     ctx = Context.of(found.experiment)
-    if _passed_rungs(ctx, trial, step) and math.isfinite(value):
-        # A rung judgement follows: take the experiment's lock first, so that the trial the
-        # writes answer is the trial as it is under the lock (no second read).
-        ctx = Context.load(store, job.experiment_id, lock=True)
     expires = now + ctx.config.lease_ttl_s
     try:
         recorded = store.record_step(
@@ -191,16 +187,19 @@ def _judge_passed_rungs(
 ) -> Decision:
     """Stopping form: judge the trial at every rung below the top that ``step`` reached.
 
-    Rung writes are serialised by the experiment's lock: :func:`report` took it before its
-    writes when it expected a judgement (then ``trial`` is as it is under the lock);
-    otherwise it is taken here and the trial read again.
+    Rung writes are serialised by the experiment's lock, taken here, after the report's own
+    writes: those hold ``trial``'s row until the transaction ends, so ``trial`` (as the
+    writes returned it) is still the trial under the lock and is not read again. Taking the
+    lock last keeps one round trip less inside it (every other claim and judgement of the
+    experiment waits for it). The price is a second lock order: a transaction that takes the
+    experiment's lock first and then writes this very trial or job (a hand stop, a cancel,
+    the reaper at the lease's last instant) can deadlock with it; PostgreSQL then aborts one
+    of the two and the service runs it again (:func:`api.deps.is_transient`).
     """
     passed = _passed_rungs(ctx, trial, step)
     if not passed:
         return CONTINUE
-    if not ctx.locked:
-        ctx = Context.load(store, job.experiment_id, lock=True)
-        trial = store.get_trial(trial.id)
+    ctx = Context.load(store, job.experiment_id, lock=True)
     levels = ctx.scheduler.levels
     loss = to_loss(value, ctx.config.sign)
     decision = CONTINUE
