@@ -46,6 +46,12 @@ class ConflictError(TunerError):
     code = "conflict"
 
 
+class ParamsSeen(ConflictError):
+    """A new trial's configuration was proposed before in its experiment."""
+
+    code = "params_seen"
+
+
 class InvalidTransition(ConflictError):
     code = "invalid_transition"
 

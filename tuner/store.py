@@ -38,6 +38,7 @@ from tuner.domain import (
     Trial,
     TrialState,
 )
+from tuner.errors import ParamsSeen
 from tuner.schedulers.base import Snapshot
 
 
@@ -129,7 +130,10 @@ class Store(Protocol):
     ) -> tuple[Trial, Job]:
         """A claim's new trial: :meth:`create_trial` (RUNNING, ``resource`` counted), the
         CONTINUE decision that started it (``reason``) and its job from 0 to ``resource`` at
-        ``rung``, leased (:meth:`create_job`). PostgreSQL: one statement."""
+        ``rung``, leased (:meth:`create_job`). PostgreSQL: one statement.
+
+        Raises:
+            ParamsSeen: the experiment has a trial with ``params_key`` (nothing written)."""
 
     def get_trial(self, trial_id: int) -> Trial: ...
 
@@ -298,8 +302,10 @@ def start_trial_in_steps(
     lease: Lease,
     reason: dict[str, Any],
 ) -> tuple[Trial, Job]:
-    """:meth:`Store.start_trial` as its three parts, for stores without round trips to save
+    """:meth:`Store.start_trial` as its parts, for stores without round trips to save
     (memory, SQLite)."""
+    if store.has_params(experiment_id, params_key):
+        raise ParamsSeen(f"experiment {experiment_id} has tried these params already")
     trial = store.create_trial(
         experiment_id,
         bracket,

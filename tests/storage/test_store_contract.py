@@ -24,7 +24,7 @@ from tuner.domain import (
     RungResult,
     TrialState,
 )
-from tuner.errors import ConflictError, NotFound
+from tuner.errors import ConflictError, NotFound, ParamsSeen
 from tuner.store import Lease, RungStop
 
 ASHA = {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 27}
@@ -763,3 +763,20 @@ def test_store_ranked_insert_counts_like_the_snapshot(
         snap = store.snapshot(store.get_experiment(experiment_id), can_start=True)
         assert snap.count_better(0, 0, 0.35, limit=cap) == 3
         assert snap.count_better(0, 0, math.inf, limit=20) == 10
+
+
+def test_store_start_trial_refuses_seen_params(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        store.create_trial(experiment_id, 0, {"lr": 0.1}, "seen", 1.0)
+    lease = Lease("w", "hash", 60.0)
+    with pytest.raises(ParamsSeen), store_factory() as store:
+        store.start_trial(
+            experiment_id, 0, {"lr": 0.1}, "seen", 2.0,
+            rung=0, resource=1, lease=lease, reason={"rule": "asha.start"},
+        )
+    with store_factory() as store:  # nothing was written: no number, no job, no resource
+        experiment = store.get_experiment(experiment_id)
+        assert (experiment.n_trials, experiment.resource_used) == (1, 0)
+        assert store.next_queued_job(experiment_id) is None
+        assert store.count_active(experiment_id) == 1  # the first trial only

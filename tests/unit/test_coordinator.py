@@ -7,7 +7,14 @@ import pytest
 import tuner.coordinator as co
 from tests.factories import Driver, make_document
 from tuner.domain import DecisionKind, ExperimentState, JobState, TrialState
-from tuner.errors import ConfigError, DuplicateReport, InvalidTransition, LeaseExpired, OutOfRange
+from tuner.errors import (
+    ConfigError,
+    DuplicateReport,
+    InvalidTransition,
+    LeaseExpired,
+    OutOfRange,
+    ParamsSeen,
+)
 from tuner.storage.memory import MemoryStore
 
 
@@ -165,3 +172,33 @@ def test_complete_refuses_a_value_that_contradicts_the_stored_report(driver):
     with pytest.raises(DuplicateReport, match="already reported 0.5 at step 1"):
         co.complete(driver.store, a.job.id, a.lease_token, driver.tick(), 0.9)
     assert co.complete(driver.store, a.job.id, a.lease_token, driver.tick(), 0.5).kind == "pause"
+
+
+def test_a_claim_samples_again_when_its_trusting_first_draw_was_seen():
+    """The first draw of a claim is not checked against the store; the store refuses a seen
+    configuration (ParamsSeen, nothing written) and the claim samples again, asking. A
+    three-point space is covered exactly once, then the experiment has nothing to start."""
+
+    class Counting(MemoryStore):
+        refused = 0
+
+        def start_trial(self, *args, **kwargs):
+            try:
+                return super().start_trial(*args, **kwargs)
+            except ParamsSeen:
+                Counting.refused += 1
+                raise
+
+    store = Counting()
+    space = {"c": {"type": "categorical", "choices": ["a", "b", "c"]}}
+    doc = make_document({"type": "asha", "max_resource": 9}, space=space, seed=3)
+    experiment = co.create_experiment(store, doc, 0.0)
+    seen = []
+    for i in range(3):
+        claimed = co.claim(store, experiment.id, "w", float(i))
+        assert isinstance(claimed, co.Assignment)
+        seen.append(claimed.trial.params["c"])
+    assert sorted(seen) == ["a", "b", "c"]
+    assert Counting.refused >= 1  # with seed 3, a trusting draw repeated an earlier point
+    assert not isinstance(co.claim(store, experiment.id, "w", 9.0), co.Assignment)
+    assert store.get_experiment(experiment.id).n_trials == 3

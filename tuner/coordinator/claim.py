@@ -15,7 +15,7 @@ from typing import Any
 
 from tuner.coordinator.outcomes import Context, finish_experiment, hash_token, record
 from tuner.domain import DecisionKind, ExperimentState, Job, Reason, Trial, TrialState
-from tuner.errors import SpaceExhausted
+from tuner.errors import ParamsSeen, SpaceExhausted
 from tuner.rng import derive_rng
 from tuner.samplers import build_sampler
 from tuner.schedulers.base import Finished, Promote, StartTrial, Wait
@@ -48,14 +48,21 @@ ClaimResult = Assignment | NothingNow | ExperimentOver
 
 
 class _History:
-    """The sampler's view of the experiment (:class:`tuner.samplers.SamplerHistory`)."""
+    """The sampler's view of the experiment (:class:`tuner.samplers.SamplerHistory`).
 
-    def __init__(self, store: Store, ctx: Context) -> None:
-        self._store, self._ctx = store, ctx
+    ``trusting``: answer "not seen" without asking the store. The claim's first sample
+    trusts, because :meth:`tuner.store.Store.start_trial` refuses seen params anyway
+    (:class:`ParamsSeen`) and asking costs a round trip under the experiment's lock, for
+    what in a space with a continuous parameter is practically never true; after a refusal
+    the claim samples again, asking.
+    """
+
+    def __init__(self, store: Store, ctx: Context, *, trusting: bool) -> None:
+        self._store, self._ctx, self._trusting = store, ctx, trusting
         self.n_trials = ctx.experiment.n_trials
 
     def has_params(self, key: str) -> bool:
-        return self._store.has_params(self._ctx.experiment.id, key)
+        return not self._trusting and self._store.has_params(self._ctx.experiment.id, key)
 
     def results(self, min_count: int) -> tuple[int, list[tuple[dict[str, Any], float]]] | None:
         found = self._store.results_at_highest_level(self._ctx.experiment.id, min_count)
@@ -131,6 +138,7 @@ def claim(store: Store, experiment_id: int, worker_id: str, now: float) -> Claim
         return ExperimentOver(ExperimentState.COMPLETED)
     max_trials = ctx.config.budget.max_trials
     can_start = max_trials is None or experiment.n_trials < max_trials
+    trusting = True  # see _History
     while True:
         snap = store.snapshot(experiment, can_start=can_start, n_active=n_active)
         action = ctx.scheduler.next_action(snap)
@@ -161,22 +169,26 @@ def claim(store: Store, experiment_id: int, worker_id: str, now: float) -> Claim
                 return Assignment(job, trial, token)
             case StartTrial():
                 try:
-                    params = _sample(store, ctx)
+                    params = _sample(store, ctx, trusting=trusting)
                 except SpaceExhausted:
                     can_start = False  # the space has no unseen point: a spent budget
                     continue
                 lease, token = _new_lease(ctx, worker_id, now)
-                trial, job = store.start_trial(
-                    experiment.id,
-                    action.bracket,
-                    params,
-                    params_key(params),
-                    now,
-                    rung=action.rung,
-                    resource=action.resource,
-                    lease=lease,
-                    reason=action.reason.as_dict(),
-                )
+                try:
+                    trial, job = store.start_trial(
+                        experiment.id,
+                        action.bracket,
+                        params,
+                        params_key(params),
+                        now,
+                        rung=action.rung,
+                        resource=action.resource,
+                        lease=lease,
+                        reason=action.reason.as_dict(),
+                    )
+                except ParamsSeen:
+                    trusting = False  # nothing was written: sample again, asking
+                    continue
                 return Assignment(job, trial, token)
             case Wait():
                 return NothingNow(action.reason)
@@ -185,7 +197,7 @@ def claim(store: Store, experiment_id: int, worker_id: str, now: float) -> Claim
                 return ExperimentOver(ExperimentState.COMPLETED)
 
 
-def _sample(store: Store, ctx: Context) -> dict[str, Any]:
+def _sample(store: Store, ctx: Context, *, trusting: bool) -> dict[str, Any]:
     sampler = build_sampler(ctx.config.sampler, ctx.config.seed)
     rng = derive_rng(ctx.config.seed, "sample", ctx.experiment.n_trials)
-    return sampler.sample(ctx.config.space, _History(store, ctx), rng)
+    return sampler.sample(ctx.config.space, _History(store, ctx, trusting=trusting), rng)

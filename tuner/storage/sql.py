@@ -69,7 +69,7 @@ from tuner.domain import (
     Trial,
     TrialState,
 )
-from tuner.errors import ConflictError, NotFound
+from tuner.errors import ConflictError, NotFound, ParamsSeen
 from tuner.store import JobContext, Lease, RungStop, settle_in_steps, start_trial_in_steps
 
 if TYPE_CHECKING:
@@ -372,6 +372,7 @@ class SqlStore:
                 "v_params_key": params_key,
                 "v_state": state,
                 "v_now": now,
+                "unseen_": False,
             },
         ).first()
         if row is None:
@@ -454,9 +455,12 @@ class SqlStore:
             "j_worker": lease.worker_id,
             "j_until": lease.expires_at,
             "j_hash": lease.token_hash,
+            "unseen_": True,
         }
         row = self._run(_postgres_writes().start_trial, bound).first()
-        if row is None:
+        if row is None:  # why not: read it (rare)
+            if self.has_params(experiment_id, params_key):
+                raise ParamsSeen(f"experiment {experiment_id} has tried these params already")
             raise NotFound(f"experiment {experiment_id} does not exist")
         if row.id is None:
             raise ConflictError(f"experiment {experiment_id} already has trial {row.number}")

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    Boolean,
     ColumnElement,
     Float,
     Integer,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     insert,
     literal,
     null,
+    or_,
     select,
     true,
     update,
@@ -333,10 +335,15 @@ class _PostgresWrites:
     def __init__(self) -> None:
         e_id, bracket = _EXPERIMENT_ID, bindparam("v_bracket", type_=Integer)
         # create_trial: number it, insert it, count it in its bracket -> (number, id or NULL
-        # on a conflict); no row: no such experiment.
+        # on a conflict); no row: no such experiment, or (with ``unseen_``) an experiment
+        # that has a trial with these params already.
+        seen = exists().where(
+            _T.experiment_id == e_id,
+            _T.params_key == bindparam("v_params_key", type_=_T.params_key.type),
+        )
         numbered = (
             update(EXPERIMENTS)
-            .where(_E.id == e_id)
+            .where(_E.id == e_id, or_(~bindparam("unseen_", type_=Boolean), ~seen))
             .values(
                 n_trials=_E.n_trials + 1,
                 resource_used=_E.resource_used + bindparam("amount_", type_=Integer),
