@@ -30,7 +30,6 @@ from sqlalchemy import insert, update
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from api import claims  # noqa: E402
 from api.deps import Runtime  # noqa: E402
 from api.main import create_app  # noqa: E402
 from api.settings import Settings  # noqa: E402
@@ -101,7 +100,8 @@ def measure(runtime: Runtime, eid: int, cycles: int) -> dict[str, list[float]]:
         return out
 
     for _ in range(cycles):
-        found = timed("claim", lambda: claims.claim(runtime, eid, "bench", 0))
+        found = timed("claim", lambda: runtime.write(
+            "claim", lambda st: coordinator.claim(st, eid, "bench", runtime.now())))
         if not isinstance(found, Assignment):
             raise RuntimeError(f"no job: {found}")
         job_id, token = found.job.id, found.lease_token
