@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Table, Text, cast
+from sqlalchemy.exc import IntegrityError
 
 from tuner.domain import (
     Experiment,
@@ -244,3 +245,54 @@ def _rung_result(row: Any) -> RungResult:
         closed=row.status == RUNG_CLOSED,
         created_at=row.created_at,
     )
+
+
+#: Fields of :class:`tuner.domain.Trial` that ``SqlStore.update_trial`` may set.
+_TRIAL_FIELDS = frozenset(
+    {
+        "state",
+        "rung",
+        "resource",
+        "checkpoint",
+        "checkpoint_step",
+        "best_loss",
+        "last_value",
+        "retries",
+        "stop_requested",
+        "ended_at",
+        "bracket",
+        "params",
+        "created_at",
+    }
+)
+
+
+def _trial_values(now: float, changes: dict[str, Any]) -> dict[str, Any]:
+    """The columns ``SqlStore.update_trial`` sets for ``changes`` (with ``updated_at``)."""
+    unknown = set(changes) - _TRIAL_FIELDS
+    if unknown:
+        raise TypeError(f"update_trial: unknown trial fields {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name == "best_loss":
+            values["best_loss"], values["best_loss_kind"] = split_value(value)
+        elif name == "last_value":
+            values["last_value"], values["last_value_kind"] = split_value(value)
+        elif name == "state":
+            values["state"] = TrialState(value)
+        else:
+            values[name] = value
+    values["updated_at"] = now
+    return values
+
+
+def _bound(values: dict[str, Any]) -> dict[str, Any]:
+    return {"v_" + name: value for name, value in values.items()}
+
+
+def _is_foreign_key_violation(exc: IntegrityError) -> bool:
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is not None:
+        return bool(sqlstate == "23503")
+    return "FOREIGN KEY constraint failed" in str(orig)

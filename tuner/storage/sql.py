@@ -36,20 +36,22 @@ which reads them in the same statement as the queue. Ranks are index-range count
 ``status`` in front); no query loads a rung or the experiment's trials, except
 :meth:`SqlSnapshot.rung_entries` (small rungs only).
 
-On PostgreSQL the writes that take two or three statements on SQLite (a new trial with its
-bracket counter, a rung result with its rung counter, a promotion) are one statement each,
+On PostgreSQL the writes that take two or more statements on SQLite (a new trial with its
+bracket counter, its decision and its leased job; a report with its lease renewal and trial
+update; a rung result with its rung counter and the stopping test's rank; a promotion; a
+decision with its trial update, and a stop's job end and rung close) are one statement each,
 with data-modifying CTEs.
 
 The parts live in one module each: :mod:`tuner.storage.rows` (tables, column lists, and
 conversions between rows and domain values), :mod:`tuner.storage.statements` (the prebuilt
-Core statements, per dialect where they differ) and :mod:`tuner.storage.snapshot`
-(:class:`SqlSnapshot` and its queries). This module keeps :class:`SqlStore` and re-exports
-the names other modules import from it.
+Core statements, per dialect where they differ), :mod:`tuner.storage.compound` (running
+PostgreSQL's merged writes) and :mod:`tuner.storage.snapshot` (:class:`SqlSnapshot` and its
+queries). This module keeps :class:`SqlStore` and re-exports the names other modules import
+from it.
 """
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Result, Table, func, insert, select, update
@@ -58,7 +60,6 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
 
 from tuner.domain import (
-    DecisionKind,
     DecisionRecord,
     Experiment,
     ExperimentState,
@@ -69,13 +70,14 @@ from tuner.domain import (
     Trial,
     TrialState,
 )
-from tuner.errors import ConflictError, NotFound, ParamsSeen
+from tuner.errors import ConflictError, NotFound
 from tuner.store import JobContext, Lease, RungStop, settle_in_steps, start_trial_in_steps
 
 if TYPE_CHECKING:
     from tuner.schedulers.base import Snapshot
     from tuner.store import Store
 
+from tuner.storage import compound
 from tuner.storage.models import RUNG_CLOSED, RUNG_OPEN, RUNG_PROMOTED
 from tuner.storage.rows import (
     _E,
@@ -95,11 +97,14 @@ from tuner.storage.rows import (
     RUNGS,
     TRIAL_COLUMNS,
     TRIALS,
+    _bound,
     _experiment_of,
+    _is_foreign_key_violation,
     _job_of,
     _report_value,
     _rung_result,
     _trial_of,
+    _trial_values,
     config_from_json,
     config_to_json,
     join_value,
@@ -144,8 +149,6 @@ from tuner.storage.statements import (
     _UNFINISHED,
     _WHY_NOT_LEFT,
     _postgres_writes,
-    _record_step,
-    _settle_trial,
     _statements_for,
     _update_trial,
 )
@@ -174,57 +177,6 @@ __all__ = [
     "split_value",
     "stored_loss",
 ]
-
-#: Fields of :class:`tuner.domain.Trial` that :meth:`SqlStore.update_trial` may set.
-_TRIAL_FIELDS = frozenset(
-    {
-        "state",
-        "rung",
-        "resource",
-        "checkpoint",
-        "checkpoint_step",
-        "best_loss",
-        "last_value",
-        "retries",
-        "stop_requested",
-        "ended_at",
-        "bracket",
-        "params",
-        "created_at",
-    }
-)
-
-
-def _trial_values(now: float, changes: dict[str, Any]) -> dict[str, Any]:
-    """The columns :meth:`SqlStore.update_trial` sets for ``changes`` (with ``updated_at``)."""
-    unknown = set(changes) - _TRIAL_FIELDS
-    if unknown:
-        raise TypeError(f"update_trial: unknown trial fields {sorted(unknown)}")
-    values: dict[str, Any] = {}
-    for name, value in changes.items():
-        if name == "best_loss":
-            values["best_loss"], values["best_loss_kind"] = split_value(value)
-        elif name == "last_value":
-            values["last_value"], values["last_value_kind"] = split_value(value)
-        elif name == "state":
-            values["state"] = TrialState(value)
-        else:
-            values[name] = value
-    values["updated_at"] = now
-    return values
-
-
-def _bound(values: dict[str, Any]) -> dict[str, Any]:
-    return {"v_" + name: value for name, value in values.items()}
-
-
-def _is_foreign_key_violation(exc: IntegrityError) -> bool:
-    orig = exc.orig
-    sqlstate = getattr(orig, "sqlstate", None)
-    if sqlstate is not None:
-        return bool(sqlstate == "23503")
-    return "FOREIGN KEY constraint failed" in str(orig)
-
 
 class SqlStore:
     """A :class:`tuner.store.Store` over one SQLAlchemy session (see the module docstring)."""
@@ -343,43 +295,14 @@ class SqlStore:
     ) -> Trial:
         self._counters_changed(experiment_id)
         if self.is_postgres:
-            number, new_id = self._create_trial_merged(
-                experiment_id, bracket, params, params_key, now, state, add_resource_used
+            number, new_id = compound.create_trial(
+                self, experiment_id, bracket, params, params_key, now, state, add_resource_used
             )
         else:
             number, new_id = self._create_trial_steps(
                 experiment_id, bracket, params, params_key, now, state, add_resource_used
             )
         return Trial.new(new_id, experiment_id, number, bracket, params, state, now)
-
-    def _create_trial_merged(
-        self,
-        experiment_id: int,
-        bracket: int,
-        params: dict[str, Any],
-        params_key: str,
-        now: float,
-        state: TrialState,
-        add_resource_used: int,
-    ) -> tuple[int, int]:
-        row = self._run(
-            _postgres_writes().create_trial,
-            {
-                "e_id": experiment_id,
-                "amount_": add_resource_used,
-                "v_bracket": bracket,
-                "v_params": params,
-                "v_params_key": params_key,
-                "v_state": state,
-                "v_now": now,
-                "unseen_": False,
-            },
-        ).first()
-        if row is None:
-            raise NotFound(f"experiment {experiment_id} does not exist")
-        if row.id is None:
-            raise ConflictError(f"experiment {experiment_id} already has trial {row.number}")
-        return int(row.number), int(row.id)
 
     def _create_trial_steps(
         self,
@@ -439,51 +362,9 @@ class SqlStore:
             return start_trial_in_steps(
                 self, experiment_id, bracket, params, params_key, now, rung, resource, lease, reason
             )
-        self._counters_changed(experiment_id)
-        bound = {
-            "e_id": experiment_id,
-            "amount_": resource,
-            "v_bracket": bracket,
-            "v_params": params,
-            "v_params_key": params_key,
-            "v_state": TrialState.RUNNING,
-            "v_now": now,
-            "d_kind": DecisionKind.CONTINUE,
-            "d_reason": dict(reason),
-            "j_rung": rung,
-            "j_resource": resource,
-            "j_worker": lease.worker_id,
-            "j_until": lease.expires_at,
-            "j_hash": lease.token_hash,
-            "unseen_": True,
-        }
-        row = self._run(_postgres_writes().start_trial, bound).first()
-        if row is None:  # why not: read it (rare)
-            if self.has_params(experiment_id, params_key):
-                raise ParamsSeen(f"experiment {experiment_id} has tried these params already")
-            raise NotFound(f"experiment {experiment_id} does not exist")
-        if row.id is None:
-            raise ConflictError(f"experiment {experiment_id} already has trial {row.number}")
-        number, running = int(row.number), TrialState.RUNNING
-        trial = Trial.new(int(row.id), experiment_id, number, bracket, params, running, now)
-        job = Job(
-            id=int(row.job_id),
-            experiment_id=experiment_id,
-            trial_id=trial.id,
-            trial_number=trial.number,
-            bracket=bracket,
-            rung=rung,
-            from_resource=0,
-            to_resource=resource,
-            checkpoint=None,
-            state=JobState.LEASED,
-            attempt=0,
-            worker_id=lease.worker_id,
-            lease_expires_at=lease.expires_at,
-            created_at=now,
-            token_hash=lease.token_hash,
+        return compound.start_trial(
+            self, experiment_id, bracket, params, params_key, now, rung, resource, lease, reason
         )
-        return trial, self._seen(job)
 
     def get_trial(self, trial_id: int) -> Trial:
         row = self._run(_GET_TRIAL, {"t_id": trial_id}).first()
@@ -675,29 +556,7 @@ class SqlStore:
                 return None
             self.add_report(report)
             return self.update_trial(report.trial_id, now, **changes)
-        values = _trial_values(now, changes)
-        value, kind = split_value(report.value)
-        params = {
-            **_bound(values),
-            "j_id": report.job_id,
-            "hash_": token_hash,
-            "now_": now,
-            "v_until": expires_at,
-            "r_step": report.step,
-            "r_value": value,
-            "r_kind": kind,
-            "r_metrics": dict(report.metrics),
-            "r_at": report.created_at,
-        }
-        row = self._run(_record_step(tuple(sorted(values))), params).one()
-        if not row.n_renewed:
-            self.get_job(report.job_id)  # NotFound for an unknown id
-            return None
-        if row.id is None:
-            raise ConflictError(
-                f"trial {report.trial_id} already has a report at step {report.step}"
-            )
-        return _trial_of(row[1:])
+        return compound.record_step(self, report, token_hash, now, expires_at, changes)
 
     # ---- rungs -------------------------------------------------------------------------
     def add_rung_result(
@@ -724,26 +583,9 @@ class SqlStore:
         left, promoted = int(status != RUNG_OPEN), int(status == RUNG_PROMOTED)
         self._counters_changed(experiment_id)
         if self.is_postgres:  # insert and count in one statement
-            params = {"v_" + name: value for name, value in row.items()}
-            params.update(e_id=experiment_id, left_=left, promoted_=promoted)
-            ranked = rank_eta is not None and math.isfinite(result.loss)
-            if ranked:
-                params["eta_"] = rank_eta
-            writes = _postgres_writes()
-            stmt = writes.add_rung_result_ranked if ranked else writes.add_rung_result
-            try:
-                added = self._run(stmt, params).first()
-            except IntegrityError as exc:
-                if _is_foreign_key_violation(exc):
-                    raise NotFound(missing) from None
-                raise
-            if added is None:
-                raise ConflictError(conflict)
-            rung_key = (experiment_id, result.bracket, result.rung)
-            self._rung_sizes[rung_key] = added.n_results
-            if ranked:
-                cap = max(added.n_results // (rank_eta or 1), 1)
-                self._ranks[rung_key] = (result.loss, cap, added.n_better)
+            compound.add_rung_result(
+                self, experiment_id, result, row, left=left, promoted=promoted, rank_eta=rank_eta
+            )
             return
         self._insert_once(RUNG_RESULTS, row, conflict, missing)
         counters = {"n_results": 1, "n_left": left, "n_promoted": promoted}
@@ -806,22 +648,9 @@ class SqlStore:
             if add_resource_used:
                 self.add_resource_used(experiment_id, add_resource_used)
             return self.update_trial(trial_id, now, state=TrialState.RUNNING)
-        params = {
-            "e_id": experiment_id,
-            "number_": trial_number,
-            "rung_": rung,
-            "bracket_": bracket,
-            "v_status": RUNG_PROMOTED,
-            "promoted_": 1,
-            "amount_": add_resource_used,
-            "v_state": TrialState.RUNNING,
-            "v_now": now,
-        }
-        row = self._run(_postgres_writes().promote, params).first()
-        if row is None:  # not open: _leave says why (NotFound or ConflictError)
-            self._leave(experiment_id, bracket, rung, trial_number, promoted=True)
-            raise ConflictError(f"trial {trial_number} left rung {rung} concurrently")
-        return _trial_of(row)
+        return compound.promote(
+            self, experiment_id, bracket, rung, trial_number, now, add_resource_used
+        )
 
     def close_rung_result(
         self, experiment_id: int, bracket: int, rung: int, trial_number: int
@@ -849,35 +678,7 @@ class SqlStore:
     ) -> Trial:
         if not self.is_postgres:
             return settle_in_steps(self, record, now, stop, **changes)
-        values = _trial_values(now, changes)
-        params = {
-            **_bound(values),
-            "t_id": record.trial_id,
-            "d_kind": record.kind,
-            "d_reason": dict(record.reason),
-            "d_step": record.step,
-            "d_at": record.created_at,
-        }
-        if stop is not None:
-            self._counters_changed(stop.experiment_id)
-            params.update(
-                s_job=stop.job_id, amount_=stop.add_resource_used, e_id=stop.experiment_id,
-                number_=stop.trial_number, rung_=stop.rung, bracket_=stop.bracket,
-                v_status=RUNG_CLOSED, promoted_=0,
-            )
-        try:
-            row = self._run(_settle_trial(tuple(sorted(values)), stop is not None), params).first()
-        except IntegrityError as exc:
-            if _is_foreign_key_violation(exc):
-                raise NotFound(f"trial {record.trial_id} does not exist") from None
-            raise
-        if row is None:  # pragma: no cover - the decision's foreign key fails first
-            raise NotFound(f"trial {record.trial_id} does not exist")
-        if stop is not None and row.closed is None:  # not open: NotFound, ConflictError or
-            self._leave(  # closed already (a no-op, like close_rung_result)
-                stop.experiment_id, stop.bracket, stop.rung, stop.trial_number, promoted=False
-            )
-        return _trial_of(row if stop is None else row[:-1])
+        return compound.settle_trial(self, record, now, stop, changes)
 
     # ---- what schedulers and samplers read ----------------------------------------------
     def has_params(self, experiment_id: int, params_key: str) -> bool:
