@@ -30,8 +30,9 @@ _MOVES = {
 def change_state(store: Store, experiment_id: int, action: str, now: float) -> Experiment:
     """``pause``: no new jobs; running jobs go on, and their results count, until they end.
     ``resume``: hand out jobs again. ``cancel``: queued and paused trials are cancelled now,
-    running ones get ``stop`` at their next report or heartbeat. Repeating an action that
-    already took effect is a no-op."""
+    running ones get ``stop`` at their next report or heartbeat (each of those reads the
+    experiment's state; their rows are not written here, so a cancel never waits on a report
+    that holds them). Repeating an action that already took effect is a no-op."""
     ctx = Context.load(store, experiment_id, lock=True)
     allowed, target = _MOVES[action]
     state = ctx.experiment.state
@@ -44,9 +45,7 @@ def change_state(store: Store, experiment_id: int, action: str, now: float) -> E
         ctx = Context.load(store, experiment_id, lock=False)
         reason = Reason("cancelled", note="the experiment was cancelled")
         for trial in store.unfinished_trials(experiment_id):
-            if trial.state is TrialState.RUNNING:
-                store.update_trial(trial.id, now, stop_requested=True)
-            else:
+            if trial.state is not TrialState.RUNNING:
                 job = store.active_job_of_trial(trial.id)
                 close_trial(store, ctx, trial, job, TrialState.CANCELLED, reason, now)
     return store.get_experiment(experiment_id)

@@ -192,9 +192,10 @@ def _judge_passed_rungs(
     writes returned it) is still the trial under the lock and is not read again. Taking the
     lock last keeps one round trip less inside it (every other claim and judgement of the
     experiment waits for it). The price is a second lock order: a transaction that takes the
-    experiment's lock first and then writes this very trial or job (a hand stop, a cancel,
-    the reaper at the lease's last instant) can deadlock with it; PostgreSQL then aborts one
-    of the two and the service runs it again (:func:`api.deps.is_transient`).
+    experiment's lock first and then writes this very trial or job (a hand stop of this
+    trial, the reaper at this lease's last instant) can deadlock with it; PostgreSQL then
+    aborts one of the two after ``deadlock_timeout`` (1 s) and the service runs it again
+    (:func:`api.deps.is_transient`). A cancel writes no running trial's row, so it cannot.
     """
     passed = _passed_rungs(ctx, trial, step)
     if not passed:
