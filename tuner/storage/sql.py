@@ -54,7 +54,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Result, Table, func, insert, select, update
+from sqlalchemy import Connection, Result, Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
@@ -183,6 +183,7 @@ class SqlStore:
 
     def __init__(self, session: Session) -> None:
         self.session = session
+        self._connection: Connection | None = None
         self._dialect = session.get_bind().dialect.name
         self._sql = _statements_for(self._dialect)
         # Jobs as this transaction last read or wrote them: see known_job.
@@ -201,7 +202,11 @@ class SqlStore:
         return self._dialect == "postgresql"
 
     def _run(self, stmt: Executable, params: dict[str, Any]) -> Result[Any]:
-        return self.session.execute(stmt, params)
+        # Core statements on the session's connection: the same transaction, without the
+        # ORM's per-statement work (every statement here is Core).
+        if self._connection is None:
+            self._connection = self.session.connection()
+        return self._connection.execute(stmt, params)
 
     def _insert_once(
         self, table: Table, values: dict[str, Any], conflict: str, missing: str
