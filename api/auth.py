@@ -100,14 +100,18 @@ class Authenticator:
 
     def cached_role(self, token: str) -> Role | None:
         """The role of a token verified in the last ``CACHE_TTL_S``; None: look it up."""
-        cached = self._cache.get(hash_token(token))
+        return self._cached(hash_token(token))
+
+    def _cached(self, key: str) -> Role | None:
+        cached = self._cache.get(key)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
         return None
 
     def role_of(self, token: str) -> Role | None:
         """The role of an active token (cached, else one read); None when unknown or revoked."""
-        role = self.cached_role(token)
+        key = hash_token(token)
+        role = self._cached(key)
         if role is not None:
             return role
         with self._factory.begin() as session:
@@ -116,7 +120,7 @@ class Authenticator:
             with self._lock:
                 if len(self._cache) > 10_000:
                     self._cache.clear()
-                self._cache[hash_token(token)] = (role, time.monotonic() + CACHE_TTL_S)
+                self._cache[key] = (role, time.monotonic() + CACHE_TTL_S)
         return role
 
 

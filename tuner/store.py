@@ -53,12 +53,12 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class RungStop:
-    """The writes a stop at a rung makes besides its decision: the trial's job ``job_id``
-    ends DONE with ``add_resource_used`` (a refund of the steps not trained, <= 0) if it is
-    still live, and the trial's result at ``rung`` is closed (never promotable)."""
+    """The writes a stop at a rung makes besides its decision: the trial's result at
+    ``rung`` is closed (never promotable) and, if given and still live, its job ``job_id``
+    ends DONE with ``add_resource_used`` (a refund of the steps not trained, <= 0)."""
 
     experiment_id: int
-    job_id: int
+    job_id: int | None
     add_resource_used: int
     bracket: int
     rung: int
@@ -256,8 +256,8 @@ class Store(Protocol):
         self, record: DecisionRecord, now: float, *, stop: RungStop | None = None, **changes: Any
     ) -> Trial:
         """:meth:`add_decision` and :meth:`update_trial` of the same trial, together (every
-        decision about a trial changes it); with ``stop``, first :meth:`end_job` and
-        :meth:`close_rung_result` as it says (:func:`settle_in_steps`). PostgreSQL: one
+        decision about a trial changes it); with ``stop``, first :meth:`close_rung_result`
+        and :meth:`end_job` as it says (:func:`settle_in_steps`). PostgreSQL: one
         statement."""
 
     # ---- what schedulers and samplers read ----------------------------------------------
@@ -278,6 +278,16 @@ class Store(Protocol):
         the snapshot after this operation's rung writes; it may read its counters once."""
 
 
+def record_step_in_steps(
+    store: Store, report: Report, token_hash: str, now: float, expires_at: float, **changes: Any
+) -> Trial | None:
+    """:meth:`Store.record_step` as its parts, for stores without round trips to save."""
+    if store.renew_lease(report.job_id, token_hash, now, expires_at) is None:
+        return None
+    store.add_report(report)
+    return store.update_trial(report.trial_id, now, **changes)
+
+
 def settle_in_steps(
     store: Store, record: DecisionRecord, now: float, stop: RungStop | None, **changes: Any
 ) -> Trial:
@@ -285,7 +295,9 @@ def settle_in_steps(
     store.get_trial(record.trial_id)  # NotFound before anything is written
     if stop is not None:  # the close first: it is what may refuse (a promoted result)
         store.close_rung_result(stop.experiment_id, stop.bracket, stop.rung, stop.trial_number)
-        store.end_job(stop.job_id, JobState.DONE, now, add_resource_used=stop.add_resource_used)
+        if stop.job_id is not None:
+            job_id, refund = stop.job_id, stop.add_resource_used
+            store.end_job(job_id, JobState.DONE, now, add_resource_used=refund)
     store.add_decision(record)
     return store.update_trial(record.trial_id, now, **changes)
 

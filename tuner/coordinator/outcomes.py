@@ -206,10 +206,12 @@ def apply_rung_decision(
     refund: int = 0,
     **changes: Any,
 ) -> Trial:
-    """Write what the scheduler decided about a trial that reached ``rung``; a stop also
-    ends ``job`` (if given), refunding ``refund`` (<= 0) units, in the same write."""
+    """Write what the scheduler decided about a trial that reached ``rung``, in one write: a
+    stop also closes the trial's result there and ends ``job`` (if given), refunding
+    ``refund`` (<= 0) units."""
     as_dict = decision.reason.as_dict()
     logged = DecisionRecord(trial.id, decision.kind, as_dict, step, now)
+    stop = None
     match decision.kind:
         case DecisionKind.PAUSE:
             changes.update(state=TrialState.PAUSED, resource=resource)
@@ -217,14 +219,9 @@ def apply_rung_decision(
             changes.update(state=TrialState.COMPLETED, resource=resource, ended_at=now)
         case DecisionKind.STOP:
             changes.update(state=TrialState.STOPPED, resource=resource, ended_at=now)
-            if job is None:
-                store.close_rung_result(ctx.experiment.id, trial.bracket, rung, trial.number)
-            else:
-                stop = RungStop(
-                    ctx.experiment.id, job.id, refund, trial.bracket, rung, trial.number
-                )
-                return store.settle_trial(logged, now, stop=stop, rung=rung, **changes)
-    return store.settle_trial(logged, now, rung=rung, **changes)
+            job_id = job.id if job is not None else None
+            stop = RungStop(ctx.experiment.id, job_id, refund, trial.bracket, rung, trial.number)
+    return store.settle_trial(logged, now, stop=stop, rung=rung, **changes)
 
 
 def finish_experiment(store: Store, ctx: Context, now: float, reason: Reason) -> None:

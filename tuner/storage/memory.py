@@ -32,7 +32,14 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, NotFound
-from tuner.store import JobContext, Lease, RungStop, settle_in_steps, start_trial_in_steps
+from tuner.store import (
+    JobContext,
+    Lease,
+    RungStop,
+    record_step_in_steps,
+    settle_in_steps,
+    start_trial_in_steps,
+)
 
 _ACTIVE = (TrialState.PENDING, TrialState.RUNNING, TrialState.LOST)
 _LIVE_JOB = (JobState.QUEUED, JobState.LEASED)
@@ -317,10 +324,7 @@ class MemoryStore:
     def record_step(
         self, report: Report, token_hash: str, now: float, expires_at: float, **changes: Any
     ) -> Trial | None:
-        if self.renew_lease(report.job_id, token_hash, now, expires_at) is None:
-            return None
-        self.add_report(report)
-        return self.update_trial(report.trial_id, now, **changes)
+        return record_step_in_steps(self, report, token_hash, now, expires_at, **changes)
 
     def reports_of_trial(self, trial_id: int) -> list[Report]:
         """Every report of a trial by step (tests and summaries only: a scan)."""

@@ -71,7 +71,14 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, NotFound
-from tuner.store import JobContext, Lease, RungStop, settle_in_steps, start_trial_in_steps
+from tuner.store import (
+    JobContext,
+    Lease,
+    RungStop,
+    record_step_in_steps,
+    settle_in_steps,
+    start_trial_in_steps,
+)
 
 if TYPE_CHECKING:
     from tuner.schedulers.base import Snapshot
@@ -225,9 +232,7 @@ class SqlStore:
         return int(new_id)
 
     def _experiment_changed(self, experiment_id: int, **values: Any) -> None:
-        result = self.session.execute(
-            update(EXPERIMENTS).where(_E.id == experiment_id).values(**values)
-        )
+        result = self._run(update(EXPERIMENTS).where(_E.id == experiment_id).values(**values), {})
         if result.rowcount == 0:  # type: ignore[attr-defined]
             raise NotFound(f"experiment {experiment_id} does not exist")
 
@@ -242,7 +247,7 @@ class SqlStore:
 
     # ---- experiments -------------------------------------------------------------------
     def create_experiment(self, config: Any, now: float) -> Experiment:
-        new_id = self.session.execute(
+        new_id = self._run(
             insert(EXPERIMENTS)
             .values(
                 name=config.name,
@@ -254,7 +259,8 @@ class SqlStore:
                 created_at=now,
                 updated_at=now,
             )
-            .returning(_E.id)
+            .returning(_E.id),
+            {},
         ).scalar_one()
         return Experiment(
             id=new_id,
@@ -557,10 +563,7 @@ class SqlStore:
         self, report: Report, token_hash: str, now: float, expires_at: float, **changes: Any
     ) -> Trial | None:
         if not self.is_postgres:  # SQLite: no data-modifying CTEs, and no round trips
-            if self.renew_lease(report.job_id, token_hash, now, expires_at) is None:
-                return None
-            self.add_report(report)
-            return self.update_trial(report.trial_id, now, **changes)
+            return record_step_in_steps(self, report, token_hash, now, expires_at, **changes)
         return compound.record_step(self, report, token_hash, now, expires_at, changes)
 
     # ---- rungs -------------------------------------------------------------------------
@@ -693,24 +696,26 @@ class SqlStore:
         self, experiment_id: int, min_count: int
     ) -> tuple[int, list[tuple[dict[str, Any], float]]] | None:
         total = func.sum(RUNGS.c.n_results)
-        best = self.session.execute(
+        best = self._run(
             select(RUNGS.c.rung)
             .where(RUNGS.c.experiment_id == experiment_id)
             .group_by(RUNGS.c.rung)
             .having(total >= min_count, total > 0)
             .order_by(RUNGS.c.rung.desc())
-            .limit(1)
+            .limit(1),
+            {},
         ).scalar()
         if best is None:
             return None
-        rows = self.session.execute(
+        rows = self._run(
             select(_T.params, _RR.loss, _RR.loss_rank_kind)
             .select_from(RUNG_RESULTS)
             .join(TRIALS, _T.id == _RR.trial_id)
             .where(_RR.experiment_id == experiment_id, _RR.rung == best)
-            .order_by(_RR.id)
+            .order_by(_RR.id),
+            {},
         ).all()
-        return best, [(dict(p), stored_loss(loss, kind)) for p, loss, kind in rows]
+        return best, [(dict(row.params), stored_loss(row.loss, row.loss_rank_kind)) for row in rows]
 
     def snapshot(
         self, experiment: Experiment, *, can_start: bool, n_active: int | None = None

@@ -13,9 +13,11 @@ import functools
 from typing import Any
 
 from sqlalchemy import (
+    CTE,
     BindParameter,
     Boolean,
     ColumnElement,
+    Exists,
     Float,
     Integer,
     Select,
@@ -142,23 +144,36 @@ def _settle_trial(columns: tuple[str, ...], stop: bool) -> Update:
     settled = _update_trial(columns).add_cte(logged)
     if not stop:
         return settled
-    ended = (
+    done = (  # its own bind names: v_state and v_now belong to the trial's update here
         update(JOBS)
         .where(_J.id == bindparam("s_job", type_=Integer), _J.state.in_(_LIVE_JOB_STATES))
         .values(state=JobState.DONE, ended_at=bindparam("d_at", type_=Float))
-        .returning(_J.experiment_id)
-        .cte("ended")
     )
-    refunded = (
+    _, refunded = _job_ended(done)
+    left, _, counted = _rung_left()
+    closed = select(left.c.trial_id).scalar_subquery().label("closed")
+    return settled.add_cte(refunded, counted).returning(closed)
+
+
+def _job_ended(ending: Update) -> tuple[CTE, CTE]:
+    """``ending`` (an UPDATE that ends one job) as a CTE, and the CTE that then adds
+    ``amount_`` to its experiment's ``resource_used``."""
+    ended = ending.returning(_J.experiment_id).cte("ended")
+    used = (
         update(EXPERIMENTS)
         .where(_E.id == ended.c.experiment_id)
         .values(resource_used=_E.resource_used + bindparam("amount_", type_=Integer))
         .cte("refunded")
     )
+    return ended, used
+
+
+def _rung_left() -> tuple[CTE, Exists, CTE]:
+    """The compare-and-set of :data:`_LEAVE_RUNG` as a CTE, whether it left, and the CTE
+    that then counts it in its rung."""
     left = _LEAVE_RUNG.cte("left_rung")
-    counted = _COUNT_LEFT.where(exists(select(literal(1)).select_from(left))).cte("counted")
-    closed = select(left.c.trial_id).scalar_subquery().label("closed")
-    return settled.add_cte(refunded, counted).returning(closed)
+    has_left = exists(select(literal(1)).select_from(left))
+    return left, has_left, _COUNT_LEFT.where(has_left).cte("counted")
 
 
 @functools.lru_cache(maxsize=64)
@@ -485,19 +500,11 @@ class _PostgresWrites:
         ).select_from(added.join(in_rung_cte, true()))
 
         # end_job with a change of the experiment's resource_used -> 1 if the job ended.
-        ended = _END_JOB.returning(_J.experiment_id).cte("ended")
-        used_now = (
-            update(EXPERIMENTS)
-            .where(_E.id == ended.c.experiment_id)
-            .values(resource_used=_E.resource_used + bindparam("amount_", type_=Integer))
-            .cte("used_now")
-        )
+        ended, used_now = _job_ended(_END_JOB)
         self.end_job = select(func.count()).select_from(ended).add_cte(used_now)
 
         # _leave: open -> promoted or closed, and count it -> trial id; no row: see why.
-        left = _LEAVE_RUNG.cte("left_rung")
-        has_left = exists(select(literal(1)).select_from(left))
-        counted = _COUNT_LEFT.where(has_left).cte("counted")
+        left, has_left, counted = _rung_left()
         self.leave = select(left.c.trial_id).add_cte(counted)
 
         # promote: _leave, then the trial runs and the experiment counts its resource ->
