@@ -45,24 +45,37 @@ async def _claim_in(
             )
             if free is None:
                 return None
-        now = runtime.now()
-        result = coordinator.claim(store, experiment_id, worker_id or ANONYMOUS, now)
-        if (
-            worker_id is not None
-            and isinstance(result, Assignment)
-            and runtime.should_touch_worker(worker_id, now)
-        ):
-            # After the experiment's lock, like the reaper's and heartbeats' worker updates:
-            # one lock order, no deadlock between them.
-            queries.touch_worker(store.session, worker_id, now)
-        return result
+        return claim_now(runtime, store, experiment_id, worker_id)
 
     result = await runtime.write_async("claim", run)
     if result is not None:
-        runtime.metrics.count_claim(result)
-        if isinstance(result, ExperimentOver):
-            runtime.wakeups.notify(experiment_id)
+        counted(runtime, experiment_id, result)
     return result
+
+
+def claim_now(
+    runtime: Runtime, store: SqlStore, experiment_id: int, worker_id: str | None
+) -> ClaimResult:
+    """Claim in the caller's transaction, without waiting (a claim, or the next job that a
+    report or completion asks for); then :func:`counted` once it committed."""
+    now = runtime.now()
+    result = coordinator.claim(store, experiment_id, worker_id or ANONYMOUS, now)
+    if (
+        worker_id is not None
+        and isinstance(result, Assignment)
+        and runtime.should_touch_worker(worker_id, now)
+    ):
+        # After the experiment's lock, like the reaper's and heartbeats' worker updates:
+        # one lock order, no deadlock between them.
+        queries.touch_worker(store.session, worker_id, now)
+    return result
+
+
+def counted(runtime: Runtime, experiment_id: int, result: ClaimResult) -> None:
+    """After a claim committed: count it; wake the waiting claims when the experiment is over."""
+    runtime.metrics.count_claim(result)
+    if isinstance(result, ExperimentOver):
+        runtime.wakeups.notify(experiment_id)
 
 
 def _running_ids(runtime: Runtime) -> list[int]:

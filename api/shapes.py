@@ -68,11 +68,11 @@ def job_out(found: Assignment) -> JobOut:
     )
 
 
-def decision_out(decision: Decision) -> DecisionOut:
+def decision_out(decision: Decision, next_job: JobOut | None = None) -> DecisionOut:
     reason = clean(decision.reason.as_dict())
     if decision.stop_rung is not None:
         reason.setdefault("rung", decision.stop_rung)
-    return DecisionOut(decision=decision.kind.value, reason=reason)
+    return DecisionOut(decision=decision.kind.value, reason=reason, next=next_job)
 
 
 def experiment_out(

@@ -111,7 +111,8 @@ def start_server(
 
 
 def run_tuner(
-    url: str, workers: int, seconds: float, processes: int = 1, form: str = "stopping"
+    url: str, workers: int, seconds: float, processes: int = 1, form: str = "stopping",
+    next_job: bool = True,
 ) -> dict[str, Any]:
     doc = {**DOC, "scheduler": {**DOC["scheduler"], "form": form}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,20 +137,27 @@ def run_tuner(
                     mine[kind].append(time.perf_counter() - t)
                     return out
 
+                ask = {"next": {"worker_id": f"w{i}"}} if next_job else {}
+                job = None
                 while time.monotonic() < stop_at:
-                    status, job = call("claim", f"/api/v1/experiments/{eid}/claims",
-                                       {"worker_id": f"w{i}", "wait_s": 1})
-                    if status != 200:
-                        continue
+                    if job is None:
+                        status, job = call("claim", f"/api/v1/experiments/{eid}/claims",
+                                           {"worker_id": f"w{i}", "wait_s": 1})
+                        if status != 200:
+                            job = None
+                            continue
                     for step in range(job["from_resource"] + 1, job["to_resource"] + 1):
                         _, answer = call("report", f"/api/v1/jobs/{job['job_id']}/reports",
                                          {"lease_token": job["lease_token"], "step": step,
-                                          "value": loss(job["params"]["lr"], step)})
+                                          "value": loss(job["params"]["lr"], step), **ask})
                         if answer.get("decision") == "stop":
                             break
                     else:
-                        call("complete", f"/api/v1/jobs/{job['job_id']}/complete",
-                             {"lease_token": job["lease_token"]})
+                        _, answer = call("complete", f"/api/v1/jobs/{job['job_id']}/complete",
+                                         {"lease_token": job["lease_token"], **ask})
+                    job = answer.get("next")
+                    if job is not None:
+                        mine["next_job"].append(0.0)
                 with lock:
                     for k, v in mine.items():
                         lat[k].extend(v)
@@ -169,7 +177,7 @@ def run_tuner(
         **{f"{k}_per_s": len(v) / elapsed for k, v in lat.items()},
         **{f"{k}_p50_ms": 1000 * pct(v, 0.5) for k, v in lat.items()},
         **{f"{k}_p99_ms": 1000 * pct(v, 0.99) for k, v in lat.items()},
-        "transactions_per_s": sum(len(v) for v in lat.values()) / elapsed,
+        "transactions_per_s": sum(len(v) for k, v in lat.items() if k != "next_job") / elapsed,
     }
 
 
@@ -252,6 +260,7 @@ def scratch_pg(url: str, name: str) -> str:
 
 def show(label: str, r: dict[str, Any]) -> None:
     print(f"{label}: claims/s {r.get('claim_per_s', 0):.0f}"
+          f" (+{r.get('next_job_per_s', 0):.0f} jobs/s with a report's answer)"
           f"  reports/s {r.get('report_per_s', 0):.0f}"
           f"  completes/s {r.get('complete_per_s', 0):.0f}  | p50/p99 ms: claim "
           f"{r.get('claim_p50_ms', 0):.1f}/{r.get('claim_p99_ms', 0):.1f}  report "
@@ -272,6 +281,10 @@ def main() -> None:
         help="ASHA form for tuner; stopping is the rule of Optuna's SuccessiveHalvingPruner, "
         "so both run the same workload (trials toward step 9, judged at rungs 1 and 3)")
     parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument(
+        "--no-next", action="store_true",
+        help="claim every job with its own request (default: ask for the next job in the "
+        "report or completion that ends one, as the SDK's job loop does)")
     parser.add_argument("--pg-processes", type=int, default=os.cpu_count() or 1,
                         help="uvicorn processes for the second PostgreSQL run (1: no second run)")
     args = parser.parse_args()
@@ -280,15 +293,18 @@ def main() -> None:
     if not args.skip_sqlite:
         with tempfile.TemporaryDirectory() as tmp:
             sqlite = run_tuner(
-                f"sqlite:///{tmp}/bench.db", args.workers, args.seconds, form=args.form
+                f"sqlite:///{tmp}/bench.db", args.workers, args.seconds, form=args.form,
+                next_job=not args.no_next,
             )
         show("tuner sqlite    ", sqlite)
     pg_url = scratch_pg(args.postgres, "tuner_bench")
-    pg = run_tuner(pg_url, args.workers, args.seconds, form=args.form)
+    pg = run_tuner(pg_url, args.workers, args.seconds, form=args.form, next_job=not args.no_next)
     show("tuner postgresql", pg)
     if args.pg_processes > 1:
         pg_url = scratch_pg(args.postgres, "tuner_bench")
-        pg_n = run_tuner(pg_url, args.workers, args.seconds, args.pg_processes, args.form)
+        pg_n = run_tuner(
+            pg_url, args.workers, args.seconds, args.pg_processes, args.form, not args.no_next
+        )
         show(f"tuner postgresql, {args.pg_processes} processes", pg_n)
         if pg_n["report_per_s"] > pg["report_per_s"]:
             pg = pg_n

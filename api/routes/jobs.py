@@ -21,7 +21,7 @@ from api.errors import error_response
 from api.shapes import decision_out, job_out
 from api.validation import InvalidRequest
 from tuner import coordinator
-from tuner.coordinator import Assignment, ExperimentOver
+from tuner.coordinator import Assignment, ClaimResult, ExperimentOver
 from tuner.domain import Decision, DecisionKind
 from tuner.errors import LeaseExpired
 from tuner.storage import queries
@@ -36,6 +36,7 @@ from tuner.wire import (
     FailOut,
     HeartbeatIn,
     JobOut,
+    NextIn,
     OutputIn,
     OutputOut,
     ReportIn,
@@ -84,26 +85,43 @@ async def claim_any(runtime: RuntimeDep, body: ClaimBody = None) -> JobOut | Res
     return _claim_answer(await claims.claim(runtime, None, body.worker_id, body.wait_s))
 
 
+#: Answers that end the job: a call that asked for the next job gets one with them.
+_ENDS_JOB = frozenset({DecisionKind.STOP, DecisionKind.PAUSE, DecisionKind.COMPLETE})
+
+
 async def _decide(
-    runtime: RuntimeDep, operation: str, job_id: int, fn: Callable[[SqlStore, float], Decision]
+    runtime: RuntimeDep,
+    operation: str,
+    job_id: int,
+    fn: Callable[[SqlStore, float], Decision],
+    next_in: NextIn | None = None,
 ) -> DecisionOut:
     """Run a leased-job operation; count the scheduler's decisions (not heartbeats' answers)
-    and wake waiting claims when the job ended."""
+    and wake waiting claims when the job ended. With ``next_in``, an answer that ends the
+    job comes with the next job, claimed in the same transaction (the experiment's lock,
+    which a judgement took already, is held until the commit either way)."""
 
-    def run(store: SqlStore) -> tuple[Decision, int | None]:
+    def run(store: SqlStore) -> tuple[Decision, int | None, ClaimResult | None]:
         decision = fn(store, runtime.now())
         # Completions always wake claims. The coordinator read the job already: known_job
         # costs no statement (an experiment id never changes).
         if operation == "complete" or decision.kind is not DecisionKind.CONTINUE:
-            return decision, store.known_job(job_id).experiment_id
-        return decision, None
+            experiment_id = store.known_job(job_id).experiment_id
+            following = None
+            if next_in is not None and decision.kind in _ENDS_JOB:
+                following = claims.claim_now(runtime, store, experiment_id, next_in.worker_id)
+            return decision, experiment_id, following
+        return decision, None, None
 
-    decision, experiment_id = await runtime.write_async(operation, run)
+    decision, experiment_id, following = await runtime.write_async(operation, run)
     if operation != "heartbeat" or decision.kind is DecisionKind.STOP:
         runtime.metrics.count_decision(decision.kind.value)
     if experiment_id is not None:
         runtime.wakeups.notify(experiment_id)
-    return decision_out(decision)
+        if following is not None:
+            claims.counted(runtime, experiment_id, following)
+    next_job = job_out(following) if isinstance(following, Assignment) else None
+    return decision_out(decision, next_job)
 
 
 @router.post("/jobs/{job_id}/reports", response_model=DecisionOut, responses=_LEASED)
@@ -118,7 +136,7 @@ async def report(job_id: Id, body: ReportIn, runtime: RuntimeDep) -> DecisionOut
     out = await _decide(runtime, "report", job_id, lambda store, now: coordinator.report(
         store, job_id, body.lease_token, body.step, value, now,
         metrics=body.metrics, checkpoint=body.checkpoint,
-    ))
+    ), body.next)
     runtime.metrics.reports.inc()
     return out
 
@@ -143,7 +161,7 @@ async def complete(job_id: Id, body: CompleteIn, runtime: RuntimeDep) -> Decisio
     return await _decide(runtime, "complete", job_id, lambda store, now: coordinator.complete(
         store, job_id, body.lease_token, now, value=body.as_float(),
         checkpoint=body.checkpoint, metrics=body.metrics,
-    ))
+    ), body.next)
 
 
 @router.post("/jobs/{job_id}/fail", response_model=FailOut, responses=_LEASED)

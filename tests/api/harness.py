@@ -8,6 +8,7 @@ report is in the database.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import threading
@@ -97,46 +98,56 @@ class Worker(threading.Thread):
                 client.close()
 
     def _loop(self) -> None:
+        job: dict[str, Any] | None = None
         while time.monotonic() < self.deadline:
-            answer = self._post(
-                f"/experiments/{self.experiment_id}/claims",
-                {"worker_id": f"w{self.index}", "wait_s": self.wait_s},
-            )
-            if answer is None or answer.status_code == 410:
-                return
-            if answer.status_code == 204:
-                continue
-            if answer.status_code != 200:
-                self.log.errors.append(f"claim: {answer.status_code} {answer.text[:200]}")
-                return
-            job = answer.json()
+            if job is None:
+                answer = self._post(
+                    f"/experiments/{self.experiment_id}/claims",
+                    {"worker_id": f"w{self.index}", "wait_s": self.wait_s},
+                )
+                if answer is None or answer.status_code == 410:
+                    return
+                if answer.status_code == 204:
+                    continue
+                if answer.status_code != 200:
+                    self.log.errors.append(f"claim: {answer.status_code} {answer.text[:200]}")
+                    return
+                job = answer.json()
             lease = Lease(job["job_id"], job["trial_id"], self.index, time.monotonic())
             with self.log.lock:
                 self.log.leases.append(lease)
-            self._train(job, lease)
+            job = self._train(job, lease)
 
-    def _train(self, job: dict[str, Any], lease: Lease) -> None:
+    def _train(self, job: dict[str, Any], lease: Lease) -> dict[str, Any] | None:
+        """Train the job; the next job when the answer that ended it brought one (odd
+        workers ask for it: half the workers use each way of getting work)."""
         token = job["lease_token"]
+        ask = {"next": {"worker_id": f"w{self.index}"}} if self.index % 2 else {}
         for step in range(job["from_resource"] + 1, job["to_resource"] + 1):
             value = objective(job["params"], step)
             answer = self._post(
                 f"/jobs/{job['job_id']}/reports",
-                {"lease_token": token, "step": step, "value": value},
+                {"lease_token": token, "step": step, "value": value, **ask},
             )
             if answer is None or answer.status_code == 409:
                 lease.released_at = time.monotonic()
-                return  # lease lost: stop training, like a zombie must
+                return None  # lease lost: stop training, like a zombie must
             if answer.status_code != 200:
                 self.log.errors.append(f"report: {answer.status_code} {answer.text[:200]}")
-                return
+                return None
             self.log.ack(job["trial_id"], step, value)
             if answer.json()["decision"] == "stop":
                 lease.released_at = time.monotonic()
-                return
+                following: dict[str, Any] | None = answer.json()["next"]
+                return following
         lease.released_at = time.monotonic()
-        answer = self._post(f"/jobs/{job['job_id']}/complete", {"lease_token": token})
+        answer = self._post(f"/jobs/{job['job_id']}/complete", {"lease_token": token, **ask})
         if answer is not None and answer.status_code not in (200, 409):
             self.log.errors.append(f"complete: {answer.status_code} {answer.text[:200]}")
+        if answer is None or answer.status_code != 200:
+            return None
+        following = answer.json()["next"]
+        return following
 
 
 def run_workers(
@@ -210,9 +221,57 @@ def check_database(db_url: str, experiment_id: int, log: Log, eta: int) -> dict[
             ).scalar_one()
             assert leased == 0
             n_promotions = check_promotions(conn, experiment_id, eta)
+            n_judged = check_stopping(conn, experiment_id, eta)
     finally:
         engine.dispose()
-    return {"reports": len(stored), "promotions": n_promotions, **states}
+    return {"reports": len(stored), "promotions": n_promotions, "judged": n_judged, **states}
+
+
+def _rungs(conn: Any, experiment_id: int) -> dict[tuple[int, int], list[tuple[int, float, int]]]:
+    """Each rung's results in the order they were written: (rank kind, loss, trial number)."""
+    results: dict[tuple[int, int], list[tuple[int, float, int]]] = defaultdict(list)
+    for row in conn.execute(
+        text(
+            "SELECT bracket, rung, trial_number, loss_rank_kind, loss FROM rung_results "
+            "WHERE experiment_id = :e ORDER BY id"
+        ),
+        {"e": experiment_id},
+    ):
+        results[(row.bracket, row.rung)].append((row.loss_rank_kind, row.loss, row.trial_number))
+    return results
+
+
+def _decisions(conn: Any, experiment_id: int, rule: str) -> list[tuple[str, dict[str, Any], int]]:
+    found = []
+    for kind, reason, number in conn.execute(
+        text(
+            "SELECT d.kind, d.reason, t.number FROM decisions d "
+            "JOIN trials t ON t.id = d.trial_id WHERE t.experiment_id = :e"
+        ),
+        {"e": experiment_id},
+    ):
+        reason = json.loads(reason) if isinstance(reason, str) else reason
+        if reason.get("rule") == rule:
+            found.append((kind, reason, number))
+    return found
+
+
+def check_stopping(conn: Any, experiment_id: int, eta: int) -> int:
+    """Recompute every stopping-form judgement: the trial was among the first ``n`` results
+    of its rung (written under the experiment's lock), and it continued exactly when fewer
+    than ``max(1, n // eta)`` of those ranked before it."""
+    results = _rungs(conn, experiment_id)
+    judged = _decisions(conn, experiment_id, "asha.stopping")
+    for kind, reason, number in judged:
+        n, threshold = reason["n"], reason["threshold"]
+        assert threshold == max(1, n // eta), reason
+        seen = results[(reason["bracket"], reason["rung"])][:n]
+        assert len(seen) == n, reason
+        mine = next(entry for entry in seen if entry[2] == number)
+        better = sum(1 for entry in seen if entry < mine)
+        expected = "continue" if better < threshold else "stop"
+        assert kind == expected, f"trial {number}: {kind}, but {better} ranked before it: {reason}"
+    return len(judged)
 
 
 def check_promotions(conn: Any, experiment_id: int, eta: int) -> int:
@@ -240,8 +299,6 @@ def check_promotions(conn: Any, experiment_id: int, eta: int) -> int:
     count = 0
     for reason, number in promotions:
         if isinstance(reason, str):
-            import json
-
             reason = json.loads(reason)
         if reason.get("rule") != "asha.promote":
             continue

@@ -22,11 +22,11 @@ N_WORKERS = 32
 def _setup(url: str, **overrides: object) -> tuple[int, str]:
     """Create the experiment and a worker token through the API."""
     with httpx.Client(base_url=url, headers=bearer(ADMIN_TOKEN), timeout=30) as client:
-        doc = experiment_document(
-            name="live", budget={"max_trials": 60},
-            scheduler={"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 9},
+        doc = experiment_document(**{
+            "name": "live", "budget": {"max_trials": 60},
+            "scheduler": {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 9},
             **overrides,
-        )
+        })
         created = client.post("/api/v1/experiments", json=doc)
         assert created.status_code == 201, created.text
         token = client.post("/api/v1/tokens", json={"role": "worker", "name": "workers"})
@@ -45,6 +45,25 @@ def test_live_32_workers_run_asha_to_the_end(live_server: LiveServer, db_url: st
     harness.check_no_job_twice(log)
     summary = harness.check_database(db_url, experiment_id, log, eta=3)
     assert summary["reports"] >= 60 and summary["promotions"] >= 20
+    assert 500 not in log.statuses
+
+
+def test_live_32_workers_stopping_form(live_server: LiveServer, db_url: str) -> None:
+    """The stopping form under 32 workers: half of them get their next job with the answer
+    that stopped (or completed) the last one; every judgement follows the rule."""
+    experiment_id, token = _setup(live_server.url, scheduler={
+        "type": "asha", "eta": 3, "min_resource": 1, "max_resource": 9, "form": "stopping",
+    })
+    log, workers = harness.run_workers(
+        [live_server.url], token, experiment_id, N_WORKERS, timeout_s=90
+    )
+    harness.join(workers, 100)
+    assert not log.errors, log.errors[:5]
+    assert all(not w.is_alive() for w in workers), "workers still running: experiment stuck"
+    harness.check_no_job_twice(log)
+    summary = harness.check_database(db_url, experiment_id, log, eta=3)
+    assert summary["judged"] >= 60 and summary["stopped"] >= 20
+    assert len(log.leases) == 60  # one job per trial: stopped trials are not resumed
     assert 500 not in log.statuses
 
 

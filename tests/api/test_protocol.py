@@ -100,6 +100,71 @@ def test_report_non_finite_value_kind_stops(api: Api) -> None:
     assert trial["reports"][0]["value_kind"] == "nan"
 
 
+def _report(api: Api, job: dict, step: int, value: float, **extra: object) -> dict:
+    answer = api.post(
+        f"/jobs/{job['job_id']}/reports",
+        {"lease_token": job["lease_token"], "step": step, "value": value, **extra},
+    )
+    assert answer.status_code == 200, answer.text
+    body: dict = answer.json()
+    return body
+
+
+STOPPING = {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 9, "form": "stopping"}
+NEXT = {"next": {"worker_id": "w-next"}}
+
+
+def test_a_report_that_stops_hands_out_the_next_job(api: Api) -> None:
+    assert api.post("/workers", {"worker_id": "w-next", "host": "box"}).status_code == 200
+    experiment = api.create_experiment(scheduler=STOPPING)
+    jobs = [api.claim(experiment["id"], worker_id=f"w{i}").json() for i in range(3)]
+    # Rung 0 (step 1) keeps the top max(1, n // 3): 0.3 alone is kept, 0.2 is then the best
+    # of two; neither answer ends its job, so neither carries a next job.
+    for job, value in zip(jobs[:2], [0.3, 0.2], strict=True):
+        out = _report(api, job, 1, value, **NEXT)
+        assert (out["decision"], out["next"]) == ("continue", None)
+    # 0.9 is third of three: stopped, and the answer brings trial 3, leased to w-next.
+    out = _report(api, jobs[2], 1, 0.9, **NEXT)
+    assert out["decision"] == "stop" and out["reason"]["rung"] == 0
+    following = out["next"]
+    assert following is not None
+    assert following["trial_number"] == 3 and following["experiment_id"] == experiment["id"]
+    assert (following["from_resource"], following["to_resource"]) == (0, 9)
+    assert _report(api, following, 1, 0.1)["decision"] == "continue"  # its lease holds
+    assert api.get(f"/trials/{following['trial_id']}").json()["state"] == "running"
+    holder = [w for w in api.get("/workers").json()["items"] if w["worker_id"] == "w-next"]
+    assert holder and holder[0]["current_jobs"] == [following["job_id"]]
+    text = api.client.get("/metrics").text
+    assert 'tuner_claims_total{outcome="job"} 4.0' in text
+
+
+def test_a_completion_hands_out_the_next_job(api: Api) -> None:
+    experiment = api.create_experiment()  # promotion form: a completion pauses the trial
+    job = api.claim(experiment["id"], worker_id="w1").json()
+    _report(api, job, 1, 0.5)
+    answer = api.post(
+        f"/jobs/{job['job_id']}/complete", {"lease_token": job["lease_token"], **NEXT}
+    )
+    assert answer.status_code == 200, answer.text
+    out = answer.json()
+    assert out["decision"] == "pause"
+    assert out["next"]["trial_number"] == 1 and out["next"]["job_id"] != job["job_id"]
+
+
+def test_no_next_job_when_nothing_can_be_handed_out(api: Api) -> None:
+    experiment = api.create_experiment(scheduler=STOPPING, budget={"max_trials": 1})
+    job = api.claim(experiment["id"]).json()
+    answer = api.post(
+        f"/jobs/{job['job_id']}/reports",
+        {"lease_token": job["lease_token"], "step": 1, "value_kind": "nan", **NEXT},
+    )
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["decision"], answer.json()["next"]) == ("stop", None)
+    # The budget was spent and no trial is active: the claim inside ended the experiment.
+    assert api.get(f"/experiments/{experiment['id']}").json()["state"] == "completed"
+    assert api.claim(experiment["id"]).status_code == 410
+
+
 @pytest.fixture
 def slow_recheck_api(settings: Settings) -> Iterator[Api]:
     """An app whose claims re-check the database only every 30 s."""

@@ -53,6 +53,58 @@ def test_client_job_loop_runs_asha_to_completion(shared_server: Server) -> None:
     assert best is not None and best.state == "completed"
 
 
+def test_client_job_loop_takes_next_jobs_from_answers(
+    shared_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stopped or completed job's answer brings the next job: the loop claims only when
+    none came with it (and once more to hear 410)."""
+    stopping = {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 9,
+                "form": "stopping"}
+    with shared_server.client() as client:
+        claims = 0
+        claim = client.claim
+
+        def counting_claim(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+            nonlocal claims
+            claims += 1
+            return claim(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(client, "claim", counting_claim)
+        experiment = client.submit(small_document(
+            name="sdk-next", lease_ttl_s=30, scheduler=stopping, budget={"max_trials": 9}
+        ))
+        trials = []
+        for job in experiment.jobs(worker_id="sdk-next", wait_s=2):
+            trials.append(job.trial_number)
+            with job:
+                for step in range(job.from_resource + 1, job.to_resource + 1):
+                    job.report(step, loss_at(job.params, step))
+                    if job.should_stop:
+                        break
+                else:
+                    job.complete()
+        assert experiment.info().state == "completed"
+    assert sorted(trials) == list(range(9))  # each trial once
+    assert claims < len(trials)  # most jobs came with an answer, not a claim
+
+
+def test_client_job_loop_releases_a_next_job_it_does_not_yield(shared_server: Server) -> None:
+    with shared_server.client() as client:
+        experiment = client.submit(small_document(name="sdk-release", lease_ttl_s=30))
+        loop = experiment.jobs(worker_id="sdk-release", wait_s=2)
+        first = next(loop)
+        first.report(1, 0.5)
+        assert first.complete().kind is DecisionKind.PAUSE
+        handed = first.next_job  # came with the completion's answer
+        assert handed is not None and handed.trial_number == 1
+        loop.close()  # leave the loop: the job it was handed goes back to the queue
+        assert client.get_trial(handed.trial_id).state == "pending"
+        again = client.claim(experiment.id, worker_id="sdk-release")
+        assert again.job is not None and again.job.trial_id == handed.trial_id
+        Job(client, again.job, heartbeat=False).fail("done with the test")
+        experiment.cancel()
+
+
 def test_client_stop_trial_sets_should_stop_through_heartbeat(shared_server: Server) -> None:
     with shared_server.client() as client:
         experiment = client.submit(small_document(name="sdk-stop", lease_ttl_s=3))

@@ -14,6 +14,7 @@ with Client("http://127.0.0.1:8000", token) as client:
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -26,7 +27,7 @@ import httpx
 
 from tuner.client.job import Decision, Job, metric_fields, value_fields
 from tuner.client.transport import RetryPolicy, Transport
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, TunerError
 from tuner.wire import (
     DecisionOut,
     ExperimentOut,
@@ -48,6 +49,8 @@ if TYPE_CHECKING:
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 API = "/api/v1"
+
+log = logging.getLogger(__name__)
 
 ExperimentSource: TypeAlias = "ExperimentConfig | Mapping[str, Any] | str | os.PathLike[str]"
 
@@ -384,16 +387,33 @@ class Experiment:
         """Yield jobs until the experiment is over (410), long-polling while there is nothing
         to do (204). Each job heartbeats in the background until it is completed, failed or
         stopped; a job the loop body leaves open is finished when the next one is asked for
-        (completed if it reported ``to_resource``, else failed)."""
+        (completed if it reported ``to_resource``, else failed).
+
+        The report or completion that ends a job asks for the next one in the same call
+        (:class:`tuner.wire.NextIn`), so a stopped trial costs no claim of its own; a job
+        handed out that way and not yielded (the loop was left) is released at once."""
         worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
-        while True:
-            answer = self.client.claim(self.id, worker_id=worker_id, wait_s=wait_s)
-            if answer.over:
-                return
-            if answer.job is None:
-                continue
-            job = Job(self.client, answer.job, heartbeat=heartbeat)
-            try:
-                yield job
-            finally:
-                job.finish()
+        following: JobOut | None = None
+        try:
+            while True:
+                if following is None:
+                    answer = self.client.claim(self.id, worker_id=worker_id, wait_s=wait_s)
+                    if answer.over:
+                        return
+                    if answer.job is None:
+                        continue
+                    out = answer.job
+                else:
+                    out, following = following, None
+                job = Job(self.client, out, heartbeat=heartbeat, next_for=worker_id)
+                try:
+                    yield job
+                finally:
+                    job.finish()
+                    following, job.next_job = job.next_job, None
+        finally:
+            if following is not None:
+                try:
+                    self.client.release_job(following.job_id, following.lease_token)
+                except TunerError as exc:  # its lease expires instead; it is handed out again
+                    log.warning("event=release_failed job_id=%s error=%s", following.job_id, exc)

@@ -99,6 +99,10 @@ class Job:
     :class:`tuner.wire.JobOut`; ``checkpoint`` is what to resume from (None: start afresh)
     and ``checkpoint_dir`` where the worker agent wants checkpoints written (None without
     an agent).
+
+    ``next_for``: a worker id; the report or completion that ends the job then asks for the
+    next job in the same call (:class:`tuner.wire.NextIn`), and ``next_job`` holds it when
+    the server handed one out (the caller must train it or release it).
     """
 
     def __init__(
@@ -108,8 +112,11 @@ class Job:
         *,
         heartbeat: bool = True,
         checkpoint_dir: str | None = None,
+        next_for: str | None = None,
     ) -> None:
         self._client = client
+        self.next_for = next_for
+        self.next_job: JobOut | None = None
         self.job_id = out.job_id
         self.lease_token = out.lease_token
         self.experiment_id = out.experiment_id
@@ -169,6 +176,8 @@ class Job:
         }
         if checkpoint is not None:
             body["checkpoint"] = str(checkpoint)
+        if self.next_for is not None:
+            body["next"] = {"worker_id": self.next_for}
         decision = self._send("reports", body)
         self.last_step, self.last_value = int(step), float(value)
         if decision.is_stop:
@@ -191,6 +200,8 @@ class Job:
         }
         if checkpoint is not None:
             body["checkpoint"] = str(checkpoint)
+        if self.next_for is not None:
+            body["next"] = {"worker_id": self.next_for}
         try:
             return self._send("complete", body)
         finally:
@@ -253,6 +264,8 @@ class Job:
             self._close()
             raise
         decision = Decision.from_wire(out)
+        if out.next is not None:
+            self.next_job = out.next
         with self._lock:
             self.last_decision = decision
             if decision.is_stop:
