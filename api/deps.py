@@ -31,9 +31,9 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.metrics import Metrics
@@ -97,7 +97,7 @@ class Runtime:
     wakeups: Wakeups = field(default_factory=Wakeups)
     write_slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(4))
     # PostgreSQL: the event loop's own engine and write slots (made by the app's lifespan).
-    async_factory: async_sessionmaker[AsyncSession] | None = None
+    async_engine: AsyncEngine | None = None
     async_slots: asyncio.Semaphore | None = None
     round_robin: int = 0
     _worker_seen: dict[str, float] = field(default_factory=dict)
@@ -149,19 +149,26 @@ class Runtime:
 
         On PostgreSQL, ``fn`` (plain synchronous code: the coordinator over a
         :class:`SqlStore`) runs on the event loop itself, in a greenlet that yields at every
-        database round trip (SQLAlchemy's ``AsyncSession.run_sync`` over psycopg's async
+        database round trip (SQLAlchemy's ``AsyncConnection.run_sync`` over psycopg's async
         connection): no worker thread, so no hand-off between threads and no fight for the
         GIL with the one that holds an experiment's lock. SQLite runs :meth:`write` in a
         worker thread (its driver has no async I/O).
         """
-        if self.async_factory is None or self.async_slots is None:
+        if self.async_engine is None or self.async_slots is None:
             return await run_in_threadpool(self.write, operation, fn)
+
+        def run(connection: Connection) -> T:
+            store = SqlStore.on_connection(connection)
+            result = fn(store)
+            store.flush()
+            return result
+
         for attempt in range(_RETRIES):
             try:
                 async with self.async_slots:
                     with self._timed(operation):
-                        async with self.async_factory.begin() as session:
-                            return await session.run_sync(lambda sync: fn(SqlStore(sync)))
+                        async with self.async_engine.begin() as connection:
+                            return await connection.run_sync(run)
             except DBAPIError as exc:
                 if attempt == _RETRIES - 1 or not is_transient(exc):
                     raise

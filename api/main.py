@@ -18,7 +18,7 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import dashboard
@@ -149,10 +149,9 @@ def create_app(
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
         if runtime.is_postgres:
             # Used only under async_slots: never more connections than slots.
-            async_engine = create_async_engine(
+            runtime.async_engine = create_async_engine(
                 engine.url, pool_size=settings.write_concurrency, max_overflow=0
             )
-            runtime.async_factory = async_sessionmaker(async_engine, expire_on_commit=False)
             runtime.async_slots = asyncio.Semaphore(settings.write_concurrency)
         reaper = Reaper(runtime, settings.reaper_interval_s)
         if settings.reaper_interval_s > 0:
@@ -163,9 +162,9 @@ def create_app(
             if settings.reaper_interval_s > 0:
                 reaper.stop()
             engine.dispose()
-            if runtime.async_factory is not None:
-                await runtime.async_factory.kw["bind"].dispose()
-                runtime.async_factory = runtime.async_slots = None
+            if runtime.async_engine is not None:
+                await runtime.async_engine.dispose()
+                runtime.async_engine, runtime.async_slots = None, None
 
     app = FastAPI(
         title="tuner", version="0.1.0", lifespan=lifespan,

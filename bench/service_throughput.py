@@ -79,6 +79,19 @@ class Conn:
         return answer.status, (json.loads(data) if data else None)
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) of a process and its children so far (Linux /proc), None
+    where /proc is missing."""
+    try:
+        pids = [pid, *map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split())]
+        ticks = sum(
+            int(f) for p in pids for f in Path(f"/proc/{p}/stat").read_text().split()[13:15]
+        )
+    except (OSError, ValueError):
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -163,21 +176,26 @@ def run_tuner(
                         lat[k].extend(v)
 
             threads = [threading.Thread(target=worker, args=(i,)) for i in range(workers)]
+            cpu_before = cpu_seconds(proc.pid)
             start = time.monotonic()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
             elapsed = time.monotonic() - start
+            cpu_after = cpu_seconds(proc.pid)
         finally:
             proc.terminate()
             proc.wait(10)
+    n_transactions = sum(len(v) for k, v in lat.items() if k != "next_job")
+    server_cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     return {
         "elapsed_s": elapsed,
+        "server_cpu_ms_per_tx": 1000 * server_cpu / n_transactions if server_cpu else None,
         **{f"{k}_per_s": len(v) / elapsed for k, v in lat.items()},
         **{f"{k}_p50_ms": 1000 * pct(v, 0.5) for k, v in lat.items()},
         **{f"{k}_p99_ms": 1000 * pct(v, 0.99) for k, v in lat.items()},
-        "transactions_per_s": sum(len(v) for k, v in lat.items() if k != "next_job") / elapsed,
+        "transactions_per_s": n_transactions / elapsed,
     }
 
 
@@ -266,7 +284,9 @@ def show(label: str, r: dict[str, Any]) -> None:
           f"{r.get('claim_p50_ms', 0):.1f}/{r.get('claim_p99_ms', 0):.1f}  report "
           f"{r.get('report_p50_ms', 0):.1f}/{r.get('report_p99_ms', 0):.1f}  complete "
           f"{r.get('complete_p50_ms', 0):.1f}/{r.get('complete_p99_ms', 0):.1f}"
-          f"  | transactions/s {r.get('transactions_per_s', 0):.0f}")
+          f"  | transactions/s {r.get('transactions_per_s', 0):.0f}"
+          + (f", server CPU {r['server_cpu_ms_per_tx']:.2f} ms each"
+             if r.get("server_cpu_ms_per_tx") else ""))
 
 
 def main() -> None:
