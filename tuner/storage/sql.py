@@ -71,6 +71,7 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, NotFound
+from tuner.storage import direct
 from tuner.store import (
     JobContext,
     Lease,
@@ -220,6 +221,7 @@ class SqlStore:
 
     def _init(self, dialect: str) -> None:
         self._dialect = dialect
+        self._direct = dialect == "postgresql"
         self._sql = _statements_for(self._dialect)
         # Jobs as this transaction last read or wrote them: see known_job.
         self._jobs: dict[int, Job] = {}
@@ -238,10 +240,16 @@ class SqlStore:
 
     def _run(self, stmt: Executable, params: dict[str, Any]) -> Result[Any]:
         # Core statements on the session's connection: the same transaction, without the
-        # ORM's per-statement work (every statement here is Core).
-        if self._connection is None:
-            self._connection = self.session.connection()
-        return self._connection.execute(stmt, params)
+        # ORM's per-statement work (every statement here is Core). On PostgreSQL, on the
+        # driver's cursor where the statement allows (tuner.storage.direct).
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = self.session.connection()
+        if self._direct:
+            plan = direct.plan_for(stmt, connection.dialect, params)
+            if plan is not None:
+                return direct.run(connection, plan, params)  # type: ignore[return-value]
+        return connection.execute(stmt, params)
 
     def _insert_once(
         self, table: Table, values: dict[str, Any], conflict: str, missing: str

@@ -1,0 +1,119 @@
+"""Statements on the driver's cursor (tuner.storage.direct), on a real PostgreSQL: the same
+answers as through SQLAlchemy, its errors, and a dead connection invalidated."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from tests.conftest import DB_PARAMS
+from tests.storage.test_store_contract import make_config
+from tuner.domain import TrialState
+from tuner.storage import direct
+from tuner.storage.database import make_engine, make_session_factory
+from tuner.storage.sql import SqlStore
+from tuner.store import Lease
+
+pytestmark = pytest.mark.parametrize("db_url", [DB_PARAMS[1]], indirect=True)
+
+
+@pytest.fixture
+def pg(db_url: str) -> Iterator[Engine]:
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+def _seed(engine: Engine) -> tuple[int, int]:
+    with make_session_factory(engine).begin() as session:
+        store = SqlStore(session)
+        experiment_id = store.create_experiment(make_config(), 1.0).id
+        _, job = store.start_trial(
+            experiment_id, 0, {"lr": 0.1}, "k1", 2.0, rung=0, resource=1,
+            lease=Lease("w", "hash", 60.0), reason={"rule": "test"},
+        )
+        return experiment_id, job.id
+
+
+def _reads(store: SqlStore, experiment_id: int, job_id: int) -> list[Any]:
+    return [
+        store.get_experiment(experiment_id, lock=True),
+        store.load_job(job_id, step=1),
+        store.get_job(job_id),
+        store.next_queued_job(experiment_id),
+        store.count_active(experiment_id),
+    ]
+
+
+def test_direct_answers_as_sqlalchemy_does(pg: Engine) -> None:
+    experiment_id, job_id = _seed(pg)
+    factory = make_session_factory(pg)
+    answers = {}
+    for on in (False, True):
+        with factory.begin() as session:
+            store = SqlStore(session)
+            store._direct = on
+            # The second run of each statement is the planned one.
+            _reads(store, experiment_id, job_id)
+            answers[on] = _reads(store, experiment_id, job_id)
+    assert answers[True] == answers[False]
+    assert answers[True][1].trial.state is TrialState.RUNNING  # enums processed
+
+
+def test_direct_plans_a_statement_on_its_second_run(pg: Engine) -> None:
+    experiment_id, job_id = _seed(pg)
+    stmt = text("SELECT id FROM jobs WHERE id = :j")
+    with make_session_factory(pg).begin() as session:
+        connection = session.connection()
+        assert direct.plan_for(stmt, connection.dialect, {"j": job_id}) is None
+        plan = direct.plan_for(stmt, connection.dialect, {"j": job_id})
+        assert plan is not None
+        assert direct.run(connection, plan, {"j": job_id}).scalar_one() == job_id
+        assert direct.run(connection, plan, {"j": -1}).first() is None
+
+
+def test_direct_raises_sqlalchemy_errors(pg: Engine) -> None:
+    stmt = text("INSERT INTO trials_missing_table VALUES (:x)")
+    with make_session_factory(pg).begin() as session:
+        connection = session.connection()
+        direct.plan_for(stmt, connection.dialect, {"x": 1})
+        plan = direct.plan_for(stmt, connection.dialect, {"x": 1})
+        assert plan is not None
+        with pytest.raises(DBAPIError) as raised:
+            direct.run(connection, plan, {"x": 1})
+        assert "trials_missing_table" in str(raised.value)
+        assert not raised.value.connection_invalidated
+        session.rollback()
+    # A foreign-key violation is SQLAlchemy's IntegrityError, as the store expects, both
+    # through SQLAlchemy (first run) and on the cursor (second run).
+    stmt = text(
+        "INSERT INTO decisions (trial_id, kind, reason, step, created_at) "
+        "VALUES (:t, 'stop', '{}', NULL, 1.0)"
+    )
+    for _ in range(2):
+        with make_session_factory(pg)() as session:
+            with pytest.raises(IntegrityError):
+                SqlStore(session)._run(stmt, {"t": 10**6})
+            session.rollback()
+
+
+def test_direct_invalidates_a_connection_the_server_dropped(pg: Engine) -> None:
+    experiment_id, _ = _seed(pg)
+    factory = make_session_factory(pg)
+    with factory() as session:
+        session.begin()
+        store = SqlStore(session)
+        store.get_experiment(experiment_id)
+        store.get_experiment(experiment_id)  # planned from now on
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with pg.connect() as other:
+            other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        with pytest.raises(DBAPIError) as raised:
+            store.get_experiment(experiment_id)
+        assert raised.value.connection_invalidated  # the service retries on a new one
+    with factory.begin() as session:  # the pool hands out a live connection again
+        assert SqlStore(session).get_experiment(experiment_id).id == experiment_id

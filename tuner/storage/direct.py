@@ -1,0 +1,201 @@
+"""Core statements run on the driver's cursor, past SQLAlchemy's per-execution work.
+
+:meth:`tuner.storage.sql.SqlStore._run` on PostgreSQL. Every statement of the store is a
+module-level constant or built once and cached, so its compiled SQL, the processors of its
+bind parameters and result columns, and its row shape are worked out once per statement
+(:func:`plan_for`); an execution is then the driver's execute and those processors. Through
+``Connection.execute`` the same statement costs about 50 µs of CPU more (execution context,
+compiled-cache lookup, result metadata), a tenth of a hot transaction's CPU (measured; see
+docs/PERFORMANCE.md).
+
+Only what SQLAlchemy would hand to the driver unchanged is planned: a statement with
+parameters rendered at execution time ("post-compile", e.g. ``IN`` over a tuple), escaped
+parameter names or Python-side column defaults returns None, and the caller executes it
+through SQLAlchemy as before. Errors are raised as SQLAlchemy raises them
+(:meth:`sqlalchemy.exc.DBAPIError.instance`), and a connection that an error shows dead is
+invalidated, so the service's retry of transient errors sees what it saw before.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Insert, Update
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.types import TypeEngine
+
+Processor = Callable[[Any], Any]
+
+#: How many statements each cache below holds before it starts again (the store's own
+#: statements are a few dozen).
+MAX_PLANS = 512
+
+
+@dataclass
+class Plan:
+    """A statement compiled for one dialect, with its processors."""
+
+    sql: str
+    compiled: SQLCompiler
+    binds: tuple[tuple[str, Processor], ...]  # parameters whose values need processing
+    columns: tuple[TypeEngine[Any], ...]  # the result columns' types (empty: no rows)
+    # The result processors and row shape, for the column type codes the driver reported
+    # (the first execution tells them; they do not change).
+    rows: tuple[tuple[Any, ...], tuple[Processor | None, ...] | None, type] | None = None
+
+
+class Rows:
+    """The part of :class:`sqlalchemy.engine.Result` the store uses, over fetched rows."""
+
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows, self.rowcount = rows, rowcount
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+    def all(self) -> list[Any]:
+        return self._rows
+
+    def first(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def one(self) -> Any:
+        if len(self._rows) != 1:
+            raise (NoResultFound if not self._rows else MultipleResultsFound)(
+                f"expected one row, got {len(self._rows)}"
+            )
+        return self._rows[0]
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+
+_Key = tuple[int, str, tuple[str, ...] | None]  # statement id, dialect, parameter names
+#: Statements seen once (kept, so that their ids are not reused while they are here).
+_seen: dict[_Key, Executable] = {}
+#: Statements seen again, with their plans (None: SQLAlchemy runs them).
+_plans: dict[_Key, tuple[Executable, Plan | None]] = {}
+_shapes: dict[tuple[str, ...], type] = {}
+
+
+def plan_for(stmt: Executable, dialect: Dialect, params: dict[str, Any]) -> Plan | None:
+    """The plan of ``stmt``, or None where SQLAlchemy runs it.
+
+    A statement is planned the second time it is run: one built for a single call (values
+    inlined) is never seen again, and SQLAlchemy's compiled cache serves it better. An
+    INSERT or UPDATE compiles to the columns its parameters name (as SQLAlchemy compiles
+    it per execution), so its plan is per set of parameter names."""
+    columns = tuple(sorted(params)) if isinstance(stmt, Insert | Update) else None
+    key = (id(stmt), dialect.name, columns)
+    found = _plans.get(key)
+    if found is not None and found[0] is stmt:
+        return found[1]
+    if _seen.get(key) is not stmt:
+        if len(_seen) >= MAX_PLANS:
+            _seen.clear()
+        _seen[key] = stmt
+        return None
+    del _seen[key]
+    if len(_plans) >= MAX_PLANS:
+        _plans.clear()
+    plan = _make_plan(stmt, dialect, columns)
+    _plans[key] = (stmt, plan)
+    return plan
+
+
+def _make_plan(
+    stmt: Executable, dialect: Dialect, columns: tuple[str, ...] | None
+) -> Plan | None:
+    kw = {} if columns is None else {"column_keys": list(columns)}
+    compiled = stmt.compile(dialect=dialect, **kw)  # type: ignore[attr-defined]
+    if not isinstance(compiled, SQLCompiler) or compiled.positional:
+        return None
+    if (
+        compiled.post_compile_params
+        or compiled.literal_execute_params
+        or compiled.escaped_bind_names
+        or compiled.insert_prefetch
+        or compiled.update_prefetch
+    ):
+        return None
+    binds: dict[str, Processor] = {}  # by name: a parameter used twice is processed once
+    for param in compiled.binds.values():
+        processor = param.type.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None:
+            binds.setdefault(compiled.bind_names[param], processor)
+    types = tuple(column.type for column in getattr(stmt, "exported_columns", ()))
+    return Plan(compiled.string, compiled, tuple(binds.items()), types)
+
+
+def _row_plan(
+    plan: Plan, dialect: Dialect, description: Sequence[Any]
+) -> tuple[tuple[Processor | None, ...] | None, type]:
+    """The result processors (None: none needed) and row shape for ``description``."""
+    codes = tuple(column[1] for column in description)
+    if plan.rows is not None and plan.rows[0] == codes:
+        return plan.rows[1], plan.rows[2]
+    names = tuple(column[0] for column in description)
+    shape = _shapes.get(names)
+    if shape is None:
+        shape = _shapes[names] = namedtuple("Row", names, rename=True)
+    processors: tuple[Processor | None, ...] | None = None
+    if len(plan.columns) == len(description):
+        processors = tuple(
+            kind.dialect_impl(dialect).result_processor(dialect, code)
+            for kind, code in zip(plan.columns, codes, strict=True)
+        )
+        if all(p is None for p in processors):
+            processors = None
+    elif plan.columns:
+        raise AssertionError(f"{plan.sql!r}: {len(description)} columns, expected "
+                             f"{len(plan.columns)}")
+    plan.rows = (codes, processors, shape)
+    return processors, shape
+
+
+def run(connection: Connection, plan: Plan, params: dict[str, Any]) -> Rows:
+    """Execute ``plan`` in ``connection``'s transaction; the rows, processed."""
+    values = plan.compiled.construct_params(params, escape_names=False)
+    for name, processor in plan.binds:
+        values[name] = processor(values[name])
+    dialect = connection.dialect
+    dbapi_connection = connection.connection
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(plan.sql, values)
+        description = cursor.description
+        fetched = cursor.fetchall() if description else []
+        rowcount = cursor.rowcount
+    except dialect.loaded_dbapi.Error as exc:
+        gone = dialect.is_disconnect(exc, dbapi_connection, cursor)
+        if gone:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(
+            plan.sql, values, exc, dialect.loaded_dbapi.Error,
+            connection_invalidated=gone, dialect=dialect,
+        ) from exc
+    finally:
+        cursor.close()
+    if not fetched:
+        return Rows([], rowcount)
+    processors, shape = _row_plan(plan, dialect, description)
+    if processors is None:
+        return Rows([shape(*row) for row in fetched], rowcount)
+    return Rows(
+        [
+            shape(*(v if p is None else p(v) for p, v in zip(processors, row, strict=True)))
+            for row in fetched
+        ],
+        rowcount,
+    )
