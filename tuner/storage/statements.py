@@ -62,6 +62,13 @@ _UNFINISHED_TRIAL_STATES = tuple(s for s in TrialState if not s.is_finished())
 _LIVE_JOB_STATES = (JobState.QUEUED, JobState.LEASED)
 
 
+def _one_of(column: ColumnElement[Any], values: tuple[Any, ...]) -> ColumnElement[bool]:
+    """``column IN (...)`` over constants as plain bound parameters, not one "expanding"
+    parameter rendered per execution: the statement's SQL is fixed, so it can run on the
+    driver's cursor (:mod:`tuner.storage.direct`)."""
+    return column.in_([literal(v, column.type) for v in values])
+
+
 # ---- statements ----------------------------------------------------------------------------
 # Built once: constructing a statement costs more Python than executing a cached one, and a
 # built statement's compiled form is cached by SQLAlchemy. Bound values are named ``*_`` or
@@ -97,11 +104,11 @@ _GET_TRIAL_BY_NUMBER = select(*TRIAL_COLUMNS).where(
 _COUNT_ACTIVE = (
     select(func.count())
     .select_from(TRIALS)
-    .where(_T.experiment_id == _EXPERIMENT_ID, _T.state.in_(_ACTIVE_TRIAL_STATES))
+    .where(_T.experiment_id == _EXPERIMENT_ID, _one_of(_T.state, _ACTIVE_TRIAL_STATES))
 )
 _UNFINISHED = (
     select(*TRIAL_COLUMNS)
-    .where(_T.experiment_id == _EXPERIMENT_ID, _T.state.in_(_UNFINISHED_TRIAL_STATES))
+    .where(_T.experiment_id == _EXPERIMENT_ID, _one_of(_T.state, _UNFINISHED_TRIAL_STATES))
     .order_by(_T.number)
 )
 _HAS_PARAMS = select(
@@ -146,7 +153,7 @@ def _settle_trial(columns: tuple[str, ...], stop: bool) -> Update:
         return settled
     done = (  # its own bind names: v_state and v_now belong to the trial's update here
         update(JOBS)
-        .where(_J.id == bindparam("s_job", type_=Integer), _J.state.in_(_LIVE_JOB_STATES))
+        .where(_J.id == bindparam("s_job", type_=Integer), _one_of(_J.state, _LIVE_JOB_STATES))
         .values(state=JobState.DONE, ended_at=bindparam("d_at", type_=Float))
     )
     _, refunded = _job_ended(done)
@@ -263,7 +270,7 @@ _RENEW = (
 _RENEW_LEASE = _RENEW.returning(*JOB_COLUMNS)
 _END_JOB = (
     update(JOBS)
-    .where(_J.id == _JOB_ID, _J.state.in_(_LIVE_JOB_STATES))
+    .where(_J.id == _JOB_ID, _one_of(_J.state, _LIVE_JOB_STATES))
     .values(state=bindparam("v_state"), ended_at=bindparam("v_now"))
 )
 _EXPIRE_JOB = (
@@ -278,7 +285,9 @@ _EXPIRED_JOBS = (
     .limit(bindparam("limit_", type_=Integer))
 )
 _ACTIVE_JOB_OF_TRIAL = (
-    select(*JOB_COLUMNS).where(_J.trial_id == _TRIAL_ID, _J.state.in_(_LIVE_JOB_STATES)).limit(1)
+    select(*JOB_COLUMNS)
+    .where(_J.trial_id == _TRIAL_ID, _one_of(_J.state, _LIVE_JOB_STATES))
+    .limit(1)
 )
 
 _GET_REPORT = select(*_REPORT_COLUMNS).where(
