@@ -207,12 +207,23 @@ class Store(Protocol):
         """Insert; ConflictError if (trial, step) exists."""
 
     def record_step(
-        self, report: Report, token_hash: str, now: float, expires_at: float, **changes: Any
+        self,
+        report: Report,
+        token_hash: str,
+        now: float,
+        expires_at: float,
+        *,
+        lock_experiment: bool = False,
+        **changes: Any,
     ) -> Trial | None:
         """A report's writes together: :meth:`renew_lease` of ``report.job_id``; if the lease
         held, :meth:`add_report` and :meth:`update_trial` with ``changes``. None when the
         lease did not hold (nothing written); ConflictError when the report exists (the
-        lease was renewed, nothing else written). PostgreSQL: one statement."""
+        lease was renewed, nothing else written). PostgreSQL: one statement.
+
+        ``lock_experiment`` is a hint that the caller locks the job's experiment next
+        (:meth:`get_experiment` with ``lock=True``): a store may take that lock in the same
+        statement and answer that call without another (PostgreSQL)."""
 
     # ---- rungs -------------------------------------------------------------------------
     def add_rung_result(
@@ -279,9 +290,18 @@ class Store(Protocol):
 
 
 def record_step_in_steps(
-    store: Store, report: Report, token_hash: str, now: float, expires_at: float, **changes: Any
+    store: Store,
+    report: Report,
+    token_hash: str,
+    now: float,
+    expires_at: float,
+    *,
+    lock_experiment: bool = False,
+    **changes: Any,
 ) -> Trial | None:
-    """:meth:`Store.record_step` as its parts, for stores without round trips to save."""
+    """:meth:`Store.record_step` as its parts, for stores without round trips to save
+    (they hold one writer at a time: ``lock_experiment`` has nothing to add)."""
+    del lock_experiment
     if store.renew_lease(report.job_id, token_hash, now, expires_at) is None:
         return None
     store.add_report(report)

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from tests.conftest import DB_PARAMS
 from tests.storage.test_store_contract import make_config
-from tuner.domain import TrialState
+from tuner.domain import Report, TrialState
 from tuner.storage import direct
 from tuner.storage.database import make_engine, make_session_factory
 from tuner.storage.sql import SqlStore
@@ -117,3 +117,21 @@ def test_direct_invalidates_a_connection_the_server_dropped(pg: Engine) -> None:
         assert raised.value.connection_invalidated  # the service retries on a new one
     with factory.begin() as session:  # the pool hands out a live connection again
         assert SqlStore(session).get_experiment(experiment_id).id == experiment_id
+
+
+def test_record_step_takes_the_experiments_lock_when_asked(pg: Engine) -> None:
+    experiment_id, job_id = _seed(pg)
+    with make_session_factory(pg).begin() as session:
+        store = SqlStore(session)
+        job = store.get_job(job_id)
+        report = Report(job.trial_id, job_id, 1, 0.5, {}, 3.0)
+        assert store.record_step(report, "hash", 3.0, 50.0, lock_experiment=True) is not None
+        with pg.connect() as other, pytest.raises(DBAPIError) as raised:
+            other.execute(
+                text("SELECT id FROM experiments WHERE id = :e FOR UPDATE NOWAIT"),
+                {"e": experiment_id},
+            )
+        assert "could not obtain lock" in str(raised.value)
+        # ... and the locked read that follows is answered without a statement.
+        assert store.get_experiment(experiment_id, lock=True).id == experiment_id
+        assert store._locked is None

@@ -616,6 +616,31 @@ def test_store_record_step_writes_all_or_nothing(store_factory: StoreFactory) ->
             store.record_step(Report(trial.id, 999, 3, 1.0, {}, 13.0), "hash", 13.0, 99.0)
 
 
+def test_store_record_step_with_the_lock_hint(store_factory: StoreFactory) -> None:
+    """``lock_experiment`` changes no write, and the locked read that follows answers the
+    experiment as it is; a statement in between makes it read again."""
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        trial, job = leased_trial(store, experiment_id)
+        expected = store.get_experiment(experiment_id)
+    with store_factory() as store:
+        step = Report(trial.id, job.id, 1, 0.25, {}, 10.0)
+        updated = store.record_step(step, "hash", 10.0, 70.0, lock_experiment=True,
+                                    last_value=0.25)
+        assert updated is not None and updated.last_value == 0.25
+        assert store.get_experiment(experiment_id, lock=True) == expected
+        store.record_step(Report(trial.id, job.id, 2, 0.5, {}, 11.0), "hash", 11.0, 71.0,
+                          lock_experiment=True, last_value=0.5)
+        store.add_resource_used(experiment_id, 3)  # a statement between: read afresh
+        assert store.get_experiment(experiment_id, lock=True).resource_used == (
+            expected.resource_used + 3
+        )
+        assert store.get_report(trial.id, 1) == step
+        # A lease that does not hold: nothing written, nothing locked.
+        late = Report(trial.id, job.id, 3, 0.5, {}, 80.0)
+        assert store.record_step(late, "hash", 80.0, 90.0, lock_experiment=True) is None
+
+
 def test_store_settle_trial_logs_and_updates_together(store_factory: StoreFactory) -> None:
     with store_factory() as store:
         experiment_id = new_experiment(store)

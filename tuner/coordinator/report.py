@@ -134,12 +134,21 @@ def report(
         changes.update(checkpoint=checkpoint, checkpoint_step=step)
     ctx = Context.of(found.experiment)
     expires = now + ctx.config.lease_ttl_s
+    # Whether the experiment's lock comes next (a judgement, a stop): the store may take it
+    # with the writes. Only a hint: what follows decides from the trial as written.
+    lock_next = (
+        not math.isfinite(value)
+        or trial.stop_requested
+        or ctx.experiment.state is ExperimentState.CANCELLED
+        or bool(_passed_rungs(ctx, trial, step))
+    )
     try:
         recorded = store.record_step(
             Report(trial.id, job.id, step, value, metrics or {}, now),
             job.token_hash or "",
             now,
             expires,
+            lock_experiment=lock_next,
             **changes,
         )
     except DuplicateReport:
@@ -187,10 +196,12 @@ def _judge_passed_rungs(
 ) -> Decision:
     """Stopping form: judge the trial at every rung below the top that ``step`` reached.
 
-    Rung writes are serialised by the experiment's lock, taken here, after the report's own
-    writes: those hold ``trial``'s row until the transaction ends, so ``trial`` (as the
-    writes returned it) is still the trial under the lock and is not read again. Taking the
-    lock last keeps one round trip less inside it (every other claim and judgement of the
+    Rung writes are serialised by the experiment's lock, taken here, with or after the
+    report's own writes (on PostgreSQL, :meth:`Store.record_step` takes it in the same
+    statement when asked, and the ``Context.load`` below costs no round trip): those writes
+    hold ``trial``'s row until the transaction ends, so ``trial`` (as the writes returned
+    it) is still the trial under the lock and is not read again. Not taking the lock before
+    the writes keeps a round trip out of it (every other claim and judgement of the
     experiment waits for it). The price is a second lock order: a transaction that takes the
     experiment's lock first and then writes this very trial or job (a hand stop of this
     trial, the reaper at this lease's last instant) can deadlock with it; PostgreSQL then

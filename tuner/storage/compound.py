@@ -27,7 +27,9 @@ from tuner.domain import (
 from tuner.errors import ConflictError, NotFound, ParamsSeen
 from tuner.storage.models import RUNG_CLOSED, RUNG_PROMOTED
 from tuner.storage.rows import (
+    TRIAL_COLUMNS,
     _bound,
+    _experiment_of,
     _is_foreign_key_violation,
     _trial_of,
     _trial_values,
@@ -136,7 +138,11 @@ def record_step(
     now: float,
     expires_at: float,
     changes: dict[str, Any],
+    *,
+    lock: bool = False,
 ) -> Trial | None:
+    """With ``lock``, the statement also locks and reads the job's experiment, for the
+    store's next ``get_experiment(lock=True)``."""
     values = _trial_values(now, changes)
     value, kind = split_value(report.value)
     params = {
@@ -151,10 +157,12 @@ def record_step(
         "r_metrics": dict(report.metrics),
         "r_at": report.created_at,
     }
-    row = store._run(_record_step(tuple(sorted(values))), params).one()
+    row = store._run(_record_step(tuple(sorted(values)), lock), params).one()
     if not row.n_renewed:
         store.get_job(report.job_id)  # NotFound for an unknown id
         return None
+    if lock:
+        store._locked = _experiment_of(row[1 + len(TRIAL_COLUMNS):])
     if row.id is None:
         raise ConflictError(
             f"trial {report.trial_id} already has a report at step {report.step}"

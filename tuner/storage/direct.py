@@ -44,10 +44,12 @@ class Plan:
     sql: str
     compiled: SQLCompiler
     binds: tuple[tuple[str, Processor], ...]  # parameters whose values need processing
-    columns: tuple[TypeEngine[Any], ...]  # the result columns' types (empty: no rows)
-    # The result processors and row shape, for the column type codes the driver reported
-    # (the first execution tells them; they do not change).
-    rows: tuple[tuple[Any, ...], tuple[Processor | None, ...] | None, type] | None = None
+    columns: tuple[TypeEngine[Any], ...]  # the result columns' types (empty: unknown)
+    # What the first execution's description told (the SQL fixes it): whether the statement
+    # returns rows, and if so their processors (None: none needed) and shape.
+    returns_rows: bool | None = None
+    processors: tuple[Processor | None, ...] | None = None
+    shape: type = tuple
 
 
 class Rows:
@@ -138,13 +140,11 @@ def _make_plan(
     return Plan(compiled.string, compiled, tuple(binds.items()), types)
 
 
-def _row_plan(
-    plan: Plan, dialect: Dialect, description: Sequence[Any]
-) -> tuple[tuple[Processor | None, ...] | None, type]:
-    """The result processors (None: none needed) and row shape for ``description``."""
-    codes = tuple(column[1] for column in description)
-    if plan.rows is not None and plan.rows[0] == codes:
-        return plan.rows[1], plan.rows[2]
+def _learn_rows(plan: Plan, dialect: Dialect, description: Sequence[Any] | None) -> None:
+    """Fill in ``plan``'s row facts from the driver's description of its first result."""
+    if description is None:
+        plan.returns_rows = False
+        return
     names = tuple(column[0] for column in description)
     shape = _shapes.get(names)
     if shape is None:
@@ -152,16 +152,16 @@ def _row_plan(
     processors: tuple[Processor | None, ...] | None = None
     if len(plan.columns) == len(description):
         processors = tuple(
-            kind.dialect_impl(dialect).result_processor(dialect, code)
-            for kind, code in zip(plan.columns, codes, strict=True)
+            kind.dialect_impl(dialect).result_processor(dialect, column[1])
+            for kind, column in zip(plan.columns, description, strict=True)
         )
         if all(p is None for p in processors):
             processors = None
     elif plan.columns:
-        raise AssertionError(f"{plan.sql!r}: {len(description)} columns, expected "
-                             f"{len(plan.columns)}")
-    plan.rows = (codes, processors, shape)
-    return processors, shape
+        raise AssertionError(
+            f"{plan.sql!r}: {len(description)} columns, expected {len(plan.columns)}"
+        )
+    plan.processors, plan.shape, plan.returns_rows = processors, shape, True
 
 
 def run(connection: Connection, plan: Plan, params: dict[str, Any]) -> Rows:
@@ -174,8 +174,9 @@ def run(connection: Connection, plan: Plan, params: dict[str, Any]) -> Rows:
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute(plan.sql, values)
-        description = cursor.description
-        fetched = cursor.fetchall() if description else []
+        if plan.returns_rows is None:
+            _learn_rows(plan, dialect, cursor.description)
+        fetched = cursor.fetchall() if plan.returns_rows else []
         rowcount = cursor.rowcount
     except dialect.loaded_dbapi.Error as exc:
         gone = dialect.is_disconnect(exc, dbapi_connection, cursor)
@@ -189,7 +190,7 @@ def run(connection: Connection, plan: Plan, params: dict[str, Any]) -> Rows:
         cursor.close()
     if not fetched:
         return Rows([], rowcount)
-    processors, shape = _row_plan(plan, dialect, description)
+    processors, shape = plan.processors, plan.shape
     if processors is None:
         return Rows([shape(*row) for row in fetched], rowcount)
     return Rows(

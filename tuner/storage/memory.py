@@ -322,7 +322,14 @@ class MemoryStore:
         self._reports[key] = report
 
     def record_step(
-        self, report: Report, token_hash: str, now: float, expires_at: float, **changes: Any
+        self,
+        report: Report,
+        token_hash: str,
+        now: float,
+        expires_at: float,
+        *,
+        lock_experiment: bool = False,  # one writer at a time: nothing to lock
+        **changes: Any,
     ) -> Trial | None:
         return record_step_in_steps(self, report, token_hash, now, expires_at, **changes)
 

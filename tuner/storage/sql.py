@@ -222,6 +222,9 @@ class SqlStore:
     def _init(self, dialect: str) -> None:
         self._dialect = dialect
         self._direct = dialect == "postgresql"
+        # The experiment as the last statement locked and read it (record_step's hint):
+        # get_experiment(lock=True) answers from it, if no statement ran since.
+        self._locked: Experiment | None = None
         self._sql = _statements_for(self._dialect)
         # Jobs as this transaction last read or wrote them: see known_job.
         self._jobs: dict[int, Job] = {}
@@ -242,6 +245,7 @@ class SqlStore:
         # Core statements on the session's connection: the same transaction, without the
         # ORM's per-statement work (every statement here is Core). On PostgreSQL, on the
         # driver's cursor where the statement allows (tuner.storage.direct).
+        self._locked = None  # true only until the next statement
         connection = self._connection
         if connection is None:
             connection = self._connection = self.session.connection()
@@ -310,6 +314,10 @@ class SqlStore:
         )
 
     def get_experiment(self, experiment_id: int, *, lock: bool = False) -> Experiment:
+        locked = self._locked
+        if lock and locked is not None and locked.id == experiment_id:
+            self._locked = None
+            return locked  # locked by the statement just run (record_step)
         stmt = _LOCK_EXPERIMENT if lock else _GET_EXPERIMENT
         row = self._run(stmt, {"e_id": experiment_id}).first()
         if row is None:
@@ -596,11 +604,20 @@ class SqlStore:
         )
 
     def record_step(
-        self, report: Report, token_hash: str, now: float, expires_at: float, **changes: Any
+        self,
+        report: Report,
+        token_hash: str,
+        now: float,
+        expires_at: float,
+        *,
+        lock_experiment: bool = False,
+        **changes: Any,
     ) -> Trial | None:
-        if not self.is_postgres:  # SQLite: no data-modifying CTEs, and no round trips
+        if not self.is_postgres:  # SQLite: no data-modifying CTEs, and the write lock held
             return record_step_in_steps(self, report, token_hash, now, expires_at, **changes)
-        return compound.record_step(self, report, token_hash, now, expires_at, changes)
+        return compound.record_step(
+            self, report, token_hash, now, expires_at, changes, lock=lock_experiment
+        )
 
     # ---- rungs -------------------------------------------------------------------------
     def add_rung_result(

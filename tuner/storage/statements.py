@@ -184,12 +184,14 @@ def _rung_left() -> tuple[CTE, Exists, CTE]:
 
 
 @functools.lru_cache(maxsize=64)
-def _record_step(columns: tuple[str, ...]) -> Select[Any]:
+def _record_step(columns: tuple[str, ...], lock: bool = False) -> Select[Any]:
     """PostgreSQL: a report's three writes in one statement. Renew the lease (the
     compare-and-set of :data:`_RENEW_LEASE`); if it held, insert the report (once); if that
     was new, update the trial. Answers one row: how many leases were renewed (0 or 1), then
-    the updated trial's columns (NULL when nothing was updated)."""
-    renewed = _RENEW.returning(_J.id, _J.trial_id).cte("renewed")
+    the updated trial's columns (NULL when nothing was updated); with ``lock``, then the
+    job's experiment, locked (``FOR UPDATE``: the round trip of the lock that a judgement
+    takes next)."""
+    renewed = _RENEW.returning(_J.id, _J.trial_id, _J.experiment_id).cte("renewed")
     report = select(
         renewed.c.trial_id,
         renewed.c.id,
@@ -216,9 +218,18 @@ def _record_step(columns: tuple[str, ...]) -> Select[Any]:
     )
     n_renewed = select(func.count()).select_from(renewed).scalar_subquery()
     one = select(literal(1).label("one")).subquery("one")
-    return select(n_renewed.label("n_renewed"), *updated.c).select_from(
-        one.outerjoin(updated, true())
-    )
+    joined = one.outerjoin(updated, true())
+    selected: list[Any] = [n_renewed.label("n_renewed"), *updated.c]
+    if lock:
+        locked = (
+            select(*EXPERIMENT_COLUMNS)
+            .where(_E.id.in_(select(renewed.c.experiment_id)))
+            .with_for_update()
+            .cte("locked")
+        )
+        joined = joined.outerjoin(locked, true())
+        selected += list(locked.c)
+    return select(*selected).select_from(joined)
 
 
 _GET_JOB = select(*JOB_COLUMNS).where(_J.id == _JOB_ID)
