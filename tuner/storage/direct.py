@@ -83,6 +83,8 @@ class Rows:
         return self.one()[0]
 
 
+# The caches are shared by the server's threads and its event loop: each dict operation is
+# atomic under the GIL, and a race costs at most a plan made twice.
 _Key = tuple[int, str, tuple[str, ...] | None]  # statement id, dialect, parameter names
 #: Statements seen once (kept, so that their ids are not reused while they are here).
 _seen: dict[_Key, Executable] = {}
@@ -108,7 +110,7 @@ def plan_for(stmt: Executable, dialect: Dialect, params: dict[str, Any]) -> Plan
             _seen.clear()
         _seen[key] = stmt
         return None
-    del _seen[key]
+    _seen.pop(key, None)  # (another thread may have cleared it)
     if len(_plans) >= MAX_PLANS:
         _plans.clear()
     plan = _make_plan(stmt, dialect, columns)
