@@ -12,11 +12,11 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from tests.conftest import DB_PARAMS
 from tests.storage.test_store_contract import make_config
-from tuner.domain import Report, TrialState
+from tuner.domain import DecisionKind, DecisionRecord, Report, RungResult, TrialState
 from tuner.storage import direct
 from tuner.storage.database import make_engine, make_session_factory
 from tuner.storage.sql import SqlStore
-from tuner.store import Lease
+from tuner.store import Lease, RungStop
 
 pytestmark = pytest.mark.parametrize("db_url", [DB_PARAMS[1]], indirect=True)
 
@@ -135,3 +135,38 @@ def test_record_step_takes_the_experiments_lock_when_asked(pg: Engine) -> None:
         # ... and the locked read that follows is answered without a statement.
         assert store.get_experiment(experiment_id, lock=True).id == experiment_id
         assert store._locked is None
+
+
+def test_a_stops_settle_leaves_the_experiment_for_the_claim_that_follows(pg: Engine) -> None:
+    """After a stop's settle statement (which ends the job and refunds the experiment's
+    resource), the claim's locked read of the experiment costs no statement."""
+    experiment_id, job_id = _seed(pg)
+    with make_session_factory(pg).begin() as session:
+        store = SqlStore(session)
+        job = store.get_job(job_id)
+        trial = store.get_trial(job.trial_id)
+        store.add_rung_result(experiment_id, RungResult(
+            trial.bracket, 0, trial.number, trial.id, 0.5, 0.5, False, False, 3.0
+        ))
+        record = DecisionRecord(trial.id, DecisionKind.STOP, {"rule": "test"}, 1, 4.0)
+        stop = RungStop(experiment_id, job_id, 0, trial.bracket, 0, trial.number)
+        store.settle_trial(record, 4.0, stop=stop, state=TrialState.STOPPED)
+        assert store._locked is not None and store._locked.id == experiment_id
+        before = store.get_experiment(experiment_id)  # a statement: the cache is dropped
+        assert store._locked is None
+        assert store.get_experiment(experiment_id, lock=True) == before
+
+
+def test_a_plan_takes_its_result_columns_from_the_compiler(pg: Engine) -> None:
+    """A statement derived with ``.returning()`` from one whose columns were read already
+    reports stale ``exported_columns`` (SQLAlchemy 2.1); the plan must not trust them."""
+    from tuner.storage.statements import _settle_trial, _update_trial
+
+    columns = ("rung", "state", "updated_at")
+    assert len(_update_trial(columns).exported_columns) == 19  # read: memoized
+    stmt = _settle_trial(columns, True)
+    with pg.connect() as connection:
+        direct.plan_for(stmt, connection.dialect, {})
+        plan = direct.plan_for(stmt, connection.dialect, {})
+    assert plan is not None
+    assert len(plan.columns) == 19 + 1 + 9  # the trial, the closed result, the experiment

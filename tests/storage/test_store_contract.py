@@ -741,6 +741,9 @@ def test_store_settle_trial_with_a_stop_ends_the_job_and_closes_the_result(
             record, 5.0, stop=stop, state=TrialState.STOPPED, rung=0, resource=1, ended_at=5.0
         )
         assert (settled.state, settled.rung, settled.ended_at) == (TrialState.STOPPED, 0, 5.0)
+        # The locked read that follows (a claim's) sees the refund (PostgreSQL answers it
+        # from the settle's own statement).
+        assert store.get_experiment(experiment_id, lock=True).resource_used == 1
     with store_factory() as store:
         assert store.get_trial(trial.id) == settled
         assert store.get_job(job.id).state is JobState.DONE

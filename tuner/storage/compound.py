@@ -27,6 +27,7 @@ from tuner.domain import (
 from tuner.errors import ConflictError, NotFound, ParamsSeen
 from tuner.storage.models import RUNG_CLOSED, RUNG_PROMOTED
 from tuner.storage.rows import (
+    EXPERIMENT_COLUMNS,
     TRIAL_COLUMNS,
     _bound,
     _experiment_of,
@@ -264,8 +265,12 @@ def settle_trial(
         raise
     if row is None:  # pragma: no cover - the decision's foreign key fails first
         raise NotFound(f"trial {record.trial_id} does not exist")
-    if stop is not None and row.closed is None:  # not open: NotFound, ConflictError or
+    if stop is None:
+        return _trial_of(row)
+    if row.closed is None:  # not open: NotFound, ConflictError or
         store._leave(  # closed already (a no-op, like close_rung_result)
             stop.experiment_id, stop.bracket, stop.rung, stop.trial_number, promoted=False
         )
-    return _trial_of(row if stop is None else row[:-1])
+    elif row.e_id is not None:  # the experiment's row, as this statement left it, locked
+        store._locked = _experiment_of(row[-len(EXPERIMENT_COLUMNS):])
+    return _trial_of(row[: len(TRIAL_COLUMNS)])

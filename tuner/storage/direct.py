@@ -138,7 +138,14 @@ def _make_plan(
         processor = param.type.dialect_impl(dialect).bind_processor(dialect)
         if processor is not None:
             binds.setdefault(compiled.bind_names[param], processor)
-    types = tuple(column.type for column in getattr(stmt, "exported_columns", ()))
+    # The result columns as the compiler rendered them: a statement's own
+    # ``exported_columns`` can be stale when it was derived (``.returning()`` again) from a
+    # statement whose columns were read before (seen with SQLAlchemy 2.1).
+    rendered = getattr(compiled, "_result_columns", None)
+    if rendered is not None:
+        types = tuple(entry.type for entry in rendered)
+    else:
+        types = tuple(column.type for column in getattr(stmt, "exported_columns", ()))
     return Plan(compiled.string, compiled, tuple(binds.items()), types)
 
 

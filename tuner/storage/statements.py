@@ -134,8 +134,10 @@ def _settle_trial(columns: tuple[str, ...], stop: bool) -> Update:
 
     With ``stop``, the same statement also ends the job ``s_job`` (DONE, adding ``amount_``
     to the experiment's resource_used) and closes the trial's result at ``rung_`` (the
-    compare-and-set of :data:`_LEAVE_RUNG` with its counter); the last column returned is
-    the closed result's trial id, NULL when it was not open.
+    compare-and-set of :data:`_LEAVE_RUNG` with its counter). After the trial's columns it
+    returns the closed result's trial id (NULL when it was not open), then the experiment's
+    columns as that update left them (NULL when no job was ended): the experiment's row is
+    locked then, and a claim that follows in the transaction need not read it again.
     """
     logged = (
         insert(DECISIONS)
@@ -156,23 +158,26 @@ def _settle_trial(columns: tuple[str, ...], stop: bool) -> Update:
         .where(_J.id == bindparam("s_job", type_=Integer), _one_of(_J.state, _LIVE_JOB_STATES))
         .values(state=JobState.DONE, ended_at=bindparam("d_at", type_=Float))
     )
-    _, refunded = _job_ended(done)
+    _, refunded = _job_ended(done, returning=True)
     left, _, counted = _rung_left()
     closed = select(left.c.trial_id).scalar_subquery().label("closed")
-    return settled.add_cte(refunded, counted).returning(closed)
+    experiment = [select(c).scalar_subquery().label("e_" + c.name) for c in refunded.c]
+    return settled.add_cte(refunded, counted).returning(closed, *experiment)
 
 
-def _job_ended(ending: Update) -> tuple[CTE, CTE]:
+def _job_ended(ending: Update, *, returning: bool = False) -> tuple[CTE, CTE]:
     """``ending`` (an UPDATE that ends one job) as a CTE, and the CTE that then adds
-    ``amount_`` to its experiment's ``resource_used``."""
+    ``amount_`` to its experiment's ``resource_used`` (with ``returning``, it returns the
+    experiment's columns)."""
     ended = ending.returning(_J.experiment_id).cte("ended")
     used = (
         update(EXPERIMENTS)
         .where(_E.id == ended.c.experiment_id)
         .values(resource_used=_E.resource_used + bindparam("amount_", type_=Integer))
-        .cte("refunded")
     )
-    return ended, used
+    if returning:
+        used = used.returning(*EXPERIMENT_COLUMNS)
+    return ended, used.cte("refunded")
 
 
 def _rung_left() -> tuple[CTE, Exists, CTE]:
