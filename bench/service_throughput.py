@@ -137,6 +137,7 @@ def run_tuner(
             status, token = admin.post("/api/v1/tokens", {"role": "worker", "name": "bench"})
             eid = experiment["id"]
             lat: dict[str, list[float]] = defaultdict(list)
+            handed = [0]  # jobs that came with an answer instead of a claim
             lock = threading.Lock()
             stop_at = time.monotonic() + seconds
 
@@ -152,6 +153,7 @@ def run_tuner(
 
                 ask = {"next": {"worker_id": f"w{i}"}} if next_job else {}
                 job = None
+                n_handed = 0
                 while time.monotonic() < stop_at:
                     if job is None:
                         status, job = call("claim", f"/api/v1/experiments/{eid}/claims",
@@ -169,9 +171,9 @@ def run_tuner(
                         _, answer = call("complete", f"/api/v1/jobs/{job['job_id']}/complete",
                                          {"lease_token": job["lease_token"], **ask})
                     job = answer.get("next")
-                    if job is not None:
-                        mine["next_job"].append(0.0)
+                    n_handed += job is not None
                 with lock:
+                    handed[0] += n_handed
                     for k, v in mine.items():
                         lat[k].extend(v)
 
@@ -187,7 +189,7 @@ def run_tuner(
         finally:
             proc.terminate()
             proc.wait(10)
-    n_transactions = sum(len(v) for k, v in lat.items() if k != "next_job")
+    n_transactions = sum(len(v) for v in lat.values())
     server_cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     return {
         "elapsed_s": elapsed,
@@ -196,6 +198,7 @@ def run_tuner(
         **{f"{k}_p50_ms": 1000 * pct(v, 0.5) for k, v in lat.items()},
         **{f"{k}_p99_ms": 1000 * pct(v, 0.99) for k, v in lat.items()},
         "transactions_per_s": n_transactions / elapsed,
+        "next_job_per_s": handed[0] / elapsed,
     }
 
 

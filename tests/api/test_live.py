@@ -34,37 +34,34 @@ def _setup(url: str, **overrides: object) -> tuple[int, str]:
         return created.json()["id"], token.json()["token"]
 
 
-def test_live_32_workers_run_asha_to_the_end(live_server: LiveServer, db_url: str) -> None:
-    experiment_id, token = _setup(live_server.url)
-    log, workers = harness.run_workers(
-        [live_server.url], token, experiment_id, N_WORKERS, timeout_s=90
-    )
+def _run_to_the_end(
+    url: str, db_url: str, **overrides: object
+) -> tuple[harness.Log, dict[str, int]]:
+    """32 workers run the experiment to its end; the checks every such run must pass."""
+    experiment_id, token = _setup(url, **overrides)
+    log, workers = harness.run_workers([url], token, experiment_id, N_WORKERS, timeout_s=90)
     harness.join(workers, 100)
     assert not log.errors, log.errors[:5]
     assert all(not w.is_alive() for w in workers), "workers still running: experiment stuck"
     harness.check_no_job_twice(log)
     summary = harness.check_database(db_url, experiment_id, log, eta=3)
-    assert summary["reports"] >= 60 and summary["promotions"] >= 20
     assert 500 not in log.statuses
+    return log, summary
+
+
+def test_live_32_workers_run_asha_to_the_end(live_server: LiveServer, db_url: str) -> None:
+    _, summary = _run_to_the_end(live_server.url, db_url)
+    assert summary["reports"] >= 60 and summary["promotions"] >= 20
 
 
 def test_live_32_workers_stopping_form(live_server: LiveServer, db_url: str) -> None:
     """The stopping form under 32 workers: half of them get their next job with the answer
     that stopped (or completed) the last one; every judgement follows the rule."""
-    experiment_id, token = _setup(live_server.url, scheduler={
+    log, summary = _run_to_the_end(live_server.url, db_url, scheduler={
         "type": "asha", "eta": 3, "min_resource": 1, "max_resource": 9, "form": "stopping",
     })
-    log, workers = harness.run_workers(
-        [live_server.url], token, experiment_id, N_WORKERS, timeout_s=90
-    )
-    harness.join(workers, 100)
-    assert not log.errors, log.errors[:5]
-    assert all(not w.is_alive() for w in workers), "workers still running: experiment stuck"
-    harness.check_no_job_twice(log)
-    summary = harness.check_database(db_url, experiment_id, log, eta=3)
     assert summary["judged"] >= 60 and summary["stopped"] >= 20
     assert len(log.leases) == 60  # one job per trial: stopped trials are not resumed
-    assert 500 not in log.statuses
 
 
 def test_live_sigkill_and_restart_loses_nothing(

@@ -43,6 +43,28 @@ if TYPE_CHECKING:
     from tuner.storage.sql import SqlStore
 
 
+def _new_trial(
+    experiment_id: int,
+    bracket: int,
+    params: dict[str, Any],
+    params_key: str,
+    now: float,
+    state: TrialState,
+    add_resource_used: int,
+) -> dict[str, Any]:
+    """The bound values of a new trial's numbering and insert (``create_trial`` and
+    ``start_trial`` statements)."""
+    return {
+        "e_id": experiment_id,
+        "amount_": add_resource_used,
+        "v_bracket": bracket,
+        "v_params": params,
+        "v_params_key": params_key,
+        "v_state": state,
+        "v_now": now,
+    }
+
+
 def create_trial(
     store: SqlStore,
     experiment_id: int,
@@ -53,19 +75,10 @@ def create_trial(
     state: TrialState,
     add_resource_used: int,
 ) -> tuple[int, int]:
-    row = store._run(
-        _postgres_writes().create_trial,
-        {
-            "e_id": experiment_id,
-            "amount_": add_resource_used,
-            "v_bracket": bracket,
-            "v_params": params,
-            "v_params_key": params_key,
-            "v_state": state,
-            "v_now": now,
-            "unseen_": False,
-        },
-    ).first()
+    bound = _new_trial(
+        experiment_id, bracket, params, params_key, now, state, add_resource_used
+    )
+    row = store._run(_postgres_writes().create_trial, {**bound, "unseen_": False}).first()
     if row is None:
         raise NotFound(f"experiment {experiment_id} does not exist")
     if row.id is None:
@@ -87,13 +100,9 @@ def start_trial(
 ) -> tuple[Trial, Job]:
     store._counters_changed(experiment_id)
     bound = {
-        "e_id": experiment_id,
-        "amount_": resource,
-        "v_bracket": bracket,
-        "v_params": params,
-        "v_params_key": params_key,
-        "v_state": TrialState.RUNNING,
-        "v_now": now,
+        **_new_trial(
+            experiment_id, bracket, params, params_key, now, TrialState.RUNNING, resource
+        ),
         "d_kind": DecisionKind.CONTINUE,
         "d_reason": dict(reason),
         "j_rung": rung,

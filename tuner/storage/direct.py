@@ -91,6 +91,8 @@ _seen: dict[_Key, Executable] = {}
 #: Statements seen again, with their plans (None: SQLAlchemy runs them).
 _plans: dict[_Key, tuple[Executable, Plan | None]] = {}
 _shapes: dict[tuple[str, ...], type] = {}
+#: Statements that SQLAlchemy compiles to the columns their parameters name.
+_PER_COLUMNS = (Insert, Update)
 
 
 def plan_for(stmt: Executable, dialect: Dialect, params: dict[str, Any]) -> Plan | None:
@@ -100,7 +102,7 @@ def plan_for(stmt: Executable, dialect: Dialect, params: dict[str, Any]) -> Plan
     inlined) is never seen again, and SQLAlchemy's compiled cache serves it better. An
     INSERT or UPDATE compiles to the columns its parameters name (as SQLAlchemy compiles
     it per execution), so its plan is per set of parameter names."""
-    columns = tuple(sorted(params)) if isinstance(stmt, Insert | Update) else None
+    columns = tuple(sorted(params)) if isinstance(stmt, _PER_COLUMNS) else None
     key = (id(stmt), dialect.name, columns)
     found = _plans.get(key)
     if found is not None and found[0] is stmt:
