@@ -60,6 +60,8 @@ def claim_now(
     report or completion asks for); then :func:`counted` once it committed."""
     now = runtime.now()
     result = coordinator.claim(store, experiment_id, worker_id or ANONYMOUS, now)
+    if isinstance(result, Assignment):  # for its reports (api.quiet_reports)
+        runtime.known_jobs.remember(result.job, store.known_experiment(experiment_id))
     if (
         worker_id is not None
         and isinstance(result, Assignment)

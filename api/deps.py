@@ -31,12 +31,14 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.util import greenlet_spawn
 
 from api.metrics import Metrics
+from api.quiet_reports import KnownJobs
 from api.settings import Settings
 from tuner.storage.sql import SqlStore
 
@@ -99,6 +101,10 @@ class Runtime:
     # PostgreSQL: the event loop's own engine and write slots (made by the app's lifespan).
     async_engine: AsyncEngine | None = None
     async_slots: asyncio.Semaphore | None = None
+    # The same pool in autocommit, for statements that are a transaction on their own.
+    autocommit_engine: AsyncEngine | None = None
+    # Jobs this process handed out or served, for quiet reports (api.quiet_reports).
+    known_jobs: KnownJobs = field(default_factory=KnownJobs)
     round_robin: int = 0
     _worker_seen: dict[str, float] = field(default_factory=dict)
 
@@ -121,7 +127,7 @@ class Runtime:
         return self.clock()
 
     @contextmanager
-    def _timed(self, operation: str) -> Iterator[None]:
+    def timed(self, operation: str) -> Iterator[None]:
         start = time.perf_counter()
         try:
             yield
@@ -134,7 +140,7 @@ class Runtime:
             try:
                 with (
                     self.write_slots,
-                    self._timed(operation),
+                    self.timed(operation),
                     self.session_factory.begin() as session,
                 ):
                     return fn(SqlStore(session))
@@ -149,26 +155,31 @@ class Runtime:
 
         On PostgreSQL, ``fn`` (plain synchronous code: the coordinator over a
         :class:`SqlStore`) runs on the event loop itself, in a greenlet that yields at every
-        database round trip (SQLAlchemy's ``AsyncConnection.run_sync`` over psycopg's async
-        connection): no worker thread, so no hand-off between threads and no fight for the
-        GIL with the one that holds an experiment's lock. SQLite runs :meth:`write` in a
+        database round trip (over psycopg's async connection): no worker thread, so no
+        hand-off between threads and no fight for the GIL with the one that holds an
+        experiment's lock. The whole transaction (checkout, BEGIN, ``fn``, COMMIT, checkin)
+        is one greenlet, on the async engine's synchronous facade: ``AsyncConnection``'s
+        begin, ``run_sync``, commit and close would be one each, and cost a seventh of the
+        service's CPU per request (docs/PERFORMANCE.md). SQLite runs :meth:`write` in a
         worker thread (its driver has no async I/O).
         """
         if self.async_engine is None or self.async_slots is None:
             return await run_in_threadpool(self.write, operation, fn)
 
-        def run(connection: Connection) -> T:
-            store = SqlStore.on_connection(connection)
-            result = fn(store)
-            store.flush()
-            return result
+        engine = self.async_engine.sync_engine
+
+        def run() -> T:
+            with engine.begin() as connection:
+                store = SqlStore.on_connection(connection)
+                result = fn(store)
+                store.flush()
+                return result
 
         for attempt in range(_RETRIES):
             try:
                 async with self.async_slots:
-                    with self._timed(operation):
-                        async with self.async_engine.begin() as connection:
-                            return await connection.run_sync(run)
+                    with self.timed(operation):
+                        return await greenlet_spawn(run)
             except DBAPIError as exc:
                 if attempt == _RETRIES - 1 or not is_transient(exc):
                     raise
@@ -180,7 +191,7 @@ class Runtime:
         once more on a fresh connection if the pooled one turned out dead."""
         for attempt in (1, 2):
             try:
-                with self._timed(operation), self.read_factory.begin() as session:
+                with self.timed(operation), self.read_factory.begin() as session:
                     return fn(session)
             except DBAPIError as exc:
                 if attempt == 2 or not exc.connection_invalidated:

@@ -153,6 +153,9 @@ def create_app(
                 engine.url, pool_size=settings.write_concurrency, max_overflow=0
             )
             runtime.async_slots = asyncio.Semaphore(settings.write_concurrency)
+            runtime.autocommit_engine = runtime.async_engine.execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
         reaper = Reaper(runtime, settings.reaper_interval_s)
         if settings.reaper_interval_s > 0:
             reaper.start()
@@ -165,6 +168,7 @@ def create_app(
             if runtime.async_engine is not None:
                 await runtime.async_engine.dispose()
                 runtime.async_engine, runtime.async_slots = None, None
+                runtime.autocommit_engine = None
 
     app = FastAPI(
         title="tuner", version="0.1.0", lifespan=lifespan,

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
 
-from api import claims
+from api import claims, quiet_reports
 from api.auth import Worker
 from api.deps import Id, RuntimeDep
 from api.errors import error_response
@@ -22,6 +22,7 @@ from api.shapes import decision_out, job_out
 from api.validation import InvalidRequest
 from tuner import coordinator
 from tuner.coordinator import Assignment, ClaimResult, ExperimentOver
+from tuner.coordinator.report import CONTINUE
 from tuner.domain import Decision, DecisionKind
 from tuner.errors import LeaseExpired
 from tuner.storage import queries
@@ -103,17 +104,22 @@ async def _decide(
 
     def run(store: SqlStore) -> tuple[Decision, int | None, ClaimResult | None]:
         decision = fn(store, runtime.now())
-        # Completions always wake claims. The coordinator read the job already: known_job
-        # costs no statement (an experiment id never changes).
+        # Completions always wake claims. The coordinator read the job and its experiment
+        # already: known_job and known_experiment cost no statement.
         if operation == "complete" or decision.kind is not DecisionKind.CONTINUE:
             experiment_id = store.known_job(job_id).experiment_id
             following = None
             if next_in is not None and decision.kind in _ENDS_JOB:
                 following = claims.claim_now(runtime, store, experiment_id, next_in.worker_id)
             return decision, experiment_id, following
+        if runtime.known_jobs.get(job_id) is None:  # for its next reports (api.quiet_reports)
+            job = store.known_job(job_id)
+            runtime.known_jobs.remember(job, store.known_experiment(job.experiment_id))
         return decision, None, None
 
     decision, experiment_id, following = await runtime.write_async(operation, run)
+    if decision.kind in _ENDS_JOB:
+        runtime.known_jobs.forget(job_id)
     if operation != "heartbeat" or decision.kind is DecisionKind.STOP:
         runtime.metrics.count_decision(decision.kind.value)
     if experiment_id is not None:
@@ -133,6 +139,10 @@ async def report(job_id: Id, body: ReportIn, runtime: RuntimeDep) -> DecisionOut
     value = body.as_float()
     if value is None:  # pragma: no cover - ReportIn requires a value or a value_kind
         raise InvalidRequest("body.value: a report needs a value")
+    if await quiet_reports.report_quietly(runtime, job_id, body, value):
+        runtime.metrics.count_decision(DecisionKind.CONTINUE.value)
+        runtime.metrics.reports.inc()
+        return decision_out(CONTINUE, None)
     out = await _decide(runtime, "report", job_id, lambda store, now: coordinator.report(
         store, job_id, body.lease_token, body.step, value, now,
         metrics=body.metrics, checkpoint=body.checkpoint,
@@ -171,6 +181,7 @@ async def fail(job_id: Id, body: FailIn, runtime: RuntimeDep) -> FailOut:
     trial = await runtime.write_async("fail", lambda store: coordinator.fail(
         store, job_id, body.lease_token, body.error, runtime.now()
     ))
+    runtime.known_jobs.forget(job_id)
     runtime.wakeups.notify(trial.experiment_id)
     return FailOut(trial_id=trial.id, trial_state=trial.state.value, retries=trial.retries)
 
@@ -182,6 +193,7 @@ async def release(job_id: Id, body: HeartbeatIn, runtime: RuntimeDep) -> FailOut
     trial = await runtime.write_async("release", lambda store: coordinator.release(
         store, job_id, body.lease_token, runtime.now()
     ))
+    runtime.known_jobs.forget(job_id)
     runtime.wakeups.notify(trial.experiment_id)
     return FailOut(trial_id=trial.id, trial_state=trial.state.value, retries=trial.retries)
 

@@ -191,6 +191,23 @@ def _passed_rungs(ctx: Context, trial: Trial, step: int) -> list[int]:
     return [k for k in range(first, len(levels) - 1) if levels[k] <= step]
 
 
+def quiet_floor(ctx: Context, bracket: int, step: int) -> int:
+    """The lowest ``trial.rung`` at which a report at ``step`` of a trial in ``bracket``
+    reaches no rung it still has to be judged at: such a report, finite and with no stop
+    asked, is stored and answered ``continue`` (the stopping form judges at every rung below
+    the top that a report reaches; the promotion form at none: -1, true of every trial).
+
+    The same rule as :func:`_passed_rungs`, as a bound that a store can test in SQL
+    (:mod:`api.quiet_reports`)."""
+    if not ctx.scheduler.is_stopping:
+        return -1
+    levels = ctx.scheduler.levels
+    reached = [k for k in range(len(levels) - 1) if levels[k] <= step]
+    if not reached or reached[-1] < ctx.scheduler.bracket_bottom(bracket):
+        return -1
+    return reached[-1]
+
+
 def _judge_passed_rungs(
     store: Store, ctx: Context, job: Job, trial: Trial, step: int, value: float, now: float
 ) -> Decision:

@@ -180,6 +180,37 @@ def record_step(
     return _trial_of(row[1:])
 
 
+def record_quiet_step(
+    store: SqlStore,
+    report: Report,
+    token_hash: str,
+    now: float,
+    expires_at: float,
+    floor: int,
+    changes: dict[str, Any],
+) -> bool:
+    """:func:`record_step` where the report needs no judgement nor error (see
+    ``_record_step(quiet=True)``): whether it was stored. When not, nothing was written
+    (but for a lease renewed by a report that lost the race to store the same step)."""
+    values = _trial_values(now, changes)
+    value, kind = split_value(report.value)
+    params = {
+        **_bound(values),
+        "j_id": report.job_id,
+        "hash_": token_hash,
+        "now_": now,
+        "v_until": expires_at,
+        "floor_": floor,
+        "r_step": report.step,
+        "r_value": value,
+        "r_kind": kind,
+        "r_metrics": dict(report.metrics),
+        "r_at": report.created_at,
+    }
+    row = store._run(_record_step(tuple(sorted(values)), quiet=True), params).one()
+    return row.id is not None
+
+
 def add_rung_result(
     store: SqlStore,
     experiment_id: int,

@@ -226,8 +226,9 @@ class SqlStore:
         # get_experiment(lock=True) answers from it, if no statement ran since.
         self._locked: Experiment | None = None
         self._sql = _statements_for(self._dialect)
-        # Jobs as this transaction last read or wrote them: see known_job.
+        # Jobs and experiments as this transaction last read or wrote them: see known_job.
         self._jobs: dict[int, Job] = {}
+        self._experiments: dict[int, Experiment] = {}
         # Counters read by next_queued_job, for the next snapshot: see there.
         self._prefetched: dict[int, Counters] = {}
         # Rung sizes this transaction's own rung insert returned (PostgreSQL), exact while
@@ -317,12 +318,20 @@ class SqlStore:
         locked = self._locked
         if lock and locked is not None and locked.id == experiment_id:
             self._locked = None
-            return locked  # locked by the statement just run (record_step)
+            self._experiments[experiment_id] = locked
+            return locked  # locked by the statement just run (record_step, a settle)
         stmt = _LOCK_EXPERIMENT if lock else _GET_EXPERIMENT
         row = self._run(stmt, {"e_id": experiment_id}).first()
         if row is None:
             raise NotFound(f"experiment {experiment_id} does not exist")
-        return _experiment_of(row)
+        experiment = self._experiments[experiment_id] = _experiment_of(row)
+        return experiment
+
+    def known_experiment(self, experiment_id: int) -> Experiment:
+        """The experiment as this transaction last read it (read now if it has not): for
+        what never changes, its document (like :meth:`known_job`)."""
+        experiment = self._experiments.get(experiment_id)
+        return experiment if experiment is not None else self.get_experiment(experiment_id)
 
     def set_experiment_state(self, experiment_id: int, state: ExperimentState, now: float) -> None:
         ended = now if state.is_finished() else None
@@ -506,6 +515,7 @@ class SqlStore:
         job = self._seen(_job_of(row[:_NJ]))
         trial = _trial_of(row[_NJ : _NJ + _NT])
         experiment = _experiment_of(row[_NJ + _NT : _NJ + _NT + _NE])
+        self._experiments[experiment.id] = experiment
         r_job, r_step, r_value, r_kind, r_metrics, r_at = row[_NJ + _NT + _NE :]
         report = None
         if r_step is not None:
@@ -617,6 +627,23 @@ class SqlStore:
             return record_step_in_steps(self, report, token_hash, now, expires_at, **changes)
         return compound.record_step(
             self, report, token_hash, now, expires_at, changes, lock=lock_experiment
+        )
+
+    def record_quiet_step(
+        self,
+        report: Report,
+        token_hash: str,
+        now: float,
+        expires_at: float,
+        floor: int,
+        **changes: Any,
+    ) -> bool:
+        """PostgreSQL only: :meth:`record_step` for a report that needs no judgement nor
+        error, in one statement that writes nothing unless it is one (its lease held, its
+        step in the job's range and new, ``trial.rung >= floor``, no stop asked): whether it
+        was stored. ``api.quiet_reports`` runs it in autocommit."""
+        return compound.record_quiet_step(
+            self, report, token_hash, now, expires_at, floor, changes
         )
 
     # ---- rungs -------------------------------------------------------------------------

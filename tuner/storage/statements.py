@@ -36,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from tuner.domain import JobState, TrialState
+from tuner.domain import ExperimentState, JobState, TrialState
 from tuner.storage.models import LOSS_FINITE, RUNG_OPEN
 from tuner.storage.rows import (
     _E,
@@ -188,15 +188,36 @@ def _rung_left() -> tuple[CTE, Exists, CTE]:
     return left, has_left, _COUNT_LEFT.where(has_left).cte("counted")
 
 
+#: A quiet step (:func:`_record_step`): in the job's range, not reported yet, its trial
+#: judged at every rung the step reaches (``rung >= floor_``), no stop asked for it or its
+#: experiment.
+_QUIET_STEP = (
+    _J.from_resource < bindparam("r_step", type_=Integer),
+    _J.to_resource >= bindparam("r_step", type_=Integer),
+    ~exists().where(_R.trial_id == _J.trial_id, _R.step == bindparam("r_step", type_=Integer)),
+    exists()
+    .where(
+        _T.id == _J.trial_id,
+        _T.rung >= bindparam("floor_", type_=Integer),
+        _T.stop_requested.is_(False),
+        _E.id == _J.experiment_id,
+        _E.state != ExperimentState.CANCELLED,
+    ),
+)
+
+
 @functools.lru_cache(maxsize=64)
-def _record_step(columns: tuple[str, ...], lock: bool = False) -> Select[Any]:
+def _record_step(columns: tuple[str, ...], lock: bool = False, quiet: bool = False) -> Select[Any]:
     """PostgreSQL: a report's three writes in one statement. Renew the lease (the
     compare-and-set of :data:`_RENEW_LEASE`); if it held, insert the report (once); if that
     was new, update the trial. Answers one row: how many leases were renewed (0 or 1), then
     the updated trial's columns (NULL when nothing was updated); with ``lock``, then the
     job's experiment, locked (``FOR UPDATE``: the round trip of the lock that a judgement
-    takes next)."""
-    renewed = _RENEW.returning(_J.id, _J.trial_id, _J.experiment_id).cte("renewed")
+    takes next). With ``quiet``, the lease is renewed (and so anything written) only for a
+    report that needs no judgement nor error (:data:`_QUIET_STEP`): the whole of such a
+    report, in autocommit (``api.quiet_reports``)."""
+    renew = _RENEW.where(*_QUIET_STEP) if quiet else _RENEW
+    renewed = renew.returning(_J.id, _J.trial_id, _J.experiment_id).cte("renewed")
     report = select(
         renewed.c.trial_id,
         renewed.c.id,
