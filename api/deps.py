@@ -101,8 +101,10 @@ class Runtime:
     # PostgreSQL: the event loop's own engine and write slots (made by the app's lifespan).
     async_engine: AsyncEngine | None = None
     async_slots: asyncio.Semaphore | None = None
-    # The same pool in autocommit, for statements that are a transaction on their own.
+    # PostgreSQL, in autocommit, with its own pool and slots: statements that are a
+    # transaction on their own and take no lock (api.quiet_reports).
     autocommit_engine: AsyncEngine | None = None
+    autocommit_slots: asyncio.Semaphore | None = None
     # Jobs this process handed out or served, for quiet reports (api.quiet_reports).
     known_jobs: KnownJobs = field(default_factory=KnownJobs)
     round_robin: int = 0

@@ -153,9 +153,13 @@ def create_app(
                 engine.url, pool_size=settings.write_concurrency, max_overflow=0
             )
             runtime.async_slots = asyncio.Semaphore(settings.write_concurrency)
-            runtime.autocommit_engine = runtime.async_engine.execution_options(
-                isolation_level="AUTOCOMMIT"
+            # Quiet reports (api.quiet_reports) take no lock: their own connections and
+            # slots, so that they never queue behind transactions waiting for one.
+            runtime.autocommit_engine = create_async_engine(
+                engine.url, pool_size=settings.write_concurrency, max_overflow=0,
+                isolation_level="AUTOCOMMIT",
             )
+            runtime.autocommit_slots = asyncio.Semaphore(settings.write_concurrency)
         reaper = Reaper(runtime, settings.reaper_interval_s)
         if settings.reaper_interval_s > 0:
             reaper.start()
@@ -168,7 +172,9 @@ def create_app(
             if runtime.async_engine is not None:
                 await runtime.async_engine.dispose()
                 runtime.async_engine, runtime.async_slots = None, None
-                runtime.autocommit_engine = None
+            if runtime.autocommit_engine is not None:
+                await runtime.autocommit_engine.dispose()
+                runtime.autocommit_engine, runtime.autocommit_slots = None, None
 
     app = FastAPI(
         title="tuner", version="0.1.0", lifespan=lifespan,

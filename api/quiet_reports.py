@@ -22,29 +22,19 @@ full path once, which makes it known.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.util import greenlet_spawn
 
 from tuner.coordinator.outcomes import Context, hash_token
-from tuner.coordinator.report import quiet_floor
+from tuner.coordinator.report import KnownJob, quiet_floor
 from tuner.domain import Experiment, Job, Report
 from tuner.storage.sql import SqlStore
 from tuner.wire import ReportIn
 
 if TYPE_CHECKING:
     from api.deps import Runtime
-
-
-@dataclass(frozen=True, slots=True)
-class KnownJob:
-    """A leased job and its experiment's rule (of ``ctx`` only the document and the
-    scheduler are read: they never change)."""
-
-    job: Job
-    ctx: Context
 
 
 class KnownJobs:
@@ -79,8 +69,8 @@ async def report_quietly(runtime: Runtime, job_id: int, body: ReportIn, value: f
     """Store a quiet report in one statement: True when it was one (the answer is
     ``continue``); False when the full path must answer (nothing was written)."""
     known = runtime.known_jobs.get(job_id)
-    engine = runtime.autocommit_engine
-    if known is None or engine is None or runtime.async_slots is None or not math.isfinite(value):
+    engine, slots = runtime.autocommit_engine, runtime.autocommit_slots
+    if known is None or engine is None or slots is None or not math.isfinite(value):
         return False
     job, ctx = known.job, known.ctx
     if not job.from_resource < body.step <= job.to_resource:
@@ -102,7 +92,7 @@ async def report_quietly(runtime: Runtime, job_id: int, body: ReportIn, value: f
             return store.record_quiet_step(report, token_hash, now, expires, floor, **changes)
 
     try:
-        async with runtime.async_slots:
+        async with slots:
             with runtime.timed("report"):
                 return await greenlet_spawn(run)
     except DBAPIError:

@@ -14,7 +14,7 @@ Usage::
 
     .venv/bin/python bench/service_throughput.py [--workers 32] [--seconds 15]
         [--postgres postgresql+psycopg://postgres@127.0.0.1:5432/test] [--skip-optuna]
-        [--pg-processes N]
+        [--pg-processes N] [--skip-pgbench]
 """
 
 from __future__ import annotations
@@ -310,6 +310,8 @@ def main() -> None:
         "report or completion that ends one, as the SDK's job loop does)")
     parser.add_argument("--pg-processes", type=int, default=os.cpu_count() or 1,
                         help="uvicorn processes for the second PostgreSQL run (1: no second run)")
+    parser.add_argument("--skip-pgbench", action="store_true",
+                        help="do not measure PostgreSQL's own ceiling with pgbench")
     args = parser.parse_args()
     print(f"{args.workers} workers, {args.seconds:.0f} s per run, {os.cpu_count()} CPUs, "
           f"ASHA {args.form} form")
@@ -338,7 +340,7 @@ def main() -> None:
               f"p50/p99 ms {opt['report_p50_ms']:.1f}/{opt['report_p99_ms']:.1f}")
         print(f"ratio tuner (best PostgreSQL run) / optuna reports/s: "
               f"{pg['report_per_s'] / max(opt['report_per_s'], 1e-9):.1f}x")
-    tps = run_pgbench(args.postgres)
+    tps = None if args.skip_pgbench else run_pgbench(args.postgres)
     if tps:
         print(f"pgbench -N -c 8 (simple update) tps: {tps:.0f}; tuner's share: "
               f"{pg['transactions_per_s'] / tps:.0%} of it")

@@ -103,11 +103,14 @@ async def _decide(
     which a judgement took already, is held until the commit either way)."""
 
     def run(store: SqlStore) -> tuple[Decision, int | None, ClaimResult | None]:
+        store.claim_follows = next_in is not None
         decision = fn(store, runtime.now())
         # Completions always wake claims. The coordinator read the job and its experiment
-        # already: known_job and known_experiment cost no statement.
+        # already, or this process knew them: no statement.
         if operation == "complete" or decision.kind is not DecisionKind.CONTINUE:
-            experiment_id = store.known_job(job_id).experiment_id
+            known = runtime.known_jobs.get(job_id)
+            job = known.job if known is not None else store.known_job(job_id)
+            experiment_id = job.experiment_id
             following = None
             if next_in is not None and decision.kind in _ENDS_JOB:
                 following = claims.claim_now(runtime, store, experiment_id, next_in.worker_id)
@@ -143,9 +146,10 @@ async def report(job_id: Id, body: ReportIn, runtime: RuntimeDep) -> DecisionOut
         runtime.metrics.count_decision(DecisionKind.CONTINUE.value)
         runtime.metrics.reports.inc()
         return decision_out(CONTINUE, None)
+    known = runtime.known_jobs.get(job_id)  # then the job need not be read first
     out = await _decide(runtime, "report", job_id, lambda store, now: coordinator.report(
         store, job_id, body.lease_token, body.step, value, now,
-        metrics=body.metrics, checkpoint=body.checkpoint,
+        metrics=body.metrics, checkpoint=body.checkpoint, known=known,
     ), body.next)
     runtime.metrics.reports.inc()
     return out

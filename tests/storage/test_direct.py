@@ -170,3 +170,70 @@ def test_a_plan_takes_its_result_columns_from_the_compiler(pg: Engine) -> None:
         plan = direct.plan_for(stmt, connection.dialect, {})
     assert plan is not None
     assert len(plan.columns) == 19 + 1 + 9  # the trial, the closed result, the experiment
+
+
+def _stop_and_read(store: SqlStore, experiment_id: int, job_id: int) -> tuple[Any, Any]:
+    """A stop's settle with a claim to follow; what it read for the claim, and the same
+    read made afterwards on its own."""
+    from tuner.storage.snapshot import _COUNTERS_AND_QUEUED, _counters_of
+
+    job = store.get_job(job_id)
+    trial = store.get_trial(job.trial_id)
+    store.add_rung_result(experiment_id, RungResult(
+        trial.bracket, 0, trial.number, trial.id, 0.5, 0.5, False, False, 3.0
+    ))
+    record = DecisionRecord(trial.id, DecisionKind.STOP, {"rule": "test"}, 1, 4.0)
+    stop = RungStop(experiment_id, job_id, 0, trial.bracket, 0, trial.number)
+    store.claim_follows = True
+    store.settle_trial(record, 4.0, stop=stop, state=TrialState.STOPPED)
+    read = store._claim_read
+    fresh = _counters_of(store._run(_COUNTERS_AND_QUEUED, {"e_id": experiment_id}))
+    return read, fresh
+
+
+def test_a_stops_settle_reads_the_claims_counters_in_its_round_trip(db_url: str) -> None:
+    """On the event loop's connection (psycopg's pipeline), the stop's settle and the
+    claim's first read go together; the read sees the settle's writes (the rung it left),
+    so it is what the claim would read on its own. Until both statements have plans, the
+    settle may run alone."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.util import greenlet_spawn
+
+    sync_engine = make_engine(db_url)
+    seeds = [_seed(sync_engine) for _ in range(3)]
+    sync_engine.dispose()
+
+    async def main() -> list[tuple[Any, Any]]:
+        engine = create_async_engine(db_url)
+
+        def one(experiment_id: int, job_id: int) -> tuple[Any, Any]:
+            with engine.sync_engine.begin() as connection:
+                return _stop_and_read(SqlStore.on_connection(connection), experiment_id, job_id)
+
+        try:
+            return [await greenlet_spawn(one, *seed) for seed in seeds]
+        finally:
+            await engine.dispose()
+
+    results = asyncio.run(main())
+    assert results[-1][0] is not None  # planned by then (the first may have run alone)
+    for (experiment_id, _), (read, fresh) in zip(seeds, results, strict=True):
+        rungs, _ = fresh[0]
+        assert rungs[(0, 0)][:2] == (1, 1)  # one result at rung 0, and it left the rung
+        if read is not None:
+            assert read[0] == experiment_id and (read[1], read[2]) == fresh
+
+
+def test_the_claims_read_is_dropped_by_any_statement(pg: Engine) -> None:
+    """Off the event loop the settle runs alone; a read left by it is valid only until the
+    next statement, like the locked experiment."""
+    experiment_id, job_id = _seed(pg)
+    with make_session_factory(pg).begin() as session:
+        store = SqlStore(session)
+        read, _ = _stop_and_read(store, experiment_id, job_id)
+        assert read is None
+        store._claim_read = (experiment_id, ({}, {}), None)
+        store.get_experiment(experiment_id)
+        assert store._claim_read is None

@@ -202,3 +202,56 @@ def test_a_claim_samples_again_when_its_trusting_first_draw_was_seen():
     assert Counting.refused >= 1  # with seed 3, a trusting draw repeated an earlier point
     assert not isinstance(co.claim(store, experiment.id, "w", 9.0), co.Assignment)
     assert store.get_experiment(experiment.id).n_trials == 3
+
+
+@pytest.mark.parametrize("form", ["stopping", "promotion"])
+def test_a_report_of_a_known_job_answers_as_a_report_that_reads_it_first(form):
+    """``report(..., known=...)`` writes first and reads the job only when the writes'
+    guards refuse: the same answers, errors and rows as the report that reads it first,
+    with stale tokens, repeats, conflicting values and steps past a rung in between."""
+    import random
+
+    from tuner.coordinator.outcomes import Context
+    from tuner.coordinator.report import KnownJob
+
+    scheduler = {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 9, "form": form}
+
+    def run(use_known: bool) -> tuple[list, list, list]:
+        store = MemoryStore()
+        doc = make_document(scheduler, budget={"max_trials": 15}, lease_ttl_s=10_000)
+        experiment = co.create_experiment(store, doc, 0.0)
+        ctx = Context.load(store, experiment.id, lock=False)
+        rnd, log, now = random.Random(5), [], 0.0
+        while isinstance(a := co.claim(store, experiment.id, "w", now := now + 1), co.Assignment):
+            known = KnownJob(a.job, ctx) if use_known else None
+            steps = list(range(a.job.from_resource + 1, a.job.to_resource + 1))
+            if rnd.random() < 0.3 and len(steps) > 2:
+                steps = sorted({*steps[::2], steps[-1]})  # some pass a rung unreported
+            for step in steps:
+                value = rnd.random()
+                now += 1
+                decision = co.report(store, a.job.id, a.lease_token, step, value, now, known=known)
+                log.append((a.trial.number, step, decision.kind, decision.reason.as_dict()))
+                with pytest.raises(LeaseExpired):
+                    co.report(store, a.job.id, "stale", step, value, now, known=known)
+                again = co.report(store, a.job.id, a.lease_token, step, value, now, known=known)
+                log.append(("again", again.kind, again.reason.as_dict()))
+                with pytest.raises(DuplicateReport):
+                    co.report(store, a.job.id, a.lease_token, step, value + 1, now, known=known)
+                if decision.kind is DecisionKind.STOP:
+                    break
+            else:
+                done = co.complete(store, a.job.id, a.lease_token, now := now + 1)
+                log.append(("complete", done.kind, done.reason.as_dict()))
+        trials = [(t.number, t.state, t.rung, t.best_loss) for t in store.trials(experiment.id)]
+        results = sorted(
+            (r.bracket, r.rung, r.trial_number, r.loss, r.promoted, r.closed)
+            for r in store.rung_results(experiment.id)
+        )
+        return log, trials, results
+
+    plain, known = run(False), run(True)
+    kinds = {entry[2] for entry in plain[0] if len(entry) == 4}
+    judged = {DecisionKind.STOP} if form == "stopping" else set()  # promotion: at completion
+    assert len(plain[0]) > 50 and kinds >= {DecisionKind.CONTINUE, *judged}
+    assert known == plain

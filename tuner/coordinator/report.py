@@ -12,6 +12,7 @@ only for rung writes and decisions, after everything that can be checked without
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from tuner.coordinator.outcomes import (
@@ -103,6 +104,8 @@ def report(
     now: float,
     metrics: dict[str, Any] | None = None,
     checkpoint: str | None = None,
+    *,
+    known: KnownJob | None = None,
 ) -> Decision:
     """Store the value at ``step`` once and answer ``continue`` or ``stop``.
 
@@ -111,7 +114,17 @@ def report(
     :class:`OutOfRange`. A non-finite value stops the trial (ranked worst at its rung). In the
     stopping form, a report at or past a rung's resource is judged at each rung it passed,
     in order.
+
+    ``known``: the job as the caller saw it before, with its experiment's rule. The report
+    is then written first, with the experiment's lock, and the job is not read: the writes'
+    own guards check the lease (:meth:`Store.record_step`), and what they refuse (a stale
+    token, an ended lease, a step stored already) is answered by the path without it, in
+    the same transaction (nothing was written).
     """
+    if known is not None and known.job.id == job_id:
+        decision = _report_known(store, known, lease_token, step, value, now, metrics, checkpoint)
+        if decision is not None:
+            return decision
     found = _job_for(store, job_id, lease_token, step)
     job, trial, existing = found.job, found.trial, found.report
     if existing is not None:
@@ -129,9 +142,7 @@ def report(
             f"step is {step}, but job {job.id} trains from {job.from_resource} to "
             f"{job.to_resource}: report steps {job.from_resource + 1}..{job.to_resource}"
         )
-    changes: dict[str, Any] = {"last_value": value}
-    if checkpoint is not None:
-        changes.update(checkpoint=checkpoint, checkpoint_step=step)
+    changes = _step_changes(value, step, checkpoint)
     ctx = Context.of(found.experiment)
     expires = now + ctx.config.lease_ttl_s
     # Whether the experiment's lock comes next (a judgement, a stop): the store may take it
@@ -157,13 +168,77 @@ def report(
         return report(store, job_id, lease_token, step, value, now, metrics, checkpoint)
     if recorded is None:
         raise LeaseExpired(f"the lease of job {job.id} has ended; stop training it")
-    trial = recorded
+    return _decide_recorded(store, ctx, job, recorded, step, value, now, locked=False)
 
+
+def _step_changes(value: float, step: int, checkpoint: str | None) -> dict[str, Any]:
+    """The trial's columns that a report at ``step`` sets."""
+    changes: dict[str, Any] = {"last_value": value}
+    if checkpoint is not None:
+        changes.update(checkpoint=checkpoint, checkpoint_step=step)
+    return changes
+
+
+@dataclass(frozen=True, slots=True)
+class KnownJob:
+    """A leased job and its experiment's rule, as a caller read them before: of ``job``
+    only what never changes once it is leased is used (its experiment, trial, bracket and
+    range), of ``ctx`` the document and the scheduler."""
+
+    job: Job
+    ctx: Context
+
+
+def _report_known(
+    store: Store,
+    known: KnownJob,
+    lease_token: str,
+    step: int,
+    value: float,
+    now: float,
+    metrics: dict[str, Any] | None,
+    checkpoint: str | None,
+) -> Decision | None:
+    """:func:`report` without the job's read; None when the writes' guards refused it."""
+    job = known.job
+    if not job.from_resource < step <= job.to_resource:
+        return None
+    try:
+        recorded = store.record_step(
+            Report(job.trial_id, job.id, step, value, metrics or {}, now),
+            hash_token(lease_token),
+            now,
+            now + known.ctx.config.lease_ttl_s,
+            lock_experiment=True,
+            **_step_changes(value, step, checkpoint),
+        )
+    except ConflictError:  # the step is stored already (DuplicateReport included)
+        return None
+    if recorded is None:  # the lease did not hold: nothing was written
+        return None
+    ctx = Context.load(store, job.experiment_id, lock=True)  # record_step locked and read it
+    return _decide_recorded(store, ctx, job, recorded, step, value, now, locked=True)
+
+
+def _decide_recorded(
+    store: Store,
+    ctx: Context,
+    job: Job,
+    trial: Trial,
+    step: int,
+    value: float,
+    now: float,
+    *,
+    locked: bool,
+) -> Decision:
+    """After a report's writes: a stop asked for, a non-finite value, or the judgements of
+    the stopping form. ``locked``: ``ctx`` was read under the experiment's lock."""
     stopped = _stop_if_asked(store, job, trial, ctx.experiment, now)
     if stopped is not None:
         return stopped
     if not math.isfinite(value):
-        ctx = Context.load(store, job.experiment_id, lock=True)
+        if not locked:
+            ctx = Context.load(store, job.experiment_id, lock=True)
         rung = ctx.target_rung(trial, job)
         entry = record_result(store, ctx, trial, rung, value, now)
         decision = ctx.scheduler.judge(_snap(store, ctx), trial.bracket, rung, entry)
@@ -173,7 +248,7 @@ def report(
         return decision
     if not ctx.scheduler.is_stopping:
         return CONTINUE
-    return _judge_passed_rungs(store, ctx, job, trial, step, value, now)
+    return _judge_passed_rungs(store, ctx, job, trial, step, value, now, locked=locked)
 
 
 def _snap(store: Store, ctx: Context) -> Snapshot:
@@ -209,7 +284,15 @@ def quiet_floor(ctx: Context, bracket: int, step: int) -> int:
 
 
 def _judge_passed_rungs(
-    store: Store, ctx: Context, job: Job, trial: Trial, step: int, value: float, now: float
+    store: Store,
+    ctx: Context,
+    job: Job,
+    trial: Trial,
+    step: int,
+    value: float,
+    now: float,
+    *,
+    locked: bool = False,
 ) -> Decision:
     """Stopping form: judge the trial at every rung below the top that ``step`` reached.
 
@@ -228,7 +311,8 @@ def _judge_passed_rungs(
     passed = _passed_rungs(ctx, trial, step)
     if not passed:
         return CONTINUE
-    ctx = Context.load(store, job.experiment_id, lock=True)
+    if not locked:
+        ctx = Context.load(store, job.experiment_id, lock=True)
     levels = ctx.scheduler.levels
     loss = to_loss(value, ctx.config.sign)
     decision = CONTINUE

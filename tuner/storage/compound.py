@@ -297,8 +297,12 @@ def settle_trial(
             number_=stop.trial_number, rung_=stop.rung, bracket_=stop.bracket,
             v_status=RUNG_CLOSED, promoted_=0,
         )
+    stmt = _settle_trial(tuple(sorted(values)), stop is not None)
     try:
-        row = store._run(_settle_trial(tuple(sorted(values)), stop is not None), params).first()
+        if stop is not None and store.claim_follows:  # the job ends: the claim's read with it
+            row = store._run_then_claim_read(stmt, params, stop.experiment_id).first()
+        else:
+            row = store._run(stmt, params).first()
     except IntegrityError as exc:
         if _is_foreign_key_violation(exc):
             raise NotFound(f"trial {record.trial_id} does not exist") from None

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import Connection, Insert, Update
 from sqlalchemy.engine import Dialect
@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeEngine
+from sqlalchemy.util import await_
 
 Processor = Callable[[Any], Any]
 
@@ -175,14 +176,30 @@ def _learn_rows(plan: Plan, dialect: Dialect, description: Sequence[Any] | None)
     plan.processors, plan.shape, plan.returns_rows = processors, shape, True
 
 
-def run(connection: Connection, plan: Plan, params: dict[str, Any]) -> Rows:
-    """Execute ``plan`` in ``connection``'s transaction; the rows, processed."""
+def _values(plan: Plan, params: dict[str, Any]) -> Any:
     values = plan.compiled.construct_params(params, escape_names=False)
     for name, processor in plan.binds:
         values[name] = processor(values[name])
+    return values
+
+
+def _raise(connection: Connection, plan: Plan, values: Any, exc: Any, cursor: Any) -> NoReturn:
+    """Raise the driver's ``exc`` as SQLAlchemy would (invalidating a dead connection)."""
     dialect = connection.dialect
-    dbapi_connection = connection.connection
-    cursor = dbapi_connection.cursor()
+    gone = dialect.is_disconnect(exc, connection.connection, cursor)
+    if gone:
+        connection.invalidate(exc)
+    raise DBAPIError.instance(
+        plan.sql, values, exc, dialect.loaded_dbapi.Error,
+        connection_invalidated=gone, dialect=dialect,
+    ) from exc
+
+
+def run(connection: Connection, plan: Plan, params: dict[str, Any]) -> Rows:
+    """Execute ``plan`` in ``connection``'s transaction; the rows, processed."""
+    values = _values(plan, params)
+    dialect = connection.dialect
+    cursor = connection.connection.cursor()
     try:
         cursor.execute(plan.sql, values)
         if plan.returns_rows is None:
@@ -190,15 +207,45 @@ def run(connection: Connection, plan: Plan, params: dict[str, Any]) -> Rows:
         fetched = cursor.fetchall() if plan.returns_rows else []
         rowcount = cursor.rowcount
     except dialect.loaded_dbapi.Error as exc:
-        gone = dialect.is_disconnect(exc, dbapi_connection, cursor)
-        if gone:
-            connection.invalidate(exc)
-        raise DBAPIError.instance(
-            plan.sql, values, exc, dialect.loaded_dbapi.Error,
-            connection_invalidated=gone, dialect=dialect,
-        ) from exc
+        _raise(connection, plan, values, exc, cursor)
     finally:
         cursor.close()
+    return _processed(plan, fetched, rowcount)
+
+
+def run_pair(
+    connection: Connection, first: tuple[Plan, dict[str, Any]], then: tuple[Plan, dict[str, Any]]
+) -> tuple[Rows, Rows]:
+    """Execute two planned statements, ``then`` after ``first`` (it sees what ``first``
+    wrote), in one round trip: psycopg's pipeline mode, on the event loop's connection (in
+    the greenlet that runs the transaction). Both plans must have run once already (their
+    row facts are known). An error in ``first`` aborts ``then`` and is raised."""
+    plans = (first[0], then[0])
+    values = (_values(*first), _values(*then))
+    driver: Any = connection.connection.driver_connection
+
+    async def both() -> list[tuple[list[Any], int]]:
+        cursors = [driver.cursor() for _ in plans]
+        try:
+            async with driver.pipeline():
+                for cursor, plan, bound in zip(cursors, plans, values, strict=True):
+                    await cursor.execute(plan.sql, bound)
+            return [
+                ((await cursor.fetchall()) if plan.returns_rows else [], cursor.rowcount)
+                for cursor, plan in zip(cursors, plans, strict=True)
+            ]
+        finally:
+            for cursor in cursors:
+                await cursor.close()
+
+    try:
+        (rows_a, n_a), (rows_b, n_b) = await_(both())
+    except connection.dialect.loaded_dbapi.Error as exc:
+        _raise(connection, plans[0], values[0], exc, None)
+    return _processed(plans[0], rows_a, n_a), _processed(plans[1], rows_b, n_b)
+
+
+def _processed(plan: Plan, fetched: Sequence[Any], rowcount: int) -> Rows:
     if not fetched:
         return Rows([], rowcount)
     processors, shape = plan.processors, plan.shape

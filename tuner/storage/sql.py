@@ -231,6 +231,12 @@ class SqlStore:
         self._experiments: dict[int, Experiment] = {}
         # Counters read by next_queued_job, for the next snapshot: see there.
         self._prefetched: dict[int, Counters] = {}
+        # A claim follows a job's end in this transaction (the caller's hint): a stop's
+        # settle then reads what the claim's first statement would, in its round trip.
+        self.claim_follows = False
+        # (experiment id, counters, oldest queued job) as that read left them: valid until
+        # the next statement, like _locked.
+        self._claim_read: tuple[int, Counters, int | None] | None = None
         # Rung sizes this transaction's own rung insert returned (PostgreSQL), exact while
         # it holds the rung's row: the snapshot needs no counter read for them.
         self._rung_sizes: dict[tuple[int, int, int], int] = {}
@@ -246,7 +252,7 @@ class SqlStore:
         # Core statements on the session's connection: the same transaction, without the
         # ORM's per-statement work (every statement here is Core). On PostgreSQL, on the
         # driver's cursor where the statement allows (tuner.storage.direct).
-        self._locked = None  # true only until the next statement
+        self._locked = self._claim_read = None  # true only until the next statement
         connection = self._connection
         if connection is None:
             connection = self._connection = self.session.connection()
@@ -255,6 +261,26 @@ class SqlStore:
             if plan is not None:
                 return direct.run(connection, plan, params)  # type: ignore[return-value]
         return connection.execute(stmt, params)
+
+    def _run_then_claim_read(
+        self, stmt: Executable, params: dict[str, Any], experiment_id: int
+    ) -> Result[Any]:
+        """``stmt``, then (in the same round trip, once both statements have plans) the
+        read that the claim which follows starts with (:meth:`next_queued_job`)."""
+        connection = self._connection or self.session.connection()
+        if not connection.dialect.is_async:  # the pipeline runs on the event loop's driver
+            return self._run(stmt, params)
+        first = direct.plan_for(stmt, connection.dialect, params)
+        read_params = {"e_id": experiment_id}
+        then = direct.plan_for(_COUNTERS_AND_QUEUED, connection.dialect, read_params)
+        if not (first and then and first.returns_rows and then.returns_rows):
+            return self._run(stmt, params)
+        self._locked = self._claim_read = None
+        self._connection = connection
+        rows, read = direct.run_pair(connection, (first, params), (then, read_params))
+        counters, queued = _counters_of(read)  # type: ignore[arg-type]
+        self._claim_read = (experiment_id, counters, queued)
+        return rows  # type: ignore[return-value]
 
     def _insert_once(
         self, table: Table, values: dict[str, Any], conflict: str, missing: str
@@ -529,7 +555,14 @@ class SqlStore:
         that order, under the experiment's lock; this store's own writes to the counters
         drop them). The job itself is then read with ``SKIP LOCKED`` (rare: a re-queued
         job)."""
-        counters, queued = _counters_of(self._run(_COUNTERS_AND_QUEUED, {"e_id": experiment_id}))
+        read = self._claim_read
+        if read is not None and read[0] == experiment_id:  # read by the settle just run
+            self._claim_read = None
+            counters, queued = read[1], read[2]
+        else:
+            counters, queued = _counters_of(
+                self._run(_COUNTERS_AND_QUEUED, {"e_id": experiment_id})
+            )
         self._prefetched[experiment_id] = counters
         if queued is None:
             return None
