@@ -31,6 +31,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -101,10 +102,9 @@ class Runtime:
     # PostgreSQL: the event loop's own engine and write slots (made by the app's lifespan).
     async_engine: AsyncEngine | None = None
     async_slots: asyncio.Semaphore | None = None
-    # PostgreSQL, in autocommit, with its own pool and slots: statements that are a
+    # PostgreSQL: psycopg connections in autocommit, for statements that are a
     # transaction on their own and take no lock (api.quiet_reports).
-    autocommit_engine: AsyncEngine | None = None
-    autocommit_slots: asyncio.Semaphore | None = None
+    quiet_pool: AsyncConnectionPool | None = None
     # Jobs this process handed out or served, for quiet reports (api.quiet_reports).
     known_jobs: KnownJobs = field(default_factory=KnownJobs)
     round_robin: int = 0

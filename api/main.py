@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,7 +31,13 @@ from api.reaper import Reaper
 from api.routes import experiments, health, jobs, trials, workers
 from api.settings import Settings
 from tuner.errors import ConflictError
-from tuner.storage.database import is_sqlite, make_engine, make_session_factory, upgrade
+from tuner.storage.database import (
+    driver_conninfo,
+    is_sqlite,
+    make_engine,
+    make_session_factory,
+    upgrade,
+)
 
 API_PREFIX = "/api/v1"
 
@@ -153,13 +160,13 @@ def create_app(
                 engine.url, pool_size=settings.write_concurrency, max_overflow=0
             )
             runtime.async_slots = asyncio.Semaphore(settings.write_concurrency)
-            # Quiet reports (api.quiet_reports) take no lock: their own connections and
-            # slots, so that they never queue behind transactions waiting for one.
-            runtime.autocommit_engine = create_async_engine(
-                engine.url, pool_size=settings.write_concurrency, max_overflow=0,
-                isolation_level="AUTOCOMMIT",
+            # Quiet reports (api.quiet_reports) take no lock: their own connections, so
+            # that they never queue behind transactions that wait for one.
+            runtime.quiet_pool = AsyncConnectionPool(
+                driver_conninfo(engine.url), min_size=1, max_size=settings.write_concurrency,
+                kwargs={"autocommit": True}, open=False,
             )
-            runtime.autocommit_slots = asyncio.Semaphore(settings.write_concurrency)
+            await runtime.quiet_pool.open()
         reaper = Reaper(runtime, settings.reaper_interval_s)
         if settings.reaper_interval_s > 0:
             reaper.start()
@@ -172,9 +179,9 @@ def create_app(
             if runtime.async_engine is not None:
                 await runtime.async_engine.dispose()
                 runtime.async_engine, runtime.async_slots = None, None
-            if runtime.autocommit_engine is not None:
-                await runtime.autocommit_engine.dispose()
-                runtime.autocommit_engine, runtime.autocommit_slots = None, None
+            if runtime.quiet_pool is not None:
+                await runtime.quiet_pool.close()
+                runtime.quiet_pool = None
 
     app = FastAPI(
         title="tuner", version="0.1.0", lifespan=lifespan,

@@ -6,11 +6,15 @@ in the job's range, under a live lease and with no stop asked, is stored and ans
 ``continue``, and that is all the coordinator does with it. Through the full path
 (:func:`tuner.coordinator.report`) it costs four round trips (BEGIN, the job's read, the
 writes, COMMIT); here it is one statement in autocommit, whose guards are those conditions
-(``SqlStore.record_quiet_step``): the lease's compare-and-set, the step's range and
+(``tuner.storage.compound.quiet_step``): the lease's compare-and-set, the step's range and
 novelty, ``trial.rung >= quiet_floor(...)`` (the trial was judged at every rung the step
 reaches), no stop asked of the trial or the experiment. When a guard fails, the statement
 writes nothing and the caller takes the full path, which answers as always: an error, an
 idempotent repeat, a judgement, a stop.
+
+The statement runs on a psycopg connection of the process's own small pool
+(``Runtime.quiet_pool``, autocommit): plain async code, no SQLAlchemy connection nor
+greenlet, and never in the queue of the transactions that wait for an experiment's lock.
 
 What the guards need from outside the statement never changes once a job is leased (its
 experiment, trial, bracket and range) or once an experiment is made (its document), so
@@ -24,13 +28,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.util import greenlet_spawn
+import psycopg
 
 from tuner.coordinator.outcomes import Context, hash_token
 from tuner.coordinator.report import KnownJob, quiet_floor
 from tuner.domain import Experiment, Job, Report
-from tuner.storage.sql import SqlStore
+from tuner.storage import direct
+from tuner.storage.compound import quiet_step
 from tuner.wire import ReportIn
 
 if TYPE_CHECKING:
@@ -69,8 +73,8 @@ async def report_quietly(runtime: Runtime, job_id: int, body: ReportIn, value: f
     """Store a quiet report in one statement: True when it was one (the answer is
     ``continue``); False when the full path must answer (nothing was written)."""
     known = runtime.known_jobs.get(job_id)
-    engine, slots = runtime.autocommit_engine, runtime.autocommit_slots
-    if known is None or engine is None or slots is None or not math.isfinite(value):
+    pool, engine = runtime.quiet_pool, runtime.async_engine
+    if known is None or pool is None or engine is None or not math.isfinite(value):
         return False
     job, ctx = known.job, known.ctx
     if not job.from_resource < body.step <= job.to_resource:
@@ -83,17 +87,16 @@ async def report_quietly(runtime: Runtime, job_id: int, body: ReportIn, value: f
     if floor >= 0 and ctx.scheduler.levels[floor] == body.step:
         return False  # the step that reaches a rung: judged there (unless it is a repeat)
     report = Report(job.trial_id, job.id, body.step, value, body.metrics or {}, now)
-    token_hash = hash_token(body.lease_token)
-    expires = now + ctx.config.lease_ttl_s
-
-    def run() -> bool:
-        with engine.sync_engine.connect() as connection:
-            store = SqlStore.on_connection(connection)
-            return store.record_quiet_step(report, token_hash, now, expires, floor, **changes)
-
+    stmt, params = quiet_step(
+        report, hash_token(body.lease_token), now, now + ctx.config.lease_ttl_s, floor, changes
+    )
+    plan = direct.plan_now(stmt, engine.dialect, params)
+    if plan is None:  # pragma: no cover - the statement is plannable (test_quiet_reports)
+        return False
     try:
-        async with slots:
-            with runtime.timed("report"):
-                return await greenlet_spawn(run)
-    except DBAPIError:
+        with runtime.timed("report"):
+            async with pool.connection() as connection:
+                rows = await direct.run_async(connection, engine.dialect, plan, params)
+    except psycopg.Error:
         return False  # the full path runs it again, with its retries, and answers
+    return bool(rows.one().id is not None)

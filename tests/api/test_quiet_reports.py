@@ -177,3 +177,13 @@ def test_the_promotion_form_reports_quietly_up_to_the_rung(
     assert done.json()["decision"] == "pause"
     assert _trial(api, job)["rung_values"][0]["value"] == pytest.approx(1.0 / 3)
     assert _quiet_steps(api, quiet_log) == ([1, 2, 3] if _is_postgres(api) else [])
+
+
+def test_the_quiet_pools_url_is_the_drivers_own() -> None:
+    """The pool connects without SQLAlchemy: the service's URL, without the driver name."""
+    from tuner.storage.database import driver_conninfo
+
+    assert driver_conninfo("postgresql+psycopg://u:p%40ss@db:5433/tuner?sslmode=require") == (
+        "postgresql://u:p%40ss@db:5433/tuner?sslmode=require"
+    )
+    assert driver_conninfo("postgres://u@db/tuner") == "postgresql://u@db/tuner"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Select
 from sqlalchemy.exc import IntegrityError
 
 from tuner.domain import (
@@ -192,6 +193,21 @@ def record_quiet_step(
     """:func:`record_step` where the report needs no judgement nor error (see
     ``_record_step(quiet=True)``): whether it was stored. When not, nothing was written
     (but for a lease renewed by a report that lost the race to store the same step)."""
+    stmt, params = quiet_step(report, token_hash, now, expires_at, floor, changes)
+    return bool(store._run(stmt, params).one().id is not None)
+
+
+def quiet_step(
+    report: Report,
+    token_hash: str,
+    now: float,
+    expires_at: float,
+    floor: int,
+    changes: dict[str, Any],
+) -> tuple[Select[Any], dict[str, Any]]:
+    """The statement of :func:`record_quiet_step` and its parameters (for a caller that
+    runs it on a driver's connection of its own, ``api.quiet_reports``): its row's ``id``
+    is not NULL when the report was stored."""
     values = _trial_values(now, changes)
     value, kind = split_value(report.value)
     params = {
@@ -207,8 +223,7 @@ def record_quiet_step(
         "r_metrics": dict(report.metrics),
         "r_at": report.created_at,
     }
-    row = store._run(_record_step(tuple(sorted(values)), quiet=True), params).one()
-    return row.id is not None
+    return _record_step(tuple(sorted(values)), quiet=True), params
 
 
 def add_rung_result(

@@ -42,6 +42,12 @@ def normalize_url(url: str | URL) -> URL:
     return parsed
 
 
+def driver_conninfo(url: str | URL) -> str:
+    """A PostgreSQL URL as the driver itself takes it (``postgresql://...``, no SQLAlchemy
+    driver name), for connections made without SQLAlchemy (a psycopg pool)."""
+    return normalize_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def is_sqlite(engine_or_url: Engine | str | URL) -> bool:
     url = engine_or_url.url if isinstance(engine_or_url, Engine) else normalize_url(engine_or_url)
     return url.get_backend_name() == "sqlite"

@@ -213,6 +213,27 @@ def run(connection: Connection, plan: Plan, params: dict[str, Any]) -> Rows:
     return _processed(plan, fetched, rowcount)
 
 
+def plan_now(stmt: Executable, dialect: Dialect, params: dict[str, Any]) -> Plan | None:
+    """The plan of ``stmt`` at once (for a caller with no SQLAlchemy connection to fall
+    back on; None where only SQLAlchemy can run it)."""
+    return plan_for(stmt, dialect, params) or plan_for(stmt, dialect, params)
+
+
+async def run_async(
+    driver_connection: Any, dialect: Dialect, plan: Plan, params: dict[str, Any]
+) -> Rows:
+    """Execute ``plan`` (planned for ``dialect``) on a psycopg ``AsyncConnection`` of the
+    caller's own: no SQLAlchemy connection, no greenlet. The driver's errors are raised as
+    they are."""
+    values = _values(plan, params)
+    async with driver_connection.cursor() as cursor:
+        await cursor.execute(plan.sql, values)
+        if plan.returns_rows is None:
+            _learn_rows(plan, dialect, cursor.description)
+        fetched = (await cursor.fetchall()) if plan.returns_rows else []
+        return _processed(plan, fetched, cursor.rowcount)
+
+
 def run_pair(
     connection: Connection, first: tuple[Plan, dict[str, Any]], then: tuple[Plan, dict[str, Any]]
 ) -> tuple[Rows, Rows]:
