@@ -96,7 +96,7 @@ async def _decide(
     job_id: int,
     fn: Callable[[SqlStore, float], Decision],
     next_in: NextIn | None = None,
-) -> DecisionOut:
+) -> Response:
     """Run a leased-job operation; count the scheduler's decisions (not heartbeats' answers)
     and wake waiting claims when the job ended. With ``next_in``, an answer that ends the
     job comes with the next job, claimed in the same transaction (the experiment's lock,
@@ -130,11 +130,17 @@ async def _decide(
         if following is not None:
             claims.counted(runtime, experiment_id, following)
     next_job = job_out(following) if isinstance(following, Assignment) else None
-    return decision_out(decision, next_job)
+    # Serialised here: FastAPI would validate the model it was given again, then dump it.
+    return Response(decision_out(decision, next_job).model_dump_json(), media_type=_JSON)
+
+
+_JSON = "application/json"
+#: The answer to every quiet report, serialised once (a DecisionOut, as the route declares).
+_CONTINUED = decision_out(CONTINUE, None).model_dump_json().encode()
 
 
 @router.post("/jobs/{job_id}/reports", response_model=DecisionOut, responses=_LEASED)
-async def report(job_id: Id, body: ReportIn, runtime: RuntimeDep) -> DecisionOut:
+async def report(job_id: Id, body: ReportIn, runtime: RuntimeDep) -> Response:
     """Store the value at ``step`` (once per trial and step) and answer the decision.
 
     A non-finite value is sent as ``value_kind`` (``nan``, ``inf``, ``-inf``) and stops the
@@ -145,7 +151,7 @@ async def report(job_id: Id, body: ReportIn, runtime: RuntimeDep) -> DecisionOut
     if await quiet_reports.report_quietly(runtime, job_id, body, value):
         runtime.metrics.count_decision(DecisionKind.CONTINUE.value)
         runtime.metrics.reports.inc()
-        return decision_out(CONTINUE, None)
+        return Response(_CONTINUED, media_type=_JSON)
     known = runtime.known_jobs.get(job_id)  # then the job need not be read first
     out = await _decide(runtime, "report", job_id, lambda store, now: coordinator.report(
         store, job_id, body.lease_token, body.step, value, now,
@@ -156,7 +162,7 @@ async def report(job_id: Id, body: ReportIn, runtime: RuntimeDep) -> DecisionOut
 
 
 @router.post("/jobs/{job_id}/heartbeat", response_model=DecisionOut, responses=_LEASED)
-async def heartbeat(job_id: Id, body: HeartbeatIn, runtime: RuntimeDep) -> DecisionOut:
+async def heartbeat(job_id: Id, body: HeartbeatIn, runtime: RuntimeDep) -> Response:
     """Renew the lease; ``stop`` when the trial was stopped by hand or cancelled."""
 
     def beat(store: SqlStore, now: float) -> Decision:
@@ -170,7 +176,7 @@ async def heartbeat(job_id: Id, body: HeartbeatIn, runtime: RuntimeDep) -> Decis
 
 
 @router.post("/jobs/{job_id}/complete", response_model=DecisionOut, responses=_LEASED)
-async def complete(job_id: Id, body: CompleteIn, runtime: RuntimeDep) -> DecisionOut:
+async def complete(job_id: Id, body: CompleteIn, runtime: RuntimeDep) -> Response:
     """The job reached ``to_resource``: ``pause`` (await promotion), ``complete`` or ``stop``."""
     return await _decide(runtime, "complete", job_id, lambda store, now: coordinator.complete(
         store, job_id, body.lease_token, now, value=body.as_float(),
