@@ -6,7 +6,9 @@ nothing, so a zombie worker stops and the winner's data is never overwritten.
 
 Each operation starts with one read of the job, its trial, its experiment and the report at
 the step in question (:meth:`tuner.store.Store.load_job`); the experiment's lock is taken
-only for rung writes and decisions, after everything that can be checked without it.
+only for rung writes and decisions, after everything that can be checked without it. A
+report of a job the caller knows already (:class:`KnownJob`) skips the read: its writes
+check the lease themselves, and the read comes only when they refuse.
 """
 
 from __future__ import annotations

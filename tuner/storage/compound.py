@@ -181,22 +181,6 @@ def record_step(
     return _trial_of(row[1:])
 
 
-def record_quiet_step(
-    store: SqlStore,
-    report: Report,
-    token_hash: str,
-    now: float,
-    expires_at: float,
-    floor: int,
-    changes: dict[str, Any],
-) -> bool:
-    """:func:`record_step` where the report needs no judgement nor error (see
-    ``_record_step(quiet=True)``): whether it was stored. When not, nothing was written
-    (but for a lease renewed by a report that lost the race to store the same step)."""
-    stmt, params = quiet_step(report, token_hash, now, expires_at, floor, changes)
-    return bool(store._run(stmt, params).one().id is not None)
-
-
 def quiet_step(
     report: Report,
     token_hash: str,
@@ -205,9 +189,11 @@ def quiet_step(
     floor: int,
     changes: dict[str, Any],
 ) -> tuple[Select[Any], dict[str, Any]]:
-    """The statement of :func:`record_quiet_step` and its parameters (for a caller that
-    runs it on a driver's connection of its own, ``api.quiet_reports``): its row's ``id``
-    is not NULL when the report was stored."""
+    """:func:`record_step` where the report needs no judgement nor error, as a statement
+    and its parameters (``_record_step(quiet=True)``; ``api.quiet_reports`` runs it in
+    autocommit on a driver's connection of its own). Its row's ``id`` is not NULL when the
+    report was stored; when it is NULL nothing was written (but for a lease renewed by a
+    report that lost the race to store the same step)."""
     values = _trial_values(now, changes)
     value, kind = split_value(report.value)
     params = {

@@ -662,23 +662,6 @@ class SqlStore:
             self, report, token_hash, now, expires_at, changes, lock=lock_experiment
         )
 
-    def record_quiet_step(
-        self,
-        report: Report,
-        token_hash: str,
-        now: float,
-        expires_at: float,
-        floor: int,
-        **changes: Any,
-    ) -> bool:
-        """PostgreSQL only: :meth:`record_step` for a report that needs no judgement nor
-        error, in one statement that writes nothing unless it is one (its lease held, its
-        step in the job's range and new, ``trial.rung >= floor``, no stop asked): whether it
-        was stored. ``api.quiet_reports`` runs it in autocommit."""
-        return compound.record_quiet_step(
-            self, report, token_hash, now, expires_at, floor, changes
-        )
-
     # ---- rungs -------------------------------------------------------------------------
     def add_rung_result(
         self, experiment_id: int, result: RungResult, *, rank_eta: int | None = None
