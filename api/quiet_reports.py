@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from tuner.coordinator.outcomes import Context, hash_token
-from tuner.coordinator.report import KnownJob, quiet_floor
+from tuner.coordinator.report import KnownJob, quiet_floor, step_changes
 from tuner.domain import Experiment, Job, Report
 from tuner.storage import direct
 from tuner.storage.compound import quiet_step
@@ -80,15 +80,13 @@ async def report_quietly(runtime: Runtime, job_id: int, body: ReportIn, value: f
     if not job.from_resource < body.step <= job.to_resource:
         return False  # the full path answers 422
     now = runtime.now()
-    changes: dict[str, object] = {"last_value": value}
-    if body.checkpoint is not None:
-        changes.update(checkpoint=body.checkpoint, checkpoint_step=body.step)
     floor = quiet_floor(ctx, job.bracket, body.step)
     if floor >= 0 and ctx.scheduler.levels[floor] == body.step:
         return False  # the step that reaches a rung: judged there (unless it is a repeat)
     report = Report(job.trial_id, job.id, body.step, value, body.metrics or {}, now)
     stmt, params = quiet_step(
-        report, hash_token(body.lease_token), now, now + ctx.config.lease_ttl_s, floor, changes
+        report, hash_token(body.lease_token), now, now + ctx.config.lease_ttl_s, floor,
+        step_changes(value, body.step, body.checkpoint),
     )
     plan = direct.plan_now(stmt, engine.dialect, params)
     if plan is None:  # pragma: no cover - the statement is plannable (test_quiet_reports)

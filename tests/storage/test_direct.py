@@ -137,20 +137,25 @@ def test_record_step_takes_the_experiments_lock_when_asked(pg: Engine) -> None:
         assert store._locked is None
 
 
+def _settle_a_stop(store: SqlStore, experiment_id: int, job_id: int) -> None:
+    """The job's trial gets a result at rung 0 and is stopped there (the job ends)."""
+    job = store.get_job(job_id)
+    trial = store.get_trial(job.trial_id)
+    store.add_rung_result(experiment_id, RungResult(
+        trial.bracket, 0, trial.number, trial.id, 0.5, 0.5, False, False, 3.0
+    ))
+    record = DecisionRecord(trial.id, DecisionKind.STOP, {"rule": "test"}, 1, 4.0)
+    stop = RungStop(experiment_id, job_id, 0, trial.bracket, 0, trial.number)
+    store.settle_trial(record, 4.0, stop=stop, state=TrialState.STOPPED)
+
+
 def test_a_stops_settle_leaves_the_experiment_for_the_claim_that_follows(pg: Engine) -> None:
     """After a stop's settle statement (which ends the job and refunds the experiment's
     resource), the claim's locked read of the experiment costs no statement."""
     experiment_id, job_id = _seed(pg)
     with make_session_factory(pg).begin() as session:
         store = SqlStore(session)
-        job = store.get_job(job_id)
-        trial = store.get_trial(job.trial_id)
-        store.add_rung_result(experiment_id, RungResult(
-            trial.bracket, 0, trial.number, trial.id, 0.5, 0.5, False, False, 3.0
-        ))
-        record = DecisionRecord(trial.id, DecisionKind.STOP, {"rule": "test"}, 1, 4.0)
-        stop = RungStop(experiment_id, job_id, 0, trial.bracket, 0, trial.number)
-        store.settle_trial(record, 4.0, stop=stop, state=TrialState.STOPPED)
+        _settle_a_stop(store, experiment_id, job_id)
         assert store._locked is not None and store._locked.id == experiment_id
         before = store.get_experiment(experiment_id)  # a statement: the cache is dropped
         assert store._locked is None
@@ -177,15 +182,8 @@ def _stop_and_read(store: SqlStore, experiment_id: int, job_id: int) -> tuple[An
     read made afterwards on its own."""
     from tuner.storage.snapshot import _COUNTERS_AND_QUEUED, _counters_of
 
-    job = store.get_job(job_id)
-    trial = store.get_trial(job.trial_id)
-    store.add_rung_result(experiment_id, RungResult(
-        trial.bracket, 0, trial.number, trial.id, 0.5, 0.5, False, False, 3.0
-    ))
-    record = DecisionRecord(trial.id, DecisionKind.STOP, {"rule": "test"}, 1, 4.0)
-    stop = RungStop(experiment_id, job_id, 0, trial.bracket, 0, trial.number)
     store.claim_follows = True
-    store.settle_trial(record, 4.0, stop=stop, state=TrialState.STOPPED)
+    _settle_a_stop(store, experiment_id, job_id)
     read = store._claim_read
     fresh = _counters_of(store._run(_COUNTERS_AND_QUEUED, {"e_id": experiment_id}))
     return read, fresh

@@ -144,7 +144,7 @@ def report(
             f"step is {step}, but job {job.id} trains from {job.from_resource} to "
             f"{job.to_resource}: report steps {job.from_resource + 1}..{job.to_resource}"
         )
-    changes = _step_changes(value, step, checkpoint)
+    changes = step_changes(value, step, checkpoint)
     ctx = Context.of(found.experiment)
     expires = now + ctx.config.lease_ttl_s
     # Whether the experiment's lock comes next (a judgement, a stop): the store may take it
@@ -173,7 +173,7 @@ def report(
     return _decide_recorded(store, ctx, job, recorded, step, value, now, locked=False)
 
 
-def _step_changes(value: float, step: int, checkpoint: str | None) -> dict[str, Any]:
+def step_changes(value: float, step: int, checkpoint: str | None) -> dict[str, Any]:
     """The trial's columns that a report at ``step`` sets."""
     changes: dict[str, Any] = {"last_value": value}
     if checkpoint is not None:
@@ -212,7 +212,7 @@ def _report_known(
             now,
             now + known.ctx.config.lease_ttl_s,
             lock_experiment=True,
-            **_step_changes(value, step, checkpoint),
+            **step_changes(value, step, checkpoint),
         )
     except ConflictError:  # the step is stored already (DuplicateReport included)
         return None

@@ -155,19 +155,7 @@ def record_step(
     """With ``lock``, the statement also locks and reads the job's experiment, for the
     store's next ``get_experiment(lock=True)``."""
     values = _trial_values(now, changes)
-    value, kind = split_value(report.value)
-    params = {
-        **_bound(values),
-        "j_id": report.job_id,
-        "hash_": token_hash,
-        "now_": now,
-        "v_until": expires_at,
-        "r_step": report.step,
-        "r_value": value,
-        "r_kind": kind,
-        "r_metrics": dict(report.metrics),
-        "r_at": report.created_at,
-    }
+    params = _step_params(report, token_hash, now, expires_at, values)
     row = store._run(_record_step(tuple(sorted(values)), lock), params).one()
     if not row.n_renewed:
         store.get_job(report.job_id)  # NotFound for an unknown id
@@ -195,21 +183,28 @@ def quiet_step(
     report was stored; when it is NULL nothing was written (but for a lease renewed by a
     report that lost the race to store the same step)."""
     values = _trial_values(now, changes)
+    params = _step_params(report, token_hash, now, expires_at, values)
+    params["floor_"] = floor
+    return _record_step(tuple(sorted(values)), quiet=True), params
+
+
+def _step_params(
+    report: Report, token_hash: str, now: float, expires_at: float, values: dict[str, Any]
+) -> dict[str, Any]:
+    """The bound values of :func:`_record_step` (the trial's columns ``values``)."""
     value, kind = split_value(report.value)
-    params = {
+    return {
         **_bound(values),
         "j_id": report.job_id,
         "hash_": token_hash,
         "now_": now,
         "v_until": expires_at,
-        "floor_": floor,
         "r_step": report.step,
         "r_value": value,
         "r_kind": kind,
         "r_metrics": dict(report.metrics),
         "r_at": report.created_at,
     }
-    return _record_step(tuple(sorted(values)), quiet=True), params
 
 
 def add_rung_result(
