@@ -1,4 +1,5 @@
-"""Whole ASHA experiments through real uvicorn servers over HTTP, 32 concurrent workers."""
+"""Whole ASHA experiments through real uvicorn servers over HTTP, 32 concurrent workers,
+through a server killed and restarted, two replicas, and connections that PostgreSQL ends."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from tests.api import harness
 from tests.api.conftest import ADMIN_TOKEN, LiveServer, bearer, experiment_document
 from tests.conftest import DB_PARAMS
+from tuner.storage.database import make_engine
 
 POSTGRES_ONLY = DB_PARAMS[1]
 
@@ -98,5 +101,45 @@ def test_live_two_replicas_share_workers(
     harness.join(workers, 100)
     assert not log.errors, log.errors[:5]
     assert all(not w.is_alive() for w in workers)
+    harness.check_no_job_twice(log)
+    harness.check_database(db_url, experiment_id, log, eta=3)
+
+
+def _cut_connections(db_url: str) -> int:
+    """End every other session on the server's database, as a PostgreSQL restart does to
+    them (``pg_terminate_backend``: each gets "terminating connection due to administrator
+    command"); how many were ended."""
+    engine = make_engine(db_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            ended = conn.execute(text(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )).scalar_one()
+    finally:
+        engine.dispose()
+    return int(ended)
+
+
+@pytest.mark.parametrize("db_url", [POSTGRES_ONLY], indirect=True)
+def test_live_postgres_connections_cut_mid_run_lose_nothing(
+    live_server: LiveServer, db_url: str
+) -> None:
+    """Every connection of the service dies twice mid-run (what a PostgreSQL restart does to
+    them): requests on a dead connection run again on a new one, so no worker sees an
+    error, the experiment ends, and nothing acknowledged is lost or repeated."""
+    experiment_id, token = _setup(live_server.url)
+    log, workers = harness.run_workers([live_server.url], token, experiment_id, N_WORKERS, 90)
+    cuts = []
+    for at in (40, 100):
+        deadline = time.monotonic() + 30
+        while len(log.acknowledged) < at and time.monotonic() < deadline:
+            time.sleep(0.01)
+        cuts.append(_cut_connections(db_url))
+    harness.join(workers, 100)
+    assert all(n > 0 for n in cuts), cuts  # the service's pools had connections to end
+    assert len(log.acknowledged) >= 100
+    assert not log.errors, log.errors[:5]
+    assert all(not w.is_alive() for w in workers), "workers still running: experiment stuck"
     harness.check_no_job_twice(log)
     harness.check_database(db_url, experiment_id, log, eta=3)
