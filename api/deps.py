@@ -149,6 +149,7 @@ class Runtime:
             except DBAPIError as exc:
                 if attempt == _RETRIES - 1 or not is_transient(exc):
                     raise
+                self.metrics.db_retries.labels(operation).inc()
             time.sleep(random.uniform(0.001, 0.01 * 2**attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -185,6 +186,7 @@ class Runtime:
             except DBAPIError as exc:
                 if attempt == _RETRIES - 1 or not is_transient(exc):
                     raise
+                self.metrics.db_retries.labels(operation).inc()
             await asyncio.sleep(random.uniform(0.001, 0.01 * 2**attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -198,6 +200,7 @@ class Runtime:
             except DBAPIError as exc:
                 if attempt == 2 or not exc.connection_invalidated:
                     raise
+                self.metrics.db_retries.labels(operation).inc()
         raise AssertionError("unreachable")  # pragma: no cover
 
 

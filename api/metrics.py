@@ -44,6 +44,13 @@ class Metrics:
             "tuner_http_request_duration_seconds", "Request latency by route",
             ["method", "route", "status"], buckets=_LATENCY_BUCKETS, registry=r,
         )
+        self.db_retries = Counter(
+            "tuner_db_retries",
+            "Transactions run again after a transient database error (deadlock, "
+            "serialization failure, lost connection, SQLite busy), by operation; a quiet "
+            "report that met a database error and took the full path counts as report_quiet",
+            ["operation"], registry=r,
+        )
         self.db = Histogram(
             "tuner_db_transaction_duration_seconds", "Database transaction latency by operation",
             ["operation"], buckets=_LATENCY_BUCKETS, registry=r,

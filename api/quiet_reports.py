@@ -96,5 +96,6 @@ async def report_quietly(runtime: Runtime, job_id: int, body: ReportIn, value: f
             async with pool.connection() as connection:
                 rows = await direct.run_async(connection, engine.dialect, plan, params)
     except psycopg.Error:
+        runtime.metrics.db_retries.labels("report_quiet").inc()
         return False  # the full path runs it again, with its retries, and answers
     return bool(rows.one().id is not None)

@@ -143,3 +143,9 @@ def test_live_postgres_connections_cut_mid_run_lose_nothing(
     assert all(not w.is_alive() for w in workers), "workers still running: experiment stuck"
     harness.check_no_job_twice(log)
     harness.check_database(db_url, experiment_id, log, eta=3)
+    metrics = httpx.get(f"{live_server.url}/metrics", timeout=10).text
+    retried = [
+        float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+        if line.startswith("tuner_db_retries_total{")
+    ]
+    assert sum(retried) >= 1, "the lost connections were not counted as retries"
