@@ -13,6 +13,8 @@ PostgreSQL (``postgresql+psycopg://``) serves several server processes; locking 
 
 from __future__ import annotations
 
+import site
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,23 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 #: Execution option naming how a SQLite transaction begins (``IMMEDIATE`` or ``DEFERRED``).
 _BEGIN_OPTION = "tuner_sqlite_begin"
 
-#: Where the Alembic environment and revisions live.
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+def _migrations_dir() -> Path:
+    """Where the Alembic environment and revisions live: the repository's ``migrations/``
+    beside the package (a checkout, an editable install, the Docker image), or else the copy
+    that a wheel installed under ``<prefix>/share/tuner/migrations`` (pyproject.toml's
+    data-files), for the interpreter's prefix or the user's (``pip install --user``)."""
+    beside = Path(__file__).resolve().parents[2] / "migrations"
+    if (beside / "env.py").is_file():
+        return beside
+    for prefix in (sys.prefix, site.getuserbase()):
+        installed = Path(prefix) / "share" / "tuner" / "migrations"
+        if (installed / "env.py").is_file():
+            return installed
+    return beside  # Alembic's error then names the path it looked for
+
+
+#: Where the Alembic environment and revisions live (see _migrations_dir).
+MIGRATIONS_DIR = _migrations_dir()
 
 
 def normalize_url(url: str | URL) -> URL:
