@@ -47,7 +47,7 @@ async def _claim_in(
                 return None
         return claim_now(runtime, store, experiment_id, worker_id)
 
-    result = await runtime.write_async("claim", run)
+    result = await runtime.write_async("claim", run, experiment_id)
     if result is not None:
         counted(runtime, experiment_id, result)
     return result

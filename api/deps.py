@@ -13,7 +13,8 @@ while competing for the GIL.
 
 Routes of the job protocol use :meth:`Runtime.write_async`: on PostgreSQL their
 transactions run on the event loop (the synchronous coordinator in a greenlet over an async
-connection, ``async_slots`` of them at once), so the hot path has no worker threads at all.
+connection, ``async_slots`` of them at once, at most ``EXPERIMENT_SLOTS`` of one
+experiment), so the hot path has no worker threads at all.
 Everything else (the reaper, admin routes, the dashboard) runs :meth:`Runtime.write` and
 :meth:`Runtime.read` in worker threads.
 """
@@ -21,13 +22,14 @@ Everything else (the reaper, admin routes, the dashboard) runs :meth:`Runtime.wr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -46,6 +48,8 @@ from tuner.storage.sql import SqlStore
 T = TypeVar("T")
 
 _RETRIES = 6
+#: Transactions of one experiment that run at once on the event loop (Runtime.write_async).
+EXPERIMENT_SLOTS = 2
 _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
 
 
@@ -102,6 +106,8 @@ class Runtime:
     # PostgreSQL: the event loop's own engine and write slots (made by the app's lifespan).
     async_engine: AsyncEngine | None = None
     async_slots: asyncio.Semaphore | None = None
+    # PostgreSQL: at most EXPERIMENT_SLOTS of those transactions per experiment at once.
+    experiment_slots: dict[int, asyncio.Semaphore] = field(default_factory=dict)
     # PostgreSQL: psycopg connections in autocommit, for statements that are a
     # transaction on their own and take no lock (api.quiet_reports).
     quiet_pool: AsyncConnectionPool | None = None
@@ -153,7 +159,19 @@ class Runtime:
             time.sleep(random.uniform(0.001, 0.01 * 2**attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def write_async(self, operation: str, fn: Callable[[SqlStore], T]) -> T:
+    def _experiment_slot(self, experiment_id: int) -> asyncio.Semaphore:
+        slot = self.experiment_slots.get(experiment_id)
+        if slot is None:
+            if len(self.experiment_slots) >= 10_000:  # idle ones are forgotten
+                self.experiment_slots = {
+                    k: v for k, v in self.experiment_slots.items() if v.locked()
+                }
+            slot = self.experiment_slots[experiment_id] = asyncio.Semaphore(EXPERIMENT_SLOTS)
+        return slot
+
+    async def write_async(
+        self, operation: str, fn: Callable[[SqlStore], T], experiment_id: int | None = None
+    ) -> T:
         """:meth:`write` for a route on the event loop.
 
         On PostgreSQL, ``fn`` (plain synchronous code: the coordinator over a
@@ -165,6 +183,13 @@ class Runtime:
         begin, ``run_sync``, commit and close would be one each, and cost a seventh of the
         service's CPU per request (docs/PERFORMANCE.md). SQLite runs :meth:`write` in a
         worker thread (its driver has no async I/O).
+
+        ``experiment_id``: the experiment whose lock ``fn`` takes (when the caller knows it).
+        Its transactions queue here, ``EXPERIMENT_SLOTS`` at a time, before they take one
+        of the process's slots: they serialise on that lock anyway, and one holding it with
+        one waiting at it keeps the hand-over inside PostgreSQL, while more waiting there
+        only hold connections and slots that other experiments could use
+        (docs/PERFORMANCE.md).
         """
         if self.async_engine is None or self.async_slots is None:
             return await run_in_threadpool(self.write, operation, fn)
@@ -178,9 +203,13 @@ class Runtime:
                 store.flush()
                 return result
 
+        queue: contextlib.AbstractAsyncContextManager[Any] = (
+            contextlib.nullcontext() if experiment_id is None
+            else self._experiment_slot(experiment_id)
+        )
         for attempt in range(_RETRIES):
             try:
-                async with self.async_slots:
+                async with queue, self.async_slots:
                     with self.timed(operation):
                         return await greenlet_spawn(run)
             except DBAPIError as exc:

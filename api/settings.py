@@ -18,9 +18,10 @@ class Settings(BaseSettings):
     at the database again for work that another replica made available.
     ``write_concurrency``: how many write transactions of this process run at once on
     PostgreSQL (SQLite: always one), in worker threads and, separately, on the event loop
-    (the job protocol's routes; also the size of that connection pool). The rest wait their
-    turn in memory. A few are enough to keep the database busy, and more only compete for
-    the experiment's lock and the interpreter's GIL (docs/PERFORMANCE.md).
+    (the job protocol's routes; also the size of that connection pool), there at most two
+    of one experiment (``api.deps.EXPERIMENT_SLOTS``). The rest wait their turn in memory.
+    A few are enough to keep the database busy, and more only compete for the experiment's
+    lock and the interpreter's GIL (docs/PERFORMANCE.md).
     """
 
     model_config = SettingsConfigDict(env_prefix="TUNER_", extra="ignore")

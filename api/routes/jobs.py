@@ -120,7 +120,10 @@ async def _decide(
             runtime.known_jobs.remember(job, store.known_experiment(job.experiment_id))
         return decision, None, None
 
-    decision, experiment_id, following = await runtime.write_async(operation, run)
+    known = runtime.known_jobs.get(job_id)  # its experiment's queue (Runtime.write_async)
+    decision, experiment_id, following = await runtime.write_async(
+        operation, run, known.job.experiment_id if known is not None else None
+    )
     if decision.kind in _ENDS_JOB:
         runtime.known_jobs.forget(job_id)
     if operation != "heartbeat" or decision.kind is DecisionKind.STOP:
