@@ -160,6 +160,7 @@ def create_app(
                 engine.url, pool_size=settings.write_concurrency, max_overflow=0
             )
             runtime.async_slots = asyncio.Semaphore(settings.write_concurrency)
+            runtime.experiment_slots = {}  # asyncio's locks belong to this loop
             # Quiet reports (api.quiet_reports) take no lock: their own connections, so
             # that they never queue behind transactions that wait for one.
             runtime.quiet_pool = AsyncConnectionPool(
