@@ -120,7 +120,8 @@ async def _decide(
             runtime.known_jobs.remember(job, store.known_experiment(job.experiment_id))
         return decision, None, None
 
-    known = runtime.known_jobs.get(job_id)  # its experiment's queue (Runtime.write_async)
+    # Reports and completions take the experiment's lock: its queue (Runtime.write_async).
+    known = runtime.known_jobs.get(job_id) if operation != "heartbeat" else None
     decision, experiment_id, following = await runtime.write_async(
         operation, run, known.job.experiment_id if known is not None else None
     )
