@@ -101,6 +101,7 @@ async def _decide(
     and wake waiting claims when the job ended. With ``next_in``, an answer that ends the
     job comes with the next job, claimed in the same transaction (the experiment's lock,
     which a judgement took already, is held until the commit either way)."""
+    known = runtime.known_jobs.get(job_id)  # as this process knows it (api.quiet_reports)
 
     def run(store: SqlStore) -> tuple[Decision, int | None, ClaimResult | None]:
         store.claim_follows = next_in is not None
@@ -108,23 +109,20 @@ async def _decide(
         # Completions always wake claims. The coordinator read the job and its experiment
         # already, or this process knew them: no statement.
         if operation == "complete" or decision.kind is not DecisionKind.CONTINUE:
-            known = runtime.known_jobs.get(job_id)
             job = known.job if known is not None else store.known_job(job_id)
             experiment_id = job.experiment_id
             following = None
             if next_in is not None and decision.kind in _ENDS_JOB:
                 following = claims.claim_now(runtime, store, experiment_id, next_in.worker_id)
             return decision, experiment_id, following
-        if runtime.known_jobs.get(job_id) is None:  # for its next reports (api.quiet_reports)
+        if known is None:  # for its next reports (api.quiet_reports)
             job = store.known_job(job_id)
             runtime.known_jobs.remember(job, store.known_experiment(job.experiment_id))
         return decision, None, None
 
     # Reports and completions take the experiment's lock: its queue (Runtime.write_async).
-    known = runtime.known_jobs.get(job_id) if operation != "heartbeat" else None
-    decision, experiment_id, following = await runtime.write_async(
-        operation, run, known.job.experiment_id if known is not None else None
-    )
+    queue = known.job.experiment_id if known is not None and operation != "heartbeat" else None
+    decision, experiment_id, following = await runtime.write_async(operation, run, queue)
     if decision.kind in _ENDS_JOB:
         runtime.known_jobs.forget(job_id)
     if operation != "heartbeat" or decision.kind is DecisionKind.STOP:

@@ -253,21 +253,25 @@ class SqlStore:
         # ORM's per-statement work (every statement here is Core). On PostgreSQL, on the
         # driver's cursor where the statement allows (tuner.storage.direct).
         self._locked = self._claim_read = None  # true only until the next statement
-        connection = self._connection
-        if connection is None:
-            connection = self._connection = self.session.connection()
+        connection = self._transaction_connection()
         if self._direct:
             plan = direct.plan_for(stmt, connection.dialect, params)
             if plan is not None:
                 return direct.run(connection, plan, params)  # type: ignore[return-value]
         return connection.execute(stmt, params)
 
+    def _transaction_connection(self) -> Connection:
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = self.session.connection()
+        return connection
+
     def _run_then_claim_read(
         self, stmt: Executable, params: dict[str, Any], experiment_id: int
     ) -> Result[Any]:
         """``stmt``, then (in the same round trip, once both statements have plans) the
         read that the claim which follows starts with (:meth:`next_queued_job`)."""
-        connection = self._connection or self.session.connection()
+        connection = self._transaction_connection()
         if not connection.dialect.is_async:  # the pipeline runs on the event loop's driver
             return self._run(stmt, params)
         first = direct.plan_for(stmt, connection.dialect, params)
@@ -276,7 +280,6 @@ class SqlStore:
         if not (first and then and first.returns_rows and then.returns_rows):
             return self._run(stmt, params)
         self._locked = self._claim_read = None
-        self._connection = connection
         rows, read = direct.run_pair(connection, (first, params), (then, read_params))
         counters, queued = _counters_of(read)  # type: ignore[arg-type]
         self._claim_read = (experiment_id, counters, queued)
