@@ -1,8 +1,9 @@
 """What routes share: the runtime (engine, sessions, clock, metrics, wake-ups) and the one
 way to run a transaction.
 
-Every write is one transaction (``Runtime.write``) that commits before the route answers,
-so an acknowledged report is durable. Transient database failures (PostgreSQL deadlocks and
+Every write is one transaction (``Runtime.write``; on the event loop, possibly one member
+of a group that commits together, :mod:`api.group_commit`) that commits before the route
+answers, so an acknowledged report is durable. Transient database failures (PostgreSQL deadlocks and
 serialization failures, SQLite "database is locked") roll back and run again, a few times:
 the coordinator's operations write nothing outside their transaction, so a retry is safe.
 Writes of one process queue for a few slots in memory (``write_slots``): one on SQLite,
@@ -13,8 +14,8 @@ while competing for the GIL.
 
 Routes of the job protocol use :meth:`Runtime.write_async`: on PostgreSQL their
 transactions run on the event loop (the synchronous coordinator in a greenlet over an async
-connection, ``async_slots`` of them at once, at most ``EXPERIMENT_SLOTS`` of one
-experiment), so the hot path has no worker threads at all.
+connection, ``async_slots`` of them at once; those of one experiment committed in groups,
+:mod:`api.group_commit`), so the hot path has no worker threads at all.
 Everything else (the reaper, admin routes, the dashboard) runs :meth:`Runtime.write` and
 :meth:`Runtime.read` in worker threads.
 """
@@ -22,7 +23,6 @@ Everything else (the reaper, admin routes, the dashboard) runs :meth:`Runtime.wr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import threading
 import time
@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.util import greenlet_spawn
 
+from api.group_commit import GroupCommit, Member
 from api.metrics import Metrics
 from api.quiet_reports import KnownJobs
 from api.settings import Settings
@@ -48,8 +49,10 @@ from tuner.storage.sql import SqlStore
 T = TypeVar("T")
 
 _RETRIES = 6
-#: Transactions of one experiment that run at once on the event loop (Runtime.write_async).
+#: Groups of one experiment's transactions in flight at once (api.group_commit).
 EXPERIMENT_SLOTS = 2
+#: Transactions that one group runs at most.
+MAX_GROUP = 32
 _TRANSIENT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
 
 
@@ -106,8 +109,8 @@ class Runtime:
     # PostgreSQL: the event loop's own engine and write slots (made by the app's lifespan).
     async_engine: AsyncEngine | None = None
     async_slots: asyncio.Semaphore | None = None
-    # PostgreSQL: at most EXPERIMENT_SLOTS of those transactions per experiment at once.
-    experiment_slots: dict[int, asyncio.Semaphore] = field(default_factory=dict)
+    # PostgreSQL: those transactions of one experiment, committed in groups.
+    groups: GroupCommit | None = None
     # PostgreSQL: psycopg connections in autocommit, for statements that are a
     # transaction on their own and take no lock (api.quiet_reports).
     quiet_pool: AsyncConnectionPool | None = None
@@ -159,16 +162,6 @@ class Runtime:
             time.sleep(random.uniform(0.001, 0.01 * 2**attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _experiment_slot(self, experiment_id: int) -> asyncio.Semaphore:
-        slot = self.experiment_slots.get(experiment_id)
-        if slot is None:
-            if len(self.experiment_slots) >= 10_000:  # idle ones are forgotten
-                self.experiment_slots = {
-                    k: v for k, v in self.experiment_slots.items() if v.locked()
-                }
-            slot = self.experiment_slots[experiment_id] = asyncio.Semaphore(EXPERIMENT_SLOTS)
-        return slot
-
     async def write_async(
         self, operation: str, fn: Callable[[SqlStore], T], experiment_id: int | None = None
     ) -> T:
@@ -184,38 +177,73 @@ class Runtime:
         service's CPU per request (docs/PERFORMANCE.md). SQLite runs :meth:`write` in a
         worker thread (its driver has no async I/O).
 
-        ``experiment_id``: the experiment whose lock ``fn`` takes (when the caller knows it).
-        Its transactions queue here, ``EXPERIMENT_SLOTS`` at a time, before they take one
-        of the process's slots: they serialise on that lock anyway, and one holding it with
-        one waiting at it keeps the hand-over inside PostgreSQL, while more waiting there
-        only hold connections and slots that other experiments could use
-        (docs/PERFORMANCE.md).
+        ``experiment_id``: the experiment whose lock ``fn`` takes (when the caller knows
+        it). Its transactions are committed in groups (:mod:`api.group_commit`): those that
+        queue behind one another on that lock run in one transaction, each as if alone.
         """
         if self.async_engine is None or self.async_slots is None:
             return await run_in_threadpool(self.write, operation, fn)
+        if experiment_id is not None and self.groups is not None:
+            return await self.groups.submit(experiment_id, operation, fn)
+        result: T = (await self._transact([operation], [fn]))[0]
+        return result
 
+    async def run_group(self, members: list[Member]) -> None:
+        """Run a group of one experiment's transactions (:mod:`api.group_commit`) in one
+        transaction and settle each member; when that fails, each in its own."""
+        if len(members) > 1:
+            self.metrics.write_groups.observe(len(members))
+            try:
+                results = await self._transact(
+                    [m.operation for m in members], [m.fn for m in members]
+                )
+            except Exception:  # noqa: BLE001 - a member's answer is its own: run each alone
+                pass
+            else:
+                for member, result in zip(members, results, strict=True):
+                    member.settle(result)
+                return
+        for member in members:
+            if member.future.done():  # its caller left
+                continue
+            try:
+                member.settle((await self._transact([member.operation], [member.fn]))[0])
+            except Exception as exc:  # noqa: BLE001 - the caller's route raises it
+                member.fail(exc)
+
+    async def _transact(
+        self, operations: list[str], fns: list[Callable[[SqlStore], Any]]
+    ) -> list[Any]:
+        """Run ``fns`` one after another in one transaction on the event loop, each over a
+        store of its own; again after a transient error (:func:`is_transient`)."""
+        assert self.async_engine is not None
+        assert self.async_slots is not None
         engine = self.async_engine.sync_engine
 
-        def run() -> T:
+        def run() -> list[Any]:
+            results = []
             with engine.begin() as connection:
-                store = SqlStore.on_connection(connection)
-                result = fn(store)
-                store.flush()
-                return result
+                for fn in fns:
+                    store = SqlStore.on_connection(connection)
+                    results.append(fn(store))
+                    store.flush()
+            return results
 
-        queue: contextlib.AbstractAsyncContextManager[Any] = (
-            contextlib.nullcontext() if experiment_id is None
-            else self._experiment_slot(experiment_id)
-        )
         for attempt in range(_RETRIES):
             try:
-                async with queue, self.async_slots:
-                    with self.timed(operation):
+                async with self.async_slots:
+                    start = time.perf_counter()
+                    try:
                         return await greenlet_spawn(run)
+                    finally:
+                        elapsed = time.perf_counter() - start
+                        for operation in operations:
+                            self.metrics.db.labels(operation).observe(elapsed)
             except DBAPIError as exc:
                 if attempt == _RETRIES - 1 or not is_transient(exc):
                     raise
-                self.metrics.db_retries.labels(operation).inc()
+                for operation in operations:
+                    self.metrics.db_retries.labels(operation).inc()
             await asyncio.sleep(random.uniform(0.001, 0.01 * 2**attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -24,8 +24,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import dashboard
 from api.auth import Authenticator, ensure_admin, ensure_token
-from api.deps import Runtime
+from api.deps import EXPERIMENT_SLOTS, MAX_GROUP, Runtime
 from api.errors import install_error_handlers
+from api.group_commit import GroupCommit
 from api.metrics import ASGIApp, LatencyMiddleware, Message, Metrics, Receive, Scope, Send
 from api.reaper import Reaper
 from api.routes import experiments, health, jobs, trials, workers
@@ -160,7 +161,10 @@ def create_app(
                 engine.url, pool_size=settings.write_concurrency, max_overflow=0
             )
             runtime.async_slots = asyncio.Semaphore(settings.write_concurrency)
-            runtime.experiment_slots = {}  # asyncio's locks belong to this loop
+            # Its queues and futures belong to this loop.
+            runtime.groups = GroupCommit(
+                runtime.run_group, slots=EXPERIMENT_SLOTS, max_group=MAX_GROUP
+            )
             # Quiet reports (api.quiet_reports) take no lock: their own connections, so
             # that they never queue behind transactions that wait for one.
             runtime.quiet_pool = AsyncConnectionPool(
@@ -180,6 +184,7 @@ def create_app(
             if runtime.async_engine is not None:
                 await runtime.async_engine.dispose()
                 runtime.async_engine, runtime.async_slots = None, None
+                runtime.groups = None
             if runtime.quiet_pool is not None:
                 await runtime.quiet_pool.close()
                 runtime.quiet_pool = None

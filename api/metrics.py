@@ -51,8 +51,14 @@ class Metrics:
             "report that met a database error and took the full path counts as report_quiet",
             ["operation"], registry=r,
         )
+        self.write_groups = Histogram(
+            "tuner_write_group_size",
+            "Transactions of one experiment committed together (groups of two or more)",
+            buckets=(2, 3, 4, 6, 8, 12, 16, 24, 32), registry=r,
+        )
         self.db = Histogram(
-            "tuner_db_transaction_duration_seconds", "Database transaction latency by operation",
+            "tuner_db_transaction_duration_seconds",
+            "Database transaction latency by operation (a group's, for each of its members)",
             ["operation"], buckets=_LATENCY_BUCKETS, registry=r,
         )
 

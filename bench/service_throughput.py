@@ -78,6 +78,17 @@ class Conn:
         data = answer.read()
         return answer.status, (json.loads(data) if data else None)
 
+    def text(self, path: str) -> str:
+        self.conn.request("GET", path, headers=self.headers)
+        return self.conn.getresponse().read().decode()
+
+
+def grouped(metrics: str) -> tuple[float, float]:
+    """Transactions committed in groups of two or more, and their mean group size, from
+    one server process's /metrics (api.group_commit)."""
+    found = dict(re.findall(r"^tuner_write_group_size_(sum|count) ([\d.e+]+)$", metrics, re.M))
+    return float(found.get("sum", 0)), float(found.get("count", 0))
+
 
 def cpu_seconds(pid: int) -> float | None:
     """CPU time (user + system) of a process and its children so far (Linux /proc), None
@@ -186,6 +197,11 @@ def run_tuner(
                 t.join()
             elapsed = time.monotonic() - start
             cpu_after = cpu_seconds(proc.pid)
+            # One process's figures: with several, only the one that answers.
+            metrics_text = Conn(port, ADMIN).text("/metrics")
+            if os.environ.get("BENCH_METRICS_OUT"):
+                Path(os.environ["BENCH_METRICS_OUT"]).write_text(metrics_text)
+            in_groups, n_groups = grouped(metrics_text) if processes == 1 else (0.0, 0.0)
         finally:
             proc.terminate()
             proc.wait(10)
@@ -199,6 +215,8 @@ def run_tuner(
         **{f"{k}_p99_ms": 1000 * pct(v, 0.99) for k, v in lat.items()},
         "transactions_per_s": n_transactions / elapsed,
         "next_job_per_s": handed[0] / elapsed,
+        "in_groups": in_groups / max(n_transactions, 1),
+        "group_size": in_groups / max(n_groups, 1),
     }
 
 
@@ -289,7 +307,9 @@ def show(label: str, r: dict[str, Any]) -> None:
           f"{r.get('complete_p50_ms', 0):.1f}/{r.get('complete_p99_ms', 0):.1f}"
           f"  | transactions/s {r.get('transactions_per_s', 0):.0f}"
           + (f", server CPU {r['server_cpu_ms_per_tx']:.2f} ms each"
-             if r.get("server_cpu_ms_per_tx") else ""))
+             if r.get("server_cpu_ms_per_tx") else "")
+          + (f"; {r['in_groups']:.0%} in groups of {r['group_size']:.1f} on average"
+             if r.get("in_groups") else ""))
 
 
 def main() -> None:
