@@ -169,7 +169,9 @@ def sql_transaction(factory: sessionmaker[Session]) -> Iterator[Any]:
     from tuner.storage.sql import SqlStore
 
     with factory() as session, session.begin():
-        yield SqlStore(session)
+        store = SqlStore(session)
+        yield store
+        store.flush()  # as the service does before its commits (its checks included)
 
 
 @pytest.fixture(params=STORE_PARAMS)

@@ -66,6 +66,19 @@ class RungStop:
 
 
 @dataclass(frozen=True, slots=True)
+class RungAhead:
+    """A hint with a report's writes (:meth:`Store.record_step`): the rung result that the
+    report adds if it is judged at ``result.rung`` (``rank_eta`` as
+    :meth:`Store.add_rung_result` is given it). The rung is the one at the report's step, in
+    a bracket whose lowest rung is ``bottom``."""
+
+    experiment_id: int
+    result: RungResult
+    rank_eta: int | None
+    bottom: int
+
+
+@dataclass(frozen=True, slots=True)
 class JobContext:
     """A job with what every leased-job operation needs, read together.
 
@@ -214,6 +227,7 @@ class Store(Protocol):
         expires_at: float,
         *,
         lock_experiment: bool = False,
+        rung_ahead: RungAhead | None = None,
         **changes: Any,
     ) -> Trial | None:
         """A report's writes together: :meth:`renew_lease` of ``report.job_id``; if the lease
@@ -223,7 +237,15 @@ class Store(Protocol):
 
         ``lock_experiment`` is a hint that the caller locks the job's experiment next
         (:meth:`get_experiment` with ``lock=True``): a store may take that lock in the same
-        statement and answer that call without another (PostgreSQL)."""
+        statement and answer that call without another (PostgreSQL).
+
+        ``rung_ahead`` (with ``lock_experiment``) is a hint that the caller adds that rung
+        result next, if the report is judged at that rung: a store may insert it in the same
+        round trip, after the lock, where the conditions of that judgement hold in the rows
+        (this report stored now, no stop asked, the experiment not cancelled, the rung the
+        trial's next), and answer the caller's :meth:`add_rung_result` from it (PostgreSQL).
+        Whatever the caller does next must then add it: it is the caller's own decision,
+        taken ahead."""
 
     # ---- rungs -------------------------------------------------------------------------
     def add_rung_result(

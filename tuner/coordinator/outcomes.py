@@ -76,6 +76,31 @@ def record(
     store.add_decision(DecisionRecord(trial.id, kind, as_dict, step, now))
 
 
+def new_rung_result(
+    ctx: Context,
+    bracket: int,
+    trial_number: int,
+    trial_id: int,
+    rung: int,
+    value: float,
+    now: float,
+    *,
+    closed: bool = False,
+) -> RungResult:
+    """The result of a trial's ``value`` at ``rung`` (its loss by the document's goal)."""
+    return RungResult(
+        bracket=bracket,
+        rung=rung,
+        trial_number=trial_number,
+        trial_id=trial_id,
+        loss=to_loss(value, ctx.config.sign),
+        value=value,
+        promoted=False,
+        closed=closed,
+        created_at=now,
+    )
+
+
 def record_result(
     store: Store,
     ctx: Context,
@@ -87,23 +112,14 @@ def record_result(
     closed: bool = False,
 ) -> RungEntry:
     """Put the trial's value at ``rung`` into the rung (once; a second time is a no-op)."""
-    loss = to_loss(value, ctx.config.sign)
-    result = RungResult(
-        bracket=trial.bracket,
-        rung=rung,
-        trial_number=trial.number,
-        trial_id=trial.id,
-        loss=loss,
-        value=value,
-        promoted=False,
-        closed=closed,
-        created_at=now,
+    result = new_rung_result(
+        ctx, trial.bracket, trial.number, trial.id, rung, value, now, closed=closed
     )
     # Recorded already (a repeated call): the first result stands. A store's ConflictError
     # leaves the transaction usable.
     with contextlib.suppress(ConflictError):
         store.add_rung_result(ctx.experiment.id, result, rank_eta=ctx.scheduler.rank_eta)
-    return RungEntry(loss, trial.number)
+    return RungEntry(result.loss, trial.number)
 
 
 def improved(trial: Trial, loss: float) -> float | None:

@@ -23,6 +23,7 @@ from tuner.coordinator.outcomes import (
     close_trial,
     hash_token,
     improved,
+    new_rung_result,
     record_result,
     requeue,
     retry_or_fail,
@@ -43,7 +44,7 @@ from tuner.domain import (
 )
 from tuner.errors import ConflictError, DuplicateReport, LeaseExpired, OutOfRange
 from tuner.schedulers.base import Snapshot
-from tuner.store import JobContext, Store
+from tuner.store import JobContext, RungAhead, Store
 
 CONTINUE = Decision(DecisionKind.CONTINUE, Reason("continue"))
 
@@ -212,6 +213,7 @@ def _report_known(
             now,
             now + known.ctx.config.lease_ttl_s,
             lock_experiment=True,
+            rung_ahead=_rung_ahead(known, step, value, now),
             **step_changes(value, step, checkpoint),
         )
     except ConflictError:  # the step is stored already (DuplicateReport included)
@@ -220,6 +222,24 @@ def _report_known(
         return None
     ctx = Context.load(store, job.experiment_id, lock=True)  # record_step locked and read it
     return _decide_recorded(store, ctx, job, recorded, step, value, now, locked=True)
+
+
+def _rung_ahead(known: KnownJob, step: int, value: float, now: float) -> RungAhead | None:
+    """The result that a report at ``step`` adds if it is judged at the rung of that step
+    and no other (the stopping form's usual case: a trial reports each rung's step in
+    turn), for the store to write ahead with the report (:meth:`Store.record_step`); None
+    where no rung below the top is at ``step``, or the value is not finite (judged apart)."""
+    ctx, job = known.ctx, known.job
+    scheduler = ctx.scheduler
+    if not scheduler.is_stopping or scheduler.rank_eta is None or not math.isfinite(value):
+        return None
+    bottom = scheduler.bracket_bottom(job.bracket)
+    levels = scheduler.levels
+    rung = next((k for k in range(bottom, len(levels) - 1) if levels[k] == step), None)
+    if rung is None:
+        return None
+    result = new_rung_result(ctx, job.bracket, job.trial_number, job.trial_id, rung, value, now)
+    return RungAhead(job.experiment_id, result, scheduler.rank_eta, bottom)
 
 
 def _decide_recorded(

@@ -35,10 +35,11 @@ from tuner.storage.rows import (
     _is_foreign_key_violation,
     _trial_of,
     _trial_values,
+    rung_row,
     split_value,
 )
 from tuner.storage.statements import _postgres_writes, _record_step, _settle_trial
-from tuner.store import Lease, RungStop
+from tuner.store import Lease, RungAhead, RungStop
 
 if TYPE_CHECKING:
     from tuner.storage.sql import SqlStore
@@ -151,12 +152,26 @@ def record_step(
     changes: dict[str, Any],
     *,
     lock: bool = False,
+    ahead: RungAhead | None = None,
 ) -> Trial | None:
     """With ``lock``, the statement also locks and reads the job's experiment, for the
-    store's next ``get_experiment(lock=True)``."""
+    store's next ``get_experiment(lock=True)``. With ``ahead`` (and ``lock``), the rung
+    result it names follows in the same round trip, guarded (``add_rung_result_ahead``):
+    the store's next ``add_rung_result`` of it is answered from that (:func:`took_ahead`)."""
     values = _trial_values(now, changes)
     params = _step_params(report, token_hash, now, expires_at, values)
-    row = store._run(_record_step(tuple(sorted(values)), lock), params).one()
+    stmt = _record_step(tuple(sorted(values)), lock)
+    guarded = None if ahead is None else _ahead_params(ahead, report)
+    pair = None
+    if guarded is not None:
+        pair = store._run_pair((stmt, params), (_postgres_writes().add_rung_result_ahead, guarded))
+    if pair is None:
+        row = store._run(stmt, params).one()
+    else:
+        row = pair[0].one()
+        added = pair[1].first()
+        if ahead is not None and added is not None:
+            store._ahead[(ahead.result.trial_id, ahead.result.rung)] = (ahead, added)
     if not row.n_renewed:
         store.get_job(report.job_id)  # NotFound for an unknown id
         return None
@@ -167,6 +182,39 @@ def record_step(
             f"trial {report.trial_id} already has a report at step {report.step}"
         )
     return _trial_of(row[1:])
+
+
+def _ahead_params(ahead: RungAhead, report: Report) -> dict[str, Any]:
+    """The bound values of ``add_rung_result_ahead``: :func:`add_rung_result`'s, and the
+    guard's (the report's step and job, the bracket's lowest rung)."""
+    result = ahead.result
+    params = {"v_" + name: value for name, value in rung_row(ahead.experiment_id, result).items()}
+    params.update(
+        e_id=ahead.experiment_id, left_=0, promoted_=0, eta_=ahead.rank_eta,
+        g_step=report.step, g_job=report.job_id, g_bottom=ahead.bottom,
+    )
+    return params
+
+
+def took_ahead(
+    store: SqlStore,
+    experiment_id: int,
+    result: RungResult,
+    rank_eta: int | None,
+    taken: tuple[RungAhead, Any],
+) -> None:
+    """``add_rung_result`` of a result that :func:`record_step` wrote ahead: what its insert
+    counted, as :func:`add_rung_result` keeps it. The result must be the one written."""
+    ahead, added = taken
+    if (ahead.experiment_id, ahead.result, ahead.rank_eta) != (experiment_id, result, rank_eta):
+        raise RuntimeError(
+            f"rung result written ahead {ahead} differs from the one added: {result}"
+        )
+    rung_key = (experiment_id, result.bracket, result.rung)
+    store._rung_sizes[rung_key] = added.n_results
+    if rank_eta is not None:
+        cap = max(added.n_results // rank_eta, 1)
+        store._ranks[rung_key] = (result.loss, cap, added.n_better)
 
 
 def quiet_step(

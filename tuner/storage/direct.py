@@ -238,14 +238,21 @@ def run_pair(
     connection: Connection, first: tuple[Plan, dict[str, Any]], then: tuple[Plan, dict[str, Any]]
 ) -> tuple[Rows, Rows]:
     """Execute two planned statements, ``then`` after ``first`` (it sees what ``first``
-    wrote), in one round trip: psycopg's pipeline mode, on the event loop's connection (in
-    the greenlet that runs the transaction). Both plans must have run once already (their
-    row facts are known). An error in ``first`` aborts ``then`` and is raised."""
+    wrote), in one round trip: psycopg's pipeline mode, on the connection's driver (on the
+    event loop's, in the greenlet that runs the transaction). An error in ``first`` aborts
+    ``then`` and is raised."""
     plans = (first[0], then[0])
     values = (_values(*first), _values(*then))
+    dialect = connection.dialect
     driver: Any = connection.connection.driver_connection
 
-    async def both() -> list[tuple[list[Any], int]]:
+    def fetched(cursors: list[Any]) -> Iterator[tuple[Plan, Any]]:
+        for cursor, plan in zip(cursors, plans, strict=True):
+            if plan.returns_rows is None:
+                _learn_rows(plan, dialect, cursor.description)
+            yield plan, cursor
+
+    async def both_async() -> list[tuple[list[Any], int]]:
         cursors = [driver.cursor() for _ in plans]
         try:
             async with driver.pipeline():
@@ -253,15 +260,29 @@ def run_pair(
                     await cursor.execute(plan.sql, bound)
             return [
                 ((await cursor.fetchall()) if plan.returns_rows else [], cursor.rowcount)
-                for cursor, plan in zip(cursors, plans, strict=True)
+                for plan, cursor in fetched(cursors)
             ]
         finally:
             for cursor in cursors:
                 await cursor.close()
 
+    def both() -> list[tuple[list[Any], int]]:
+        cursors = [driver.cursor() for _ in plans]
+        try:
+            with driver.pipeline():
+                for cursor, plan, bound in zip(cursors, plans, values, strict=True):
+                    cursor.execute(plan.sql, bound)
+            return [
+                (cursor.fetchall() if plan.returns_rows else [], cursor.rowcount)
+                for plan, cursor in fetched(cursors)
+            ]
+        finally:
+            for cursor in cursors:
+                cursor.close()
+
     try:
-        (rows_a, n_a), (rows_b, n_b) = await_(both())
-    except connection.dialect.loaded_dbapi.Error as exc:
+        (rows_a, n_a), (rows_b, n_b) = await_(both_async()) if dialect.is_async else both()
+    except dialect.loaded_dbapi.Error as exc:
         _raise(connection, plans[0], values[0], exc, None)
     return _processed(plans[0], rows_a, n_a), _processed(plans[1], rows_b, n_b)
 

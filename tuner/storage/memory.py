@@ -35,6 +35,7 @@ from tuner.errors import ConflictError, NotFound
 from tuner.store import (
     JobContext,
     Lease,
+    RungAhead,
     RungStop,
     record_step_in_steps,
     settle_in_steps,
@@ -329,6 +330,7 @@ class MemoryStore:
         expires_at: float,
         *,
         lock_experiment: bool = False,  # one writer at a time: nothing to lock
+        rung_ahead: RungAhead | None = None,  # no round trips to save
         **changes: Any,
     ) -> Trial | None:
         return record_step_in_steps(self, report, token_hash, now, expires_at, **changes)

@@ -31,6 +31,7 @@ from tuner.storage.models import (
     LOSS_FINITE,
     LOSS_NON_FINITE,
     RUNG_CLOSED,
+    RUNG_OPEN,
     RUNG_PROMOTED,
     Base,
 )
@@ -126,6 +127,26 @@ def join_value(value: float | None, kind: ValueKind | str | None) -> float | Non
 def loss_columns(loss: float) -> tuple[float, int]:
     """``(loss, loss_rank_kind)``: non-finite losses sort last (stored loss 0)."""
     return (float(loss), LOSS_FINITE) if math.isfinite(loss) else (0.0, LOSS_NON_FINITE)
+
+
+def rung_row(experiment_id: int, result: RungResult) -> dict[str, Any]:
+    """The columns of ``result``'s row in ``rung_results``."""
+    loss, rank_kind = loss_columns(result.loss)
+    value, kind = split_value(result.value)
+    status = RUNG_PROMOTED if result.promoted else RUNG_CLOSED if result.closed else RUNG_OPEN
+    return {
+        "experiment_id": experiment_id,
+        "bracket": result.bracket,
+        "rung": result.rung,
+        "trial_number": result.trial_number,
+        "trial_id": result.trial_id,
+        "loss": loss,
+        "loss_rank_kind": rank_kind,
+        "value": value,
+        "value_kind": kind,
+        "status": status,
+        "created_at": result.created_at,
+    }
 
 
 def stored_loss(loss: float, rank_kind: int) -> float:

@@ -28,6 +28,7 @@ from sqlalchemy import (
     literal,
     null,
     select,
+    true,
     tuple_,
     union_all,
 )
@@ -35,7 +36,7 @@ from sqlalchemy import (
 from tuner.domain import Experiment, JobState, RungEntry
 from tuner.storage.models import LOSS_FINITE, RUNG_CLOSED, RUNG_OPEN, RUNG_PROMOTED
 from tuner.storage.rows import _J, BRACKETS, RUNG_RESULTS, RUNGS, stored_loss
-from tuner.storage.statements import _EXPERIMENT_ID, _RR
+from tuner.storage.statements import _EXPERIMENT_ID, _RR, ONE
 
 if TYPE_CHECKING:
     from tuner.storage.sql import SqlStore
@@ -63,12 +64,15 @@ def _counted(table: Any, limit: BindParameter[int], *where: ColumnElement[bool])
     return select(func.count()).select_from(inner)
 
 
-def _counter_rows() -> tuple[Select[Any], Select[Any]]:
+def _counter_rows(lateral: bool) -> tuple[Select[Any], Select[Any]]:
     """Every rung counter (rung >= 0) of the experiment with the rung's first open row (its
-    rank key; an index seek per rung), and every bracket counter (rung -1): few rows."""
+    rank key; an index seek per rung), and every bracket counter (rung -1): few rows.
+    ``lateral`` (PostgreSQL): the first open row is a LATERAL subquery, which no plan can
+    turn into a hash of the whole table (a prepared statement's generic plan, made while
+    the table was small, once did; SQLite has no LATERAL, and joins on the row's id)."""
     open_row = RUNG_RESULTS.alias("open_row")
     first_open = (
-        select(open_row.c.id)
+        select(*_rank_order(open_row) if lateral else (open_row.c.id,))
         .where(
             open_row.c.experiment_id == RUNGS.c.experiment_id,
             open_row.c.bracket == RUNGS.c.bracket,
@@ -76,14 +80,17 @@ def _counter_rows() -> tuple[Select[Any], Select[Any]]:
             open_row.c.status == RUNG_OPEN,
         )
         .order_by(*_rank_order(open_row))
-        .limit(1)
-        .correlate(RUNGS)
-        .scalar_subquery()
+        .limit(ONE)
     )
-    head = RUNG_RESULTS.alias("head")
+    if lateral:
+        head: Any = first_open.lateral("head")
+        joined = RUNGS.outerjoin(head, true())
+    else:
+        head = RUNG_RESULTS.alias("head")
+        joined = RUNGS.outerjoin(head, head.c.id == first_open.correlate(RUNGS).scalar_subquery())
     rungs = (
         select(RUNGS.c.bracket, RUNGS.c.rung, RUNGS.c.n_results, RUNGS.c.n_left, *_rank_order(head))
-        .select_from(RUNGS.outerjoin(head, head.c.id == first_open))
+        .select_from(joined)
         .where(RUNGS.c.experiment_id == _EXPERIMENT_ID)
     )
     none = (null(), null(), null())
@@ -93,22 +100,20 @@ def _counter_rows() -> tuple[Select[Any], Select[Any]]:
     return rungs, brackets
 
 
-_COUNTER_ROWS = _counter_rows()
-_COUNTERS = union_all(*_COUNTER_ROWS)
 # The same plus the oldest queued job's id (rung -2), if any: a claim's first read.
 _oldest_queued = (
     select(_J.id)
     .where(_J.experiment_id == _EXPERIMENT_ID, _J.state == JobState.QUEUED)
     .order_by(_J.id)
-    .limit(1)
+    .limit(ONE)
     .subquery("oldest_queued")
 )
-_COUNTERS_AND_QUEUED = union_all(
-    *_COUNTER_ROWS,
-    select(
-        literal(-1), literal(-2), _oldest_queued.c.id, literal(0), null(), null(), null()
-    ).select_from(_oldest_queued),
-)
+_QUEUED_ROW = select(
+    literal(-1), literal(-2), _oldest_queued.c.id, literal(0), null(), null(), null()
+).select_from(_oldest_queued)
+#: The counters, and the counters with the queue: by whether the store is on PostgreSQL.
+_COUNTERS = {pg: union_all(*_counter_rows(pg)) for pg in (False, True)}
+_COUNTERS_AND_QUEUED = {pg: union_all(*_counter_rows(pg), _QUEUED_ROW) for pg in (False, True)}
 
 #: (loss_rank_kind, loss, trial_number) of a rung's first open row, or None.
 Head = tuple[int, float, int] | None
@@ -220,7 +225,9 @@ class SqlSnapshot:
     def _counters(self) -> Counters:
         """Every rung counter of the experiment, and its bracket counters, in one query."""
         if self._counters_read is None:
-            rows = self._store._run(_COUNTERS, {"e_id": self._experiment_id})
+            rows = self._store._run(
+                _COUNTERS[self._store.is_postgres], {"e_id": self._experiment_id}
+            )
             self._counters_read = _counters_of(rows)[0]
         return self._counters_read
 

@@ -75,6 +75,7 @@ from tuner.storage import direct
 from tuner.store import (
     JobContext,
     Lease,
+    RungAhead,
     RungStop,
     record_step_in_steps,
     settle_in_steps,
@@ -117,6 +118,7 @@ from tuner.storage.rows import (
     config_to_json,
     join_value,
     loss_columns,
+    rung_row,
     split_value,
     stored_loss,
 )
@@ -215,7 +217,11 @@ class SqlStore:
         return self._session
 
     def flush(self) -> None:
-        """Over a connection: write what the ORM Session holds (if one was made)."""
+        """Over a connection: write what the ORM Session holds (if one was made). Raises
+        (so the transaction rolls back) if a rung result written ahead was not added by the
+        caller after all: its decision would not be the coordinator's."""
+        if self._ahead:
+            raise RuntimeError(f"rung results written ahead and not added: {list(self._ahead)}")
         if self._session is not None:
             self._session.flush()
 
@@ -242,6 +248,9 @@ class SqlStore:
         self._rung_sizes: dict[tuple[int, int, int], int] = {}
         # The stopping test's rank that the same insert counted: rung -> (loss, cap, count).
         self._ranks: dict[tuple[int, int, int], tuple[float, int, int]] = {}
+        # Rung results written ahead with a report (record_step's rung_ahead), until the
+        # caller's add_rung_result takes them: (trial id, rung) -> (hint, the insert's row).
+        self._ahead: dict[tuple[int, int], tuple[RungAhead, Any]] = {}
 
     # ---- helpers -----------------------------------------------------------------------
     @property
@@ -266,24 +275,35 @@ class SqlStore:
             connection = self._connection = self.session.connection()
         return connection
 
+    def _run_pair(
+        self, first: tuple[Executable, dict[str, Any]], then: tuple[Executable, dict[str, Any]]
+    ) -> tuple[direct.Rows, direct.Rows] | None:
+        """Two statements in one round trip (``then`` after ``first``: it sees what
+        ``first`` did): PostgreSQL's pipeline (:func:`direct.run_pair`), once both have
+        plans; None when they have none yet (the caller runs them one by one)."""
+        connection = self._transaction_connection()
+        if not self._direct:
+            return None
+        plan_a = direct.plan_for(first[0], connection.dialect, first[1])
+        plan_b = direct.plan_for(then[0], connection.dialect, then[1])
+        if plan_a is None or plan_b is None:
+            return None
+        self._locked = self._claim_read = None
+        return direct.run_pair(connection, (plan_a, first[1]), (plan_b, then[1]))
+
     def _run_then_claim_read(
         self, stmt: Executable, params: dict[str, Any], experiment_id: int
-    ) -> Result[Any]:
+    ) -> Result[Any] | direct.Rows:
         """``stmt``, then (in the same round trip, once both statements have plans) the
         read that the claim which follows starts with (:meth:`next_queued_job`)."""
-        connection = self._transaction_connection()
-        if not connection.dialect.is_async:  # the pipeline runs on the event loop's driver
+        claim_read = _COUNTERS_AND_QUEUED[self.is_postgres]
+        pair = self._run_pair((stmt, params), (claim_read, {"e_id": experiment_id}))
+        if pair is None:
             return self._run(stmt, params)
-        first = direct.plan_for(stmt, connection.dialect, params)
-        read_params = {"e_id": experiment_id}
-        then = direct.plan_for(_COUNTERS_AND_QUEUED, connection.dialect, read_params)
-        if not (first and then and first.returns_rows and then.returns_rows):
-            return self._run(stmt, params)
-        self._locked = self._claim_read = None
-        rows, read = direct.run_pair(connection, (first, params), (then, read_params))
+        rows, read = pair
         counters, queued = _counters_of(read)  # type: ignore[arg-type]
         self._claim_read = (experiment_id, counters, queued)
-        return rows  # type: ignore[return-value]
+        return rows
 
     def _insert_once(
         self, table: Table, values: dict[str, Any], conflict: str, missing: str
@@ -564,7 +584,7 @@ class SqlStore:
             counters, queued = read[1], read[2]
         else:
             counters, queued = _counters_of(
-                self._run(_COUNTERS_AND_QUEUED, {"e_id": experiment_id})
+                self._run(_COUNTERS_AND_QUEUED[self.is_postgres], {"e_id": experiment_id})
             )
         self._prefetched[experiment_id] = counters
         if queued is None:
@@ -657,43 +677,35 @@ class SqlStore:
         expires_at: float,
         *,
         lock_experiment: bool = False,
+        rung_ahead: RungAhead | None = None,
         **changes: Any,
     ) -> Trial | None:
         if not self.is_postgres:  # SQLite: no data-modifying CTEs, and the write lock held
             return record_step_in_steps(self, report, token_hash, now, expires_at, **changes)
         return compound.record_step(
-            self, report, token_hash, now, expires_at, changes, lock=lock_experiment
+            self, report, token_hash, now, expires_at, changes, lock=lock_experiment,
+            ahead=rung_ahead if lock_experiment else None,
         )
 
     # ---- rungs -------------------------------------------------------------------------
     def add_rung_result(
         self, experiment_id: int, result: RungResult, *, rank_eta: int | None = None
     ) -> None:
-        loss, rank_kind = loss_columns(result.loss)
-        value, kind = split_value(result.value)
-        status = RUNG_PROMOTED if result.promoted else RUNG_CLOSED if result.closed else RUNG_OPEN
-        row = {
-            "experiment_id": experiment_id,
-            "bracket": result.bracket,
-            "rung": result.rung,
-            "trial_number": result.trial_number,
-            "trial_id": result.trial_id,
-            "loss": loss,
-            "loss_rank_kind": rank_kind,
-            "value": value,
-            "value_kind": kind,
-            "status": status,
-            "created_at": result.created_at,
-        }
-        conflict = f"trial {result.trial_number} already has a result at rung {result.rung}"
-        missing = f"trial {result.trial_id} does not exist"
+        row = rung_row(experiment_id, result)
+        status = row["status"]
         left, promoted = int(status != RUNG_OPEN), int(status == RUNG_PROMOTED)
         self._counters_changed(experiment_id)
-        if self.is_postgres:  # insert and count in one statement
+        if self.is_postgres:  # insert and count in one statement (or written ahead)
+            ahead = self._ahead.pop((result.trial_id, result.rung), None)
+            if ahead is not None:
+                compound.took_ahead(self, experiment_id, result, rank_eta, ahead)
+                return
             compound.add_rung_result(
                 self, experiment_id, result, row, left=left, promoted=promoted, rank_eta=rank_eta
             )
             return
+        conflict = f"trial {result.trial_number} already has a result at rung {result.rung}"
+        missing = f"trial {result.trial_id} does not exist"
         self._insert_once(RUNG_RESULTS, row, conflict, missing)
         counters = {"n_results": 1, "n_left": left, "n_promoted": promoted}
         keys = {"experiment_id": experiment_id, "bracket": result.bracket, "rung": result.rung}

@@ -28,6 +28,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     null,
     or_,
     select,
@@ -78,6 +79,11 @@ _TRIAL_ID: BindParameter[int] = bindparam("t_id", type_=Integer)
 _JOB_ID: BindParameter[int] = bindparam("j_id", type_=Integer)
 _EXPERIMENT_ID: BindParameter[int] = bindparam("e_id", type_=Integer)
 _NOW = bindparam("now_", type_=Float)
+#: ``LIMIT 1`` written into the SQL, not bound: a prepared statement's generic plan (psycopg
+#: prepares a statement on its fifth run) then knows that one row is wanted, and takes the
+#: index that yields it first (with ``LIMIT $1`` PostgreSQL assumes a tenth of the rows and
+#: once chose a scan of every job in id order, measured: docs/PERFORMANCE.md).
+ONE: ColumnElement[int] = literal_column("1", Integer)
 
 _GET_EXPERIMENT = select(*EXPERIMENT_COLUMNS).where(_E.id == _EXPERIMENT_ID)
 _LOCK_EXPERIMENT = _GET_EXPERIMENT.with_for_update()
@@ -279,7 +285,7 @@ _NEXT_QUEUED = (
     select(*JOB_COLUMNS)
     .where(_J.experiment_id == _EXPERIMENT_ID, _J.state == JobState.QUEUED)
     .order_by(_J.id)
-    .limit(1)
+    .limit(ONE)
     .with_for_update(skip_locked=True)
 )
 _LEASE_JOB = (
@@ -324,7 +330,7 @@ _EXPIRED_JOBS = (
 _ACTIVE_JOB_OF_TRIAL = (
     select(*JOB_COLUMNS)
     .where(_J.trial_id == _TRIAL_ID, _one_of(_J.state, _LIVE_JOB_STATES))
-    .limit(1)
+    .limit(ONE)
 )
 
 _GET_REPORT = select(*_REPORT_COLUMNS).where(
@@ -495,55 +501,12 @@ class _PostgresWrites:
         )
 
         # add_rung_result: insert it and, if it was new, count it -> id; no row: conflict.
-        names = [c.name for c in RUNG_RESULTS.c if c.name != "id"]
-        added = (
-            postgresql.insert(RUNG_RESULTS)
-            .values({name: bindparam("v_" + name) for name in names})
-            .on_conflict_do_nothing()
-            .returning(_RR.id)
-            .cte("added")
-        )
-        in_rung = postgresql.insert(RUNGS).from_select(
-            ["experiment_id", "bracket", "rung", "n_results", "n_left", "n_promoted"],
-            select(
-                e_id,
-                bracket,
-                bindparam("v_rung", type_=Integer),
-                literal(1),
-                bindparam("left_", type_=Integer),
-                bindparam("promoted_", type_=Integer),
-            ).select_from(added),
-        )
-        in_rung = in_rung.on_conflict_do_update(
-            index_elements=["experiment_id", "bracket", "rung"],
-            set_={
-                n: RUNGS.c[n] + in_rung.excluded[n] for n in ("n_results", "n_left", "n_promoted")
-            },
-        )
-        in_rung_cte = in_rung.returning(RUNGS.c.n_results).cte("in_rung")
-        self.add_rung_result = select(added.c.id, in_rung_cte.c.n_results).select_from(
-            added.join(in_rung_cte, true())
-        )
-        # The same, plus the stopping test's rank: how many finite results of the rung are
-        # better than this finite one, counted up to max(n // eta_, 1) index entries (the
-        # statement's snapshot does not hold the new row; it is not better than itself).
-        cap = select(func.greatest(in_rung_cte.c.n_results // bindparam("eta_", Integer), 1))
-        better = (
-            select(_RR.id)
-            .where(
-                _RR.experiment_id == e_id,
-                _RR.bracket == bracket,
-                _RR.rung == bindparam("v_rung", type_=Integer),
-                _RR.loss_rank_kind == LOSS_FINITE,
-                _RR.loss < bindparam("v_loss", type_=Float),
-            )
-            .limit(cap.scalar_subquery())
-            .subquery("better")
-        )
-        n_better = select(func.count()).select_from(better).scalar_subquery()
-        self.add_rung_result_ranked = select(
-            added.c.id, in_rung_cte.c.n_results, n_better.label("n_better")
-        ).select_from(added.join(in_rung_cte, true()))
+        # add_rung_result_ranked: the same with the stopping test's rank (see _rung_insert).
+        self.add_rung_result, self.add_rung_result_ranked = _rung_insert(None)
+        # add_rung_result_ahead: add_rung_result_ranked, only if the report that the same
+        # transaction's statement before stored is still to be judged at this rung (see
+        # _RUNG_AHEAD) -> no row when not.
+        self.add_rung_result_ahead = _rung_insert(_RUNG_AHEAD)[1]
 
         # end_job with a change of the experiment's resource_used -> 1 if the job ended.
         ended, used_now = _job_ended(_END_JOB)
@@ -569,6 +532,83 @@ class _PostgresWrites:
             .cte("running")
         )
         self.promote = select(running).add_cte(counted, used)
+
+
+#: The condition of a rung result written ahead (``SqlStore.record_step``'s ``rung_ahead``):
+#: the report at ``g_step`` was stored by job ``g_job`` at the result's own time (so by the
+#: statement just before, in this transaction), the trial runs with no stop asked, its
+#: experiment is not cancelled, and the trial's next rung to be judged at is this one
+#: (``tuner.coordinator.report._passed_rungs``: the rung after its last, or the bracket's
+#: bottom ``g_bottom``).
+_AHEAD_RUNG = bindparam("v_rung", type_=Integer)
+_RUNG_AHEAD = exists().where(
+    _R.trial_id == bindparam("v_trial_id", type_=Integer),
+    _R.step == bindparam("g_step", type_=Integer),
+    _R.job_id == bindparam("g_job", type_=Integer),
+    _R.created_at == bindparam("v_created_at", type_=Float),
+    _T.id == _R.trial_id,
+    _T.state == literal(TrialState.RUNNING, _T.state.type),
+    _T.stop_requested.is_(False),
+    _T.rung < _AHEAD_RUNG,
+    or_(_T.rung == _AHEAD_RUNG - 1, bindparam("g_bottom", type_=Integer) == _AHEAD_RUNG),
+    _E.id == _T.experiment_id,
+    _E.state != literal(ExperimentState.CANCELLED, _E.state.type),
+)
+
+
+def _rung_insert(guard: Exists | None) -> tuple[Select[Any], Select[Any]]:
+    """A rung result's insert (``v_*``: its columns) that, if it was new, counts it in its
+    rung -> (id, n_results); and the same with the stopping test's rank -> (id, n_results,
+    n_better): how many finite results of the rung are better than this finite one,
+    counted up to max(n // eta_, 1) index entries (the statement's snapshot does not hold
+    the new row; it is not better than itself). With ``guard``, nothing is inserted unless
+    it holds. No row: nothing inserted (a conflict, or the guard)."""
+    e_id, bracket = _EXPERIMENT_ID, bindparam("v_bracket", type_=Integer)
+    names = [c.name for c in RUNG_RESULTS.c if c.name != "id"]
+    insert_ = postgresql.insert(RUNG_RESULTS)
+    if guard is None:
+        insert_ = insert_.values({name: bindparam("v_" + name) for name in names})
+    else:
+        row = select(*(bindparam("v_" + n, type_=RUNG_RESULTS.c[n].type) for n in names))
+        insert_ = insert_.from_select(names, row.where(guard))
+    added = insert_.on_conflict_do_nothing().returning(_RR.id).cte("added")
+    in_rung = postgresql.insert(RUNGS).from_select(
+        ["experiment_id", "bracket", "rung", "n_results", "n_left", "n_promoted"],
+        select(
+            e_id,
+            bracket,
+            bindparam("v_rung", type_=Integer),
+            literal(1),
+            bindparam("left_", type_=Integer),
+            bindparam("promoted_", type_=Integer),
+        ).select_from(added),
+    )
+    in_rung = in_rung.on_conflict_do_update(
+        index_elements=["experiment_id", "bracket", "rung"],
+        set_={n: RUNGS.c[n] + in_rung.excluded[n] for n in ("n_results", "n_left", "n_promoted")},
+    )
+    in_rung_cte = in_rung.returning(RUNGS.c.n_results).cte("in_rung")
+    plain = select(added.c.id, in_rung_cte.c.n_results).select_from(
+        added.join(in_rung_cte, true())
+    )
+    cap = select(func.greatest(in_rung_cte.c.n_results // bindparam("eta_", Integer), 1))
+    better = (  # columns of ix_rung_results_order only: an index-only scan where it can
+        select(_RR.trial_number)
+        .where(
+            _RR.experiment_id == e_id,
+            _RR.bracket == bracket,
+            _RR.rung == bindparam("v_rung", type_=Integer),
+            _RR.loss_rank_kind == LOSS_FINITE,
+            _RR.loss < bindparam("v_loss", type_=Float),
+        )
+        .limit(cap.scalar_subquery())
+        .subquery("better")
+    )
+    n_better = select(func.count()).select_from(better).scalar_subquery()
+    ranked = select(added.c.id, in_rung_cte.c.n_results, n_better.label("n_better")).select_from(
+        added.join(in_rung_cte, true())
+    )
+    return plain, ranked
 
 
 @functools.lru_cache(maxsize=4)
