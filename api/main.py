@@ -31,6 +31,7 @@ from api.metrics import ASGIApp, LatencyMiddleware, Message, Metrics, Receive, S
 from api.reaper import Reaper
 from api.routes import experiments, health, jobs, trials, workers
 from api.settings import Settings
+from api.upkeep import Upkeep
 from tuner.errors import ConflictError
 from tuner.storage.database import (
     driver_conninfo,
@@ -175,11 +176,17 @@ def create_app(
         reaper = Reaper(runtime, settings.reaper_interval_s)
         if settings.reaper_interval_s > 0:
             reaper.start()
+        upkeep = Upkeep(engine, settings.upkeep_interval_s)
+        keeping = runtime.is_postgres and settings.upkeep_interval_s > 0
+        if keeping:
+            upkeep.start()
         try:
             yield
         finally:
             if settings.reaper_interval_s > 0:
                 reaper.stop()
+            if keeping:
+                upkeep.stop()
             engine.dispose()
             if runtime.async_engine is not None:
                 await runtime.async_engine.dispose()

@@ -16,6 +16,9 @@ class Settings(BaseSettings):
     ``reaper_interval_s``: how often expired leases are
     reaped (0 turns the reaper off). ``claim_recheck_s``: how often a long-polling claim looks
     at the database again for work that another replica made available.
+    ``upkeep_interval_s``: PostgreSQL: how often the service's tables are looked at for a
+    VACUUM (ANALYZE) of its own while they grow fast (``api.upkeep``; 0 turns it off and
+    leaves them to autovacuum alone).
     ``write_concurrency``: how many write transactions of this process run at once on
     PostgreSQL (SQLite: always one), in worker threads and, separately, on the event loop
     (the job protocol's routes; also the size of that connection pool), where those of one
@@ -33,6 +36,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     reaper_interval_s: float = Field(2.0, ge=0)
+    upkeep_interval_s: float = Field(5.0, ge=0)
     claim_recheck_s: float = Field(0.5, gt=0, le=60)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     log_level: str = "WARNING"
