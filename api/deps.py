@@ -3,9 +3,10 @@ way to run a transaction.
 
 Every write is one transaction (``Runtime.write``; on the event loop, possibly one member
 of a group that commits together, :mod:`api.group_commit`) that commits before the route
-answers, so an acknowledged report is durable. Transient database failures (PostgreSQL deadlocks and
-serialization failures, SQLite "database is locked") roll back and run again, a few times:
-the coordinator's operations write nothing outside their transaction, so a retry is safe.
+answers, so an acknowledged report is durable. Transient database failures (PostgreSQL
+deadlocks and serialization failures, SQLite "database is locked") roll back and run again,
+a few times: the coordinator's operations write nothing outside their transaction, so a
+retry is safe.
 Writes of one process queue for a few slots in memory (``write_slots``): one on SQLite,
 whose writes are serial anyway (queueing here beats spinning in SQLite's busy handler;
 ``BEGIN IMMEDIATE`` still guards against other processes), ``write_concurrency`` on

@@ -281,9 +281,9 @@ class SqlStore:
         """Two statements in one round trip (``then`` after ``first``: it sees what
         ``first`` did): PostgreSQL's pipeline (:func:`direct.run_pair`), once both have
         plans; None when they have none yet (the caller runs them one by one)."""
-        connection = self._transaction_connection()
         if not self._direct:
             return None
+        connection = self._transaction_connection()
         plan_a = direct.plan_for(first[0], connection.dialect, first[1])
         plan_b = direct.plan_for(then[0], connection.dialect, then[1])
         if plan_a is None or plan_b is None:
