@@ -155,7 +155,10 @@ class Runtime:
                     self.timed(operation),
                     self.session_factory.begin() as session,
                 ):
-                    return fn(SqlStore(session))
+                    store = SqlStore(session)
+                    result = fn(store)
+                    store.flush()  # with its checks (SqlStore.flush), as on the event loop
+                    return result
             except DBAPIError as exc:
                 if attempt == _RETRIES - 1 or not is_transient(exc):
                     raise
