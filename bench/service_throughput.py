@@ -3,7 +3,8 @@
 Each worker claims a job (long poll), reports every step (resource unit) and completes it,
 over keep-alive HTTP (``http.client``: the load generator shares the CPUs with the server, so
 its cost per request is kept small). Printed per database: claims/s, reports/s, completions/s
-and p50/p99 latency of each call. On PostgreSQL the server runs once as one uvicorn process
+and p50/p99 latency of each call, and reports/s in 5 s windows (does it hold as the
+experiment grows?). On PostgreSQL the server runs once as one uvicorn process
 and once as ``--pg-processes`` processes (``uvicorn --workers``: replicas of one service on
 one database, as the design allows; SQLite serves one process only). Then the same workload
 through Optuna's RDB storage on the same PostgreSQL (ask, report each step, should_prune with
@@ -148,6 +149,7 @@ def run_tuner(
             status, token = admin.post("/api/v1/tokens", {"role": "worker", "name": "bench"})
             eid = experiment["id"]
             lat: dict[str, list[float]] = defaultdict(list)
+            report_ends: list[float] = []  # when each report was answered (monotonic)
             handed = [0]  # jobs that came with an answer instead of a claim
             lock = threading.Lock()
             stop_at = time.monotonic() + seconds
@@ -155,11 +157,14 @@ def run_tuner(
             def worker(i: int) -> None:
                 c = Conn(port, token["token"])
                 mine: dict[str, list[float]] = defaultdict(list)
+                ends: list[float] = []
 
                 def call(kind: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
                     t = time.perf_counter()
                     out = c.post(path, body)
                     mine[kind].append(time.perf_counter() - t)
+                    if kind == "report":
+                        ends.append(time.monotonic())
                     return out
 
                 ask = {"next": {"worker_id": f"w{i}"}} if next_job else {}
@@ -185,6 +190,7 @@ def run_tuner(
                     n_handed += job is not None
                 with lock:
                     handed[0] += n_handed
+                    report_ends.extend(ends)
                     for k, v in mine.items():
                         lat[k].extend(v)
 
@@ -217,7 +223,22 @@ def run_tuner(
         "next_job_per_s": handed[0] / elapsed,
         "in_groups": in_groups / max(n_transactions, 1),
         "group_size": in_groups / max(n_groups, 1),
+        "report_windows": windows(report_ends, start, seconds),
     }
+
+
+#: The width of the windows that show whether throughput holds as the experiment grows.
+WINDOW_S = 5.0
+
+
+def windows(ends: list[float], start: float, seconds: float) -> list[float]:
+    """Reports per second in each whole ``WINDOW_S`` window of the run."""
+    counts = [0] * int(seconds // WINDOW_S)
+    for end in ends:
+        k = int((end - start) // WINDOW_S)
+        if 0 <= k < len(counts):
+            counts[k] += 1
+    return [n / WINDOW_S for n in counts]
 
 
 def run_optuna(url: str, workers: int, seconds: float) -> dict[str, Any]:
@@ -310,6 +331,9 @@ def show(label: str, r: dict[str, Any]) -> None:
              if r.get("server_cpu_ms_per_tx") else "")
           + (f"; {r['in_groups']:.0%} in groups of {r['group_size']:.1f} on average"
              if r.get("in_groups") else ""))
+    if len(r.get("report_windows", [])) > 1:
+        print(f"  reports/s by {WINDOW_S:.0f} s window: "
+              + ", ".join(f"{x:.0f}" for x in r["report_windows"]))
 
 
 def main() -> None:
