@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio.to_thread
@@ -28,10 +29,11 @@ from api.deps import EXPERIMENT_SLOTS, MAX_GROUP, Runtime
 from api.errors import install_error_handlers
 from api.group_commit import GroupCommit
 from api.metrics import ASGIApp, LatencyMiddleware, Message, Metrics, Receive, Scope, Send
-from api.reaper import Reaper
+from api.periodic import Periodic
+from api.reaper import reap_backlog
 from api.routes import experiments, health, jobs, trials, workers
 from api.settings import Settings
-from api.upkeep import Upkeep
+from api.upkeep import upkeep_once
 from tuner.errors import ConflictError
 from tuner.storage.database import (
     driver_conninfo,
@@ -173,20 +175,19 @@ def create_app(
                 kwargs={"autocommit": True}, open=False,
             )
             await runtime.quiet_pool.open()
-        reaper = Reaper(runtime, settings.reaper_interval_s)
-        if settings.reaper_interval_s > 0:
-            reaper.start()
-        upkeep = Upkeep(engine, settings.upkeep_interval_s)
-        keeping = runtime.is_postgres and settings.upkeep_interval_s > 0
-        if keeping:
-            upkeep.start()
+        background = [
+            Periodic("reaper", settings.reaper_interval_s, partial(reap_backlog, runtime))
+        ]
+        if runtime.is_postgres:  # table upkeep is for PostgreSQL (api.upkeep)
+            upkeep = partial(upkeep_once, engine)
+            background.append(Periodic("table_upkeep", settings.upkeep_interval_s, upkeep))
+        for work in background:
+            work.start()
         try:
             yield
         finally:
-            if settings.reaper_interval_s > 0:
-                reaper.stop()
-            if keeping:
-                upkeep.stop()
+            for work in background:
+                work.stop()
             engine.dispose()
             if runtime.async_engine is not None:
                 await runtime.async_engine.dispose()

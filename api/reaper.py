@@ -40,25 +40,9 @@ def reap_once(runtime: Runtime, limit: int = 100) -> list[Job]:
     return reaped
 
 
-class Reaper:
-    """Calls :func:`reap_once` every ``interval_s`` until stopped."""
-
-    def __init__(self, runtime: Runtime, interval_s: float) -> None:
-        self._runtime, self._interval_s = runtime, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="tuner-reaper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout_s)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                while len(reap_once(self._runtime)) >= 100 and not self._stop.is_set():
-                    pass  # a backlog: keep going without waiting
-            except Exception:  # a process edge: log, and try again next interval
-                log.exception("event=reaper_failed")
+def reap_backlog(runtime: Runtime, stop: threading.Event) -> None:
+    """Reap until a pass finds less than a full batch (a backlog goes on without waiting
+    for the next interval), or until ``stop`` is set: the reaper's periodic work
+    (:class:`api.periodic.Periodic`)."""
+    while len(reap_once(runtime)) >= 100 and not stop.is_set():
+        pass

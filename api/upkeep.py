@@ -64,11 +64,13 @@ def due(engine: Engine) -> list[TableStats]:
     return [table for table in stats if table.needs_upkeep()]
 
 
-def upkeep_once(engine: Engine) -> list[str]:
-    """VACUUM (ANALYZE) the tables that call for it; their names."""
-    done = []
+def upkeep_once(engine: Engine, stop: threading.Event | None = None) -> list[str]:
+    """VACUUM (ANALYZE) the tables that call for it (until ``stop`` is set); their names."""
+    done: list[str] = []
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
     for table in due(engine):
+        if stop is not None and stop.is_set():
+            break
         start = time.perf_counter()
         with autocommit.connect() as connection:
             # The name is one of TABLES (a constant), never input.
@@ -81,26 +83,3 @@ def upkeep_once(engine: Engine) -> list[str]:
             table.name, table.live, table.changed, 1000 * (time.perf_counter() - start),
         )
     return done
-
-
-class Upkeep:
-    """Calls :func:`upkeep_once` every ``interval_s`` until stopped."""
-
-    def __init__(self, engine: Engine, interval_s: float) -> None:
-        self._engine, self._interval_s = engine, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="tuner-upkeep", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout_s)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                upkeep_once(self._engine)
-            except Exception:  # a process edge: log, and try again next interval
-                log.exception("event=table_upkeep_failed")

@@ -187,12 +187,9 @@ def record_step(
 def _ahead_params(ahead: RungAhead, report: Report) -> dict[str, Any]:
     """The bound values of ``add_rung_result_ahead``: :func:`add_rung_result`'s, and the
     guard's (the report's step and job, the bracket's lowest rung)."""
-    result = ahead.result
-    params = {"v_" + name: value for name, value in rung_row(ahead.experiment_id, result).items()}
-    params.update(
-        e_id=ahead.experiment_id, left_=0, promoted_=0, eta_=ahead.rank_eta,
-        g_step=report.step, g_job=report.job_id, g_bottom=ahead.bottom,
-    )
+    row = rung_row(ahead.experiment_id, ahead.result)
+    params = _rung_params(ahead.experiment_id, row, left=0, promoted=0, rank_eta=ahead.rank_eta)
+    params.update(g_step=report.step, g_job=report.job_id, g_bottom=ahead.bottom)
     return params
 
 
@@ -210,11 +207,7 @@ def took_ahead(
         raise RuntimeError(
             f"rung result written ahead {ahead} differs from the one added: {result}"
         )
-    rung_key = (experiment_id, result.bracket, result.rung)
-    store._rung_sizes[rung_key] = added.n_results
-    if rank_eta is not None:
-        cap = max(added.n_results // rank_eta, 1)
-        store._ranks[rung_key] = (result.loss, cap, added.n_better)
+    _keep_counts(store, experiment_id, result, rank_eta, added)
 
 
 def quiet_step(
@@ -269,11 +262,10 @@ def add_rung_result(
     ``rank_eta``, count the results better than a finite one too (the store keeps both)."""
     conflict = f"trial {result.trial_number} already has a result at rung {result.rung}"
     missing = f"trial {result.trial_id} does not exist"
-    params = {"v_" + name: value for name, value in row.items()}
-    params.update(e_id=experiment_id, left_=left, promoted_=promoted)
-    ranked = rank_eta is not None and math.isfinite(result.loss)
-    if ranked:
-        params["eta_"] = rank_eta
+    if not math.isfinite(result.loss):
+        rank_eta = None  # the stopping test ranks finite results only
+    params = _rung_params(experiment_id, row, left=left, promoted=promoted, rank_eta=rank_eta)
+    ranked = rank_eta is not None
     writes = _postgres_writes()
     stmt = writes.add_rung_result_ranked if ranked else writes.add_rung_result
     try:
@@ -284,10 +276,30 @@ def add_rung_result(
         raise
     if added is None:
         raise ConflictError(conflict)
+    _keep_counts(store, experiment_id, result, rank_eta, added)
+
+
+def _rung_params(
+    experiment_id: int, row: dict[str, Any], *, left: int, promoted: int, rank_eta: int | None
+) -> dict[str, Any]:
+    """The bound values of a rung insert (``statements._rung_insert``): the row's columns,
+    the rung's counters, and ``eta_`` for the ranked insert."""
+    params = {"v_" + name: value for name, value in row.items()}
+    params.update(e_id=experiment_id, left_=left, promoted_=promoted)
+    if rank_eta is not None:
+        params["eta_"] = rank_eta
+    return params
+
+
+def _keep_counts(
+    store: SqlStore, experiment_id: int, result: RungResult, rank_eta: int | None, added: Any
+) -> None:
+    """What a rung insert counted (its row ``added``), kept for the snapshot: the rung's size
+    and, for a ranked insert, the stopping test's rank."""
     rung_key = (experiment_id, result.bracket, result.rung)
     store._rung_sizes[rung_key] = added.n_results
-    if ranked:
-        cap = max(added.n_results // (rank_eta or 1), 1)
+    if rank_eta is not None:
+        cap = max(added.n_results // rank_eta, 1)
         store._ranks[rung_key] = (result.loss, cap, added.n_better)
 
 

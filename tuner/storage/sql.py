@@ -691,15 +691,15 @@ class SqlStore:
     def add_rung_result(
         self, experiment_id: int, result: RungResult, *, rank_eta: int | None = None
     ) -> None:
+        self._counters_changed(experiment_id)
+        ahead = self._ahead.pop((result.trial_id, result.rung), None)
+        if ahead is not None:  # written with the report (PostgreSQL)
+            compound.took_ahead(self, experiment_id, result, rank_eta, ahead)
+            return
         row = rung_row(experiment_id, result)
         status = row["status"]
         left, promoted = int(status != RUNG_OPEN), int(status == RUNG_PROMOTED)
-        self._counters_changed(experiment_id)
-        if self.is_postgres:  # insert and count in one statement (or written ahead)
-            ahead = self._ahead.pop((result.trial_id, result.rung), None)
-            if ahead is not None:
-                compound.took_ahead(self, experiment_id, result, rank_eta, ahead)
-                return
+        if self.is_postgres:  # insert and count in one statement
             compound.add_rung_result(
                 self, experiment_id, result, row, left=left, promoted=promoted, rank_eta=rank_eta
             )
