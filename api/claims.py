@@ -1,7 +1,7 @@
 """Claims: hand out a job now, or long-poll up to ``wait_s`` for one.
 
 A claim is one transaction under the experiment's lock (the coordinator takes it), run by
-:meth:`api.deps.Runtime.write_async`. A claim that finds nothing sleeps, in a worker thread,
+:meth:`api.writer.Writer.write_async`. A claim that finds nothing sleeps, in a worker thread,
 on :class:`api.deps.Wakeups`, which the writes that may make work
 appear (completion, failure, reaping, resume, creation, stops) notify after they commit,
 so a waiting worker wakes within milliseconds in this process; work that another replica
@@ -47,7 +47,7 @@ async def _claim_in(
                 return None
         return claim_now(runtime, store, experiment_id, worker_id)
 
-    result = await runtime.write_async("claim", run, experiment_id)
+    result = await runtime.writer.write_async("claim", run, experiment_id)
     if result is not None:
         counted(runtime, experiment_id, result)
     return result
@@ -60,8 +60,8 @@ def claim_now(
     report or completion asks for); then :func:`counted` once it committed."""
     now = runtime.now()
     result = coordinator.claim(store, experiment_id, worker_id or ANONYMOUS, now)
-    if isinstance(result, Assignment):  # for its reports (api.quiet_reports)
-        runtime.known_jobs.remember(result.job, store.known_experiment(experiment_id))
+    if isinstance(result, Assignment):  # for its reports (api.writer.KnownJobs)
+        runtime.writer.known_jobs.remember(result.job, store.known_experiment(experiment_id))
     if (
         worker_id is not None
         and isinstance(result, Assignment)

@@ -1,10 +1,10 @@
 """Group commit: the write transactions of one experiment that queue up run as one.
 
 The transactions of one experiment serialise on its lock (``tuner.coordinator``). On
-PostgreSQL, :meth:`api.deps.Runtime.write_async` hands those that name their experiment to
+PostgreSQL, :meth:`api.writer.Writer.write_async` hands those that name their experiment to
 :class:`GroupCommit`: the ones that arrive while that experiment's transactions run wait
 here, and the next transaction runs all of them (up to ``max_group``), one after another in
-the order they came, each over its own :class:`~tuner.storage.sql.SqlStore` as if alone,
+the order they came, each over its own :class:`~tuner.storage.sql.store.SqlStore` as if alone,
 between one BEGIN and one COMMIT. The group takes the lock once and flushes the log once,
 where each member paid for both before (docs/PERFORMANCE.md). Every member is answered after
 the commit, so an acknowledged write is as durable as before.

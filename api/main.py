@@ -6,11 +6,9 @@ Run it with ``uvicorn api.main:create_app --factory --no-access-log`` (settings 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,29 +17,22 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI
-from psycopg_pool import AsyncConnectionPool
-from sqlalchemy.ext.asyncio import create_async_engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api import dashboard
-from api.auth import Authenticator, ensure_admin, ensure_token
-from api.deps import EXPERIMENT_SLOTS, MAX_GROUP, Runtime
+from api.auth import Authenticator
+from api.deps import Runtime
 from api.errors import install_error_handlers
-from api.group_commit import GroupCommit
 from api.metrics import ASGIApp, LatencyMiddleware, Message, Metrics, Receive, Scope, Send
 from api.periodic import Periodic
 from api.reaper import reap_backlog
 from api.routes import experiments, health, jobs, trials, workers
 from api.settings import Settings
 from api.upkeep import upkeep_once
+from api.writer import Writer
 from tuner.errors import ConflictError
-from tuner.storage.database import (
-    driver_conninfo,
-    is_sqlite,
-    make_engine,
-    make_session_factory,
-    upgrade,
-)
+from tuner.storage.database import make_engine, make_session_factory, upgrade
+from tuner.tokens import ensure_admin, ensure_token
 
 API_PREFIX = "/api/v1"
 
@@ -141,40 +132,32 @@ def create_app(
     upgrade(settings.database_url)
     engine_args: dict[str, Any] = {"pool_size": settings.db_pool_size, "max_overflow": 20}
     engine = make_engine(settings.database_url, **engine_args)
+    clock = clock or time.time
+    metrics = Metrics()
+    writer = Writer(
+        engine, make_session_factory(engine), metrics, concurrency=settings.write_concurrency
+    )
     runtime = Runtime(
-        settings=settings, engine=engine, session_factory=make_session_factory(engine),
-        read_factory=make_session_factory(engine, read_only=True), clock=clock or time.time,
-        metrics=Metrics(),
-        write_slots=threading.Semaphore(1 if is_sqlite(engine) else settings.write_concurrency),
+        settings=settings, engine=engine, writer=writer,
+        read_factory=make_session_factory(engine, read_only=True), clock=clock, metrics=metrics,
     )
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
     with contextlib.suppress(ConflictError):  # another replica stored it at the same moment
-        ensure_admin(runtime.session_factory, admin)
+        generated = ensure_admin(writer.session_factory, admin)
+        if generated is not None:
+            log.warning(
+                "event=admin_token_created token=%s note=%s", generated,
+                "shown once: store it now (set TUNER_ADMIN_TOKEN to choose one)",
+            )
         if settings.worker_token:
             worker = settings.worker_token.get_secret_value()
-            ensure_token(runtime.session_factory, worker, "worker", "TUNER_WORKER_TOKEN")
+            ensure_token(writer.session_factory, worker, "worker", "TUNER_WORKER_TOKEN")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Long-polling claims hold a worker thread each: make room for many.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.threadpool_size
-        if runtime.is_postgres:
-            # Used only under async_slots: never more connections than slots.
-            runtime.async_engine = create_async_engine(
-                engine.url, pool_size=settings.write_concurrency, max_overflow=0
-            )
-            runtime.async_slots = asyncio.Semaphore(settings.write_concurrency)
-            # Its queues and futures belong to this loop.
-            runtime.groups = GroupCommit(
-                runtime.run_group, slots=EXPERIMENT_SLOTS, max_group=MAX_GROUP
-            )
-            # Quiet reports (api.quiet_reports) take no lock: their own connections, so
-            # that they never queue behind transactions that wait for one.
-            runtime.quiet_pool = AsyncConnectionPool(
-                driver_conninfo(engine.url), min_size=1, max_size=settings.write_concurrency,
-                kwargs={"autocommit": True}, open=False,
-            )
-            await runtime.quiet_pool.open()
+        await writer.start_async()
         background = [
             Periodic("reaper", settings.reaper_interval_s, partial(reap_backlog, runtime))
         ]
@@ -189,13 +172,7 @@ def create_app(
             for work in background:
                 work.stop()
             engine.dispose()
-            if runtime.async_engine is not None:
-                await runtime.async_engine.dispose()
-                runtime.async_engine, runtime.async_slots = None, None
-                runtime.groups = None
-            if runtime.quiet_pool is not None:
-                await runtime.quiet_pool.close()
-                runtime.quiet_pool = None
+            await writer.stop_async()
 
     app = FastAPI(
         title="tuner", version="0.1.0", lifespan=lifespan,
@@ -205,7 +182,7 @@ def create_app(
     app.state.runtime = runtime
     app.state.settings = settings
     app.state.engine = engine
-    app.state.session_factory = runtime.session_factory
+    app.state.session_factory = writer.session_factory
     app.state.clock = runtime.clock
     app.state.authenticator = Authenticator(runtime.read_factory)
     install_error_handlers(app)

@@ -29,7 +29,7 @@ def reap_once(runtime: Runtime, limit: int = 100) -> list[Job]:
                 queries.add_lost_lease(store.session, job.worker_id)
         return reaped
 
-    reaped = runtime.write("reap", run)
+    reaped = runtime.writer.write("reap", run)
     for job in reaped:
         runtime.metrics.lease_expiries.inc()
         runtime.wakeups.notify(job.experiment_id)

@@ -6,7 +6,7 @@ after a fifth of it changed. Until then the planner plans on an empty table's st
 and a prepared statement's generic plan (psycopg prepares a statement on its fifth run)
 keeps what it chose then: a scan of every trial of the experiment for a lookup by its
 parameters, once. Nor does anything mark pages all-visible, so the stopping test's rank
-(an index range count, ``tuner.storage.statements``) reads the table for every entry it
+(an index range count, ``tuner.storage.sql.snapshot``) reads the table for every entry it
 counts. Over the first 40 s of the benchmark, reports per second fell by half
 (docs/PERFORMANCE.md).
 

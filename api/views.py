@@ -13,10 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api import shapes
-from tuner.config import parse_config
+from tuner.config import build_scheduler, parse_config
 from tuner.domain import ExperimentState, TrialState
 from tuner.errors import NotFound
-from tuner.schedulers.registry import build_scheduler
 from tuner.storage import queries
 from tuner.storage.models import ExperimentRow
 from tuner.wire import (

@@ -52,7 +52,7 @@ from tuner.storage.models import (  # noqa: E402
     TrialRow,
     WorkerRow,
 )
-from tuner.storage.sql import SqlStore  # noqa: E402
+from tuner.storage.sql import open_store  # noqa: E402
 
 ADMIN = "bench-admin-token"
 LEVELS = (1, 3, 9, 27, 50)  # r=1, R=50, eta=3
@@ -100,7 +100,7 @@ def build(url: str, n_trials: int, n_reports: int) -> int:
     config = parse_config(DOCUMENT)
     now = time.time() - 3600
     with factory.begin() as session:
-        exp = SqlStore(session).create_experiment(config, now)
+        exp = open_store(session).create_experiment(config, now)
     eid = exp.id
     trials, jobs, params_of, floors = [], [], {}, {}
     for i in range(n_trials):

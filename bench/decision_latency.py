@@ -87,7 +87,7 @@ def seed(runtime: Runtime, n: int) -> int:
             n_trials=n, resource_used=n))
         return int(eid)
 
-    return runtime.write("seed", run)
+    return runtime.writer.write("seed", run)
 
 
 def measure(runtime: Runtime, eid: int, cycles: int) -> dict[str, list[float]]:
@@ -100,7 +100,7 @@ def measure(runtime: Runtime, eid: int, cycles: int) -> dict[str, list[float]]:
         return out
 
     for _ in range(cycles):
-        found = timed("claim", lambda: runtime.write(
+        found = timed("claim", lambda: runtime.writer.write(
             "claim", lambda st: coordinator.claim(st, eid, "bench", runtime.now())))
         if not isinstance(found, Assignment):
             raise RuntimeError(f"no job: {found}")
@@ -114,9 +114,9 @@ def measure(runtime: Runtime, eid: int, cycles: int) -> dict[str, list[float]]:
 
         for step in range(found.job.from_resource + 1, found.job.to_resource + 1):
             value = 0.5 + 1.0 / step + random.random()
-            timed("report", lambda s=step, v=value, r=report: runtime.write(
+            timed("report", lambda s=step, v=value, r=report: runtime.writer.write(
                 "report", lambda st: r(st, s=s, v=v)))
-        timed("complete", lambda c=complete: runtime.write("complete", c))
+        timed("complete", lambda c=complete: runtime.writer.write("complete", c))
     return lat
 
 

@@ -166,10 +166,10 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 @contextmanager
 def sql_transaction(factory: sessionmaker[Session]) -> Iterator[Any]:
     """One transaction over a SqlStore: commit on success, roll back on error."""
-    from tuner.storage.sql import SqlStore
+    from tuner.storage.sql import open_store
 
     with factory() as session, session.begin():
-        store = SqlStore(session)
+        store = open_store(session)
         yield store
         store.flush()  # as the service does before its commits (its checks included)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tuner.errors import ConfigError
 from tuner.samplers.base import SamplerConfig
 from tuner.space import SearchSpace
+
+if TYPE_CHECKING:
+    from tuner.schedulers.base import Scheduler
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -161,3 +164,27 @@ def load_config(path: str | Path) -> ExperimentConfig:
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the experiment document."""
     return ExperimentConfig.model_json_schema()
+
+
+def build_scheduler(config: ExperimentConfig) -> Scheduler:
+    """The pure rule that the document's ``scheduler`` section names."""
+    from tuner.schedulers import Asha, Pasha, SyncSuccessiveHalving, s_max
+
+    sc = config.scheduler
+    r, big_r, eta = sc.min_resource, sc.max_resource, sc.eta
+    match sc.type:
+        case "sha":
+            n = sc.n_configs or 0  # required for sha by SchedulerConfig's validation
+            return SyncSuccessiveHalving(r, big_r, eta, ((sc.bracket, n),), sc.parallel_brackets)
+        case "hyperband":
+            return SyncSuccessiveHalving.hyperband(
+                r, big_r, eta, sc.iterations, sc.parallel_brackets
+            )
+        case "asha":
+            return Asha(r, big_r, eta, (sc.bracket,), sc.form == "stopping", config.seed)
+        case "async_hyperband":
+            rates = tuple(sc.brackets) if sc.brackets else tuple(range(s_max(r, big_r, eta) + 1))
+            return Asha(r, big_r, eta, rates, sc.form == "stopping", config.seed)
+        case "pasha":
+            return Pasha(r, big_r, eta)
+    raise AssertionError(f"unknown scheduler type {sc.type}")  # pydantic's Literal rules it out

@@ -66,16 +66,20 @@ class RungStop:
 
 
 @dataclass(frozen=True, slots=True)
-class RungAhead:
-    """A hint with a report's writes (:meth:`Store.record_step`): the rung result that the
-    report adds if it is judged at ``result.rung`` (``rank_eta`` as
-    :meth:`Store.add_rung_result` is given it). The rung is the one at the report's step, in
-    a bracket whose lowest rung is ``bottom``."""
+class StepBounds:
+    """What must still hold in the rows when a report's writes land (:meth:`Store.record_step`),
+    as numbers worked out by the coordinator (:mod:`tuner.protocol`, whose rules they are):
 
-    experiment_id: int
-    result: RungResult
-    rank_eta: int | None
-    bottom: int
+    - the job's lease is live for ``token_hash`` at ``now``;
+    - the trial has no report at the step yet;
+    - with ``floor`` (a plain write, answered ``continue`` without a judgement): no stop or
+      cancel was asked, and the trial's ``rung`` is at least ``floor`` (it was judged at
+      every rung the step reaches).
+    """
+
+    token_hash: str
+    now: float
+    floor: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,41 +226,26 @@ class Store(Protocol):
     def record_step(
         self,
         report: Report,
-        token_hash: str,
-        now: float,
+        bounds: StepBounds,
         expires_at: float,
         *,
         lock_experiment: bool = False,
-        rung_ahead: RungAhead | None = None,
         **changes: Any,
     ) -> Trial | None:
-        """A report's writes together: :meth:`renew_lease` of ``report.job_id``; if the lease
-        held, :meth:`add_report` and :meth:`update_trial` with ``changes``. None when the
-        lease did not hold (nothing written); ConflictError when the report exists (the
-        lease was renewed, nothing else written). PostgreSQL: one statement.
+        """A report's writes together, if ``bounds`` hold: renew the lease of
+        ``report.job_id`` to ``expires_at``, :meth:`add_report` and :meth:`update_trial`
+        with ``changes``. None when a bound does not hold (nothing written); NotFound for
+        an unknown job. ConflictError only when the same step is stored concurrently by
+        another transaction (the lease was renewed, nothing else written). PostgreSQL: one
+        statement.
 
         ``lock_experiment`` is a hint that the caller locks the job's experiment next
         (:meth:`get_experiment` with ``lock=True``): a store may take that lock in the same
-        statement and answer that call without another (PostgreSQL).
-
-        ``rung_ahead`` (with ``lock_experiment``) is a hint that the caller adds that rung
-        result next, if the report is judged at that rung: a store may insert it in the same
-        round trip, after the lock, where the conditions of that judgement hold in the rows
-        (this report stored now, no stop asked, the experiment not cancelled, the rung the
-        trial's next), and answer the caller's :meth:`add_rung_result` from it (PostgreSQL).
-        Whatever the caller does next must then add it: it is the caller's own decision,
-        taken ahead."""
+        statement and answer that call without another (PostgreSQL)."""
 
     # ---- rungs -------------------------------------------------------------------------
-    def add_rung_result(
-        self, experiment_id: int, result: RungResult, *, rank_eta: int | None = None
-    ) -> None:
-        """Insert; ConflictError if (trial, rung) exists.
-
-        ``rank_eta`` is a hint (:attr:`tuner.schedulers.base.Scheduler.rank_eta`): a store
-        may count, with the insert, the results better than a finite ``result`` up to
-        ``max(n // rank_eta, 1)`` and answer the snapshot's ``count_better`` from it
-        (PostgreSQL: no round trip of its own)."""
+    def add_rung_result(self, experiment_id: int, result: RungResult) -> None:
+        """Insert and count it in its rung; ConflictError if (trial, rung) exists."""
 
     def get_rung_result(self, trial_id: int, rung: int) -> RungResult | None: ...
 
@@ -309,25 +298,6 @@ class Store(Protocol):
 
         ``n_active=None``: counted (:meth:`count_active`) when the scheduler first asks. Build
         the snapshot after this operation's rung writes; it may read its counters once."""
-
-
-def record_step_in_steps(
-    store: Store,
-    report: Report,
-    token_hash: str,
-    now: float,
-    expires_at: float,
-    *,
-    lock_experiment: bool = False,
-    **changes: Any,
-) -> Trial | None:
-    """:meth:`Store.record_step` as its parts, for stores without round trips to save
-    (they hold one writer at a time: ``lock_experiment`` has nothing to add)."""
-    del lock_experiment
-    if store.renew_lease(report.job_id, token_hash, now, expires_at) is None:
-        return None
-    store.add_report(report)
-    return store.update_trial(report.trial_id, now, **changes)
 
 
 def settle_in_steps(

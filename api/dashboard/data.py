@@ -22,9 +22,8 @@ from sklearn.ensemble import RandomForestRegressor  # type: ignore[import-untype
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tuner.config import ExperimentConfig, parse_config
+from tuner.config import ExperimentConfig, build_scheduler, parse_config
 from tuner.errors import NotFound
-from tuner.schedulers.registry import build_scheduler
 from tuner.space.keys import scalar_key
 from tuner.space.params import Categorical, Fixed, Float, Int
 from tuner.storage import queries

@@ -30,9 +30,10 @@ from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from api.auth import Role, require
+from api.auth import require
 from api.dashboard import data, pages
 from api.deps import Runtime, RuntimeDep
+from tuner.tokens import Role
 
 router = APIRouter(tags=["dashboard"])
 

@@ -37,7 +37,7 @@ def create_experiment(
         created = coordinator.create_experiment(store, document, runtime.now())
         return views.experiment(store.session, created.id)
 
-    out = runtime.write("create_experiment", run)
+    out = runtime.writer.write("create_experiment", run)
     runtime.wakeups.notify(out.id)
     return out
 
@@ -67,7 +67,7 @@ def _act(runtime: RuntimeDep, experiment_id: int, action: str) -> ExperimentOut:
         coordinator.change_state(store, experiment_id, action, runtime.now())
         return views.experiment(store.session, experiment_id)
 
-    out = runtime.write(action, run)
+    out = runtime.writer.write(action, run)
     runtime.wakeups.notify(experiment_id)
     return out
 

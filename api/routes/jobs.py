@@ -1,7 +1,7 @@
 """The job protocol: claim, report, heartbeat, complete, fail (and the trial's output).
 
 Every route here is ``async`` and runs its transaction with
-:meth:`api.deps.Runtime.write_async`: on PostgreSQL on the event loop itself, with no worker
+:meth:`api.writer.Writer.write_async`: on PostgreSQL on the event loop itself, with no worker
 thread (a plain ``def`` route with a response model costs FastAPI two thread hand-offs per
 request, the route and then the validation of its answer, and each hand-off fights for the
 GIL with the thread that holds the experiment's lock).
@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response
 
-from api import claims, quiet_reports
+from api import claims
 from api.auth import Worker
 from api.deps import Id, RuntimeDep
 from api.errors import error_response
@@ -24,7 +24,6 @@ from tuner import coordinator
 from tuner.coordinator import Assignment, ClaimResult, ExperimentOver
 from tuner.coordinator.report import CONTINUE
 from tuner.domain import Decision, DecisionKind
-from tuner.errors import LeaseExpired
 from tuner.storage import queries
 from tuner.storage.sql import SqlStore
 from tuner.wire import (
@@ -101,7 +100,7 @@ async def _decide(
     and wake waiting claims when the job ended. With ``next_in``, an answer that ends the
     job comes with the next job, claimed in the same transaction (the experiment's lock,
     which a judgement took already, is held until the commit either way)."""
-    known = runtime.known_jobs.get(job_id)  # as this process knows it (api.quiet_reports)
+    known = runtime.writer.known_jobs.get(job_id)  # as this process knows it
 
     def run(store: SqlStore) -> tuple[Decision, int | None, ClaimResult | None]:
         store.claim_follows = next_in is not None
@@ -115,16 +114,16 @@ async def _decide(
             if next_in is not None and decision.kind in _ENDS_JOB:
                 following = claims.claim_now(runtime, store, experiment_id, next_in.worker_id)
             return decision, experiment_id, following
-        if known is None:  # for its next reports (api.quiet_reports)
+        if known is None:  # for its next reports (the fast path)
             job = store.known_job(job_id)
-            runtime.known_jobs.remember(job, store.known_experiment(job.experiment_id))
+            runtime.writer.known_jobs.remember(job, store.known_experiment(job.experiment_id))
         return decision, None, None
 
     # Reports and completions take the experiment's lock: its queue (Runtime.write_async).
     queue = known.job.experiment_id if known is not None and operation != "heartbeat" else None
-    decision, experiment_id, following = await runtime.write_async(operation, run, queue)
+    decision, experiment_id, following = await runtime.writer.write_async(operation, run, queue)
     if decision.kind in _ENDS_JOB:
-        runtime.known_jobs.forget(job_id)
+        runtime.writer.known_jobs.forget(job_id)
     if operation != "heartbeat" or decision.kind is DecisionKind.STOP:
         runtime.metrics.count_decision(decision.kind.value)
     if experiment_id is not None:
@@ -137,7 +136,7 @@ async def _decide(
 
 
 _JSON = "application/json"
-#: The answer to every quiet report, serialised once (a DecisionOut, as the route declares).
+#: The answer to every plain report, serialised once (a DecisionOut, as the route declares).
 _CONTINUED = decision_out(CONTINUE, None).model_dump_json().encode()
 
 
@@ -150,11 +149,11 @@ async def report(job_id: Id, body: ReportIn, runtime: RuntimeDep) -> Response:
     value = body.as_float()
     if value is None:  # pragma: no cover - ReportIn requires a value or a value_kind
         raise InvalidRequest("body.value: a report needs a value")
-    if await quiet_reports.report_quietly(runtime, job_id, body, value):
+    if await runtime.writer.write_plain_report(job_id, body, value, runtime.now()):
         runtime.metrics.count_decision(DecisionKind.CONTINUE.value)
         runtime.metrics.reports.inc()
         return Response(_CONTINUED, media_type=_JSON)
-    known = runtime.known_jobs.get(job_id)  # then the job need not be read first
+    known = runtime.writer.known_jobs.get(job_id)  # then the job need not be read first
     out = await _decide(runtime, "report", job_id, lambda store, now: coordinator.report(
         store, job_id, body.lease_token, body.step, value, now,
         metrics=body.metrics, checkpoint=body.checkpoint, known=known,
@@ -190,10 +189,10 @@ async def complete(job_id: Id, body: CompleteIn, runtime: RuntimeDep) -> Respons
 async def fail(job_id: Id, body: FailIn, runtime: RuntimeDep) -> FailOut:
     """The worker gave up: the job is queued again (from the last checkpoint) or the trial
     fails once ``max_retries`` is spent."""
-    trial = await runtime.write_async("fail", lambda store: coordinator.fail(
+    trial = await runtime.writer.write_async("fail", lambda store: coordinator.fail(
         store, job_id, body.lease_token, body.error, runtime.now()
     ))
-    runtime.known_jobs.forget(job_id)
+    runtime.writer.known_jobs.forget(job_id)
     runtime.wakeups.notify(trial.experiment_id)
     return FailOut(trial_id=trial.id, trial_state=trial.state.value, retries=trial.retries)
 
@@ -202,10 +201,10 @@ async def fail(job_id: Id, body: FailIn, runtime: RuntimeDep) -> FailOut:
 async def release(job_id: Id, body: HeartbeatIn, runtime: RuntimeDep) -> FailOut:
     """A worker shutting down hands its job back: queued again from the last checkpoint,
     without spending one of the trial's retries."""
-    trial = await runtime.write_async("release", lambda store: coordinator.release(
+    trial = await runtime.writer.write_async("release", lambda store: coordinator.release(
         store, job_id, body.lease_token, runtime.now()
     ))
-    runtime.known_jobs.forget(job_id)
+    runtime.writer.known_jobs.forget(job_id)
     runtime.wakeups.notify(trial.experiment_id)
     return FailOut(trial_id=trial.id, trial_state=trial.state.value, retries=trial.retries)
 
@@ -215,13 +214,11 @@ async def output(job_id: Id, body: OutputIn, runtime: RuntimeDep) -> OutputOut:
     """Append to the trial's output; the last 16 Ki characters are kept for the dashboard."""
 
     def run(store: SqlStore) -> OutputOut:
-        job = store.get_job(job_id)
-        if job.token_hash != coordinator.hash_token(body.lease_token):
-            raise LeaseExpired(f"the lease token does not match job {job_id}")
+        job = coordinator.held_job(store, job_id, body.lease_token)
         tail = (queries.get_output_tail(store.session, job.trial_id) or "") + body.text
         tail = tail[-OUTPUT_TAIL_CHARS:]
         queries.set_output_tail(store.session, job.trial_id, tail)
         return OutputOut(trial_id=job.trial_id, n_chars=len(tail))
 
-    return await runtime.write_async("output", run)
+    return await runtime.writer.write_async("output", run)
 

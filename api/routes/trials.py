@@ -37,7 +37,7 @@ def stop_trial(trial_id: Id, runtime: RuntimeDep) -> TrialOut:
         trial = coordinator.stop_trial(store, trial_id, runtime.now())
         return trial_out(trial, sign_of(views.document(store.session, trial.experiment_id)))
 
-    out = runtime.write("stop_trial", run)
+    out = runtime.writer.write("stop_trial", run)
     runtime.metrics.stops.inc()
     runtime.wakeups.notify(out.experiment_id)
     return out

@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api import views
-from api.auth import Admin, Viewer, Worker, create_token
+from api.auth import Admin, Viewer, Worker
 from api.deps import Limit, Offset, RuntimeDep
 from api.shapes import worker_out
 from tuner.coordinator import hash_token
 from tuner.errors import NotFound
 from tuner.storage import queries
 from tuner.storage.sql import SqlStore
+from tuner.tokens import create_token
 from tuner.wire import ErrorOut, TokenIn, TokenOut, WorkerIn, WorkerOut, WorkerPageOut
 
 router = APIRouter(
@@ -22,7 +23,7 @@ router = APIRouter(
 @router.post("/workers", response_model=WorkerOut, tags=["workers"], dependencies=[Worker])
 def register_worker(body: WorkerIn, runtime: RuntimeDep) -> WorkerOut:
     """Register a worker agent (again: update it and its last-seen time)."""
-    return runtime.write("register_worker", lambda store: worker_out(queries.upsert_worker(
+    return runtime.writer.write("register_worker", lambda store: worker_out(queries.upsert_worker(
         store.session, body.worker_id, body.host, runtime.now(), gpus=list(body.gpus),
         cpus=body.cpus, slots=body.slots, labels=dict(body.labels),
     )))
@@ -47,4 +48,4 @@ def new_token(body: TokenIn, runtime: RuntimeDep) -> TokenOut:
             raise NotFound("the new token vanished")
         return TokenOut(id=info.id, name=info.name, role=body.role, token=token)
 
-    return runtime.write("create_token", run)
+    return runtime.writer.write("create_token", run)

@@ -1,5 +1,5 @@
 """Group commit (api.group_commit): the queueing itself with a runner that records what it is
-given, then ``Runtime.write_async`` over real PostgreSQL transactions: one transaction per
+given, then ``Writer.write_async`` over real PostgreSQL transactions: one transaction per
 group, members in order and seeing each other's writes, a failing member run alone."""
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from api.deps import EXPERIMENT_SLOTS, MAX_GROUP, Runtime
 from api.group_commit import GroupCommit, Member
-from api.settings import Settings
+from api.metrics import Metrics
+from api.writer import MAX_GROUP, Writer
 from tests.conftest import DB_PARAMS
 from tuner.storage.database import make_engine, make_session_factory
 from tuner.storage.sql import SqlStore
@@ -114,36 +113,26 @@ def test_a_caller_that_left_is_skipped_and_a_broken_runner_fails_its_members() -
 
 
 @pytest.fixture
-def runtime(db_url: str) -> Iterator[Runtime]:
+def writer(db_url: str) -> Iterator[Writer]:
     engine = make_engine(db_url)
-    yield Runtime(
-        settings=Settings(database_url=db_url), engine=engine,
-        session_factory=make_session_factory(engine),
-        read_factory=make_session_factory(engine, read_only=True), clock=time.time,
-    )
+    yield Writer(engine, make_session_factory(engine), Metrics(), concurrency=8)
     engine.dispose()
     with make_engine(db_url).begin() as connection:
         connection.execute(text("DROP TABLE IF EXISTS probe"))
 
 
-def on_the_loop(runtime: Runtime, *calls: tuple[str, Any, int | None]) -> list[Any]:
+def on_the_loop(writer: Writer, *calls: tuple[str, Any, int | None]) -> list[Any]:
     """Run ``write_async`` calls at once on an event loop, as the app's lifespan sets it up."""
 
     async def run() -> list[Any]:
-        runtime.async_engine = create_async_engine(
-            runtime.engine.url, pool_size=8, max_overflow=0
-        )
-        runtime.async_slots = asyncio.Semaphore(8)
-        runtime.groups = GroupCommit(
-            runtime.run_group, slots=EXPERIMENT_SLOTS, max_group=MAX_GROUP
-        )
+        await writer.start_async()
         try:
             return list(await asyncio.gather(
-                *(runtime.write_async(op, fn, key) for op, fn, key in calls),
+                *(writer.write_async(op, fn, key) for op, fn, key in calls),
                 return_exceptions=True,
             ))
         finally:
-            await runtime.async_engine.dispose()
+            await writer.stop_async()
 
     return asyncio.run(run())
 
@@ -154,9 +143,9 @@ def transaction_id(store: SqlStore) -> int:
 
 
 @pytest.mark.parametrize("db_url", [POSTGRES_ONLY], indirect=True)
-def test_one_experiments_queued_transactions_commit_as_one(runtime: Runtime) -> None:
+def test_one_experiments_queued_transactions_commit_as_one(writer: Writer) -> None:
     calls = [("report", transaction_id, key) for key in [1] * 6 + [2] * 6 + [None] * 4]
-    txids = on_the_loop(runtime, *calls)
+    txids = on_the_loop(writer, *calls)
     by_key: dict[int | None, set[int]] = {}
     for (_, _, key), txid in zip(calls, txids, strict=True):
         by_key.setdefault(key, set()).add(txid)
@@ -164,13 +153,13 @@ def test_one_experiments_queued_transactions_commit_as_one(runtime: Runtime) -> 
     assert len(by_key[2]) < 6
     assert by_key[1].isdisjoint(by_key[2])  # never two experiments in one transaction
     assert len(by_key[None]) == 4  # no experiment named: a transaction each
-    groups = runtime.metrics.write_groups.collect()[0].samples
+    groups = writer.metrics.write_groups.collect()[0].samples
     assert any(s.name.endswith("_count") and s.value >= 2 for s in groups)
 
 
 @pytest.mark.parametrize("db_url", [POSTGRES_ONLY], indirect=True)
-def test_members_see_earlier_writes_and_a_failing_member_runs_alone(runtime: Runtime) -> None:
-    with runtime.engine.begin() as connection:
+def test_members_see_earlier_writes_and_a_failing_member_runs_alone(writer: Writer) -> None:
+    with writer.engine.begin() as connection:
         connection.execute(text("CREATE TABLE probe (k text PRIMARY KEY)"))
 
     def insert(k: str, *, fail: bool = False) -> Any:
@@ -184,7 +173,7 @@ def test_members_see_earlier_writes_and_a_failing_member_runs_alone(runtime: Run
         return fn
 
     answers = on_the_loop(
-        runtime,
+        writer,
         ("report", insert("a"), 7),  # alone: the others queue behind it
         ("report", insert("b"), 7),
         ("report", insert("c", fail=True), 7),
@@ -194,5 +183,5 @@ def test_members_see_earlier_writes_and_a_failing_member_runs_alone(runtime: Run
     assert answers[1] == ["a", "b"]
     assert isinstance(answers[2], ValueError)  # the caller's error, as without groups
     assert answers[3] == ["a", "b", "d"]  # nothing of the failed member
-    with runtime.engine.connect() as connection:
+    with writer.engine.connect() as connection:
         assert sorted(connection.scalars(text("SELECT k FROM probe"))) == ["a", "b", "d"]

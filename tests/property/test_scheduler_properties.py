@@ -78,7 +78,7 @@ def _asha_check(eta: int):
 
 
 def store_levels(experiment):
-    from tuner.schedulers.registry import build_scheduler
+    from tuner.config import build_scheduler
 
     return build_scheduler(experiment.config).levels
 

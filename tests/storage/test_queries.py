@@ -12,14 +12,14 @@ from tests.storage.test_store_contract import make_config, result
 from tuner.domain import ExperimentState, JobState, Report, TrialState
 from tuner.errors import ConflictError, NotFound
 from tuner.storage import queries as q
-from tuner.storage.sql import SqlStore
+from tuner.storage.sql import open_store
 
 
 @pytest.fixture
 def seeded(session_factory: sessionmaker[Session]) -> dict[str, Any]:
     """Two experiments; the first has 5 trials with reports, rung results, a job each."""
     with session_factory.begin() as session:
-        store = SqlStore(session)
+        store = open_store(session)
         first = store.create_experiment(make_config(name="first"), 10.0).id
         second = store.create_experiment(make_config(name="second"), 11.0).id
         trials = []
@@ -119,7 +119,7 @@ def test_queries_workers(session_factory: Any, seeded: dict[str, Any]) -> None:
         w = q.upsert_worker(session, "w1", "gpu-box", 100.0, gpus=[{"index": 0}], cpus=8, slots=2)
         assert w.created_at == 100.0 and w.slots == 2
         q.upsert_worker(session, "w2", "cpu-box", 101.0)
-        store = SqlStore(session)
+        store = open_store(session)
         job = store.active_job_of_trial(job_trial.id)
         assert job is not None
         store.lease_job(job.id, "w1", "h", 500.0)

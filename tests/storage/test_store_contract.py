@@ -25,7 +25,7 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, NotFound, ParamsSeen
-from tuner.store import Lease, RungStop
+from tuner.store import Lease, RungStop, StepBounds
 
 ASHA = {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 27}
 
@@ -404,6 +404,13 @@ def test_store_add_decision(store_factory: StoreFactory) -> None:
         trial = store.create_trial(experiment_id, 0, {}, "k", 1.0)
         store.add_decision(DecisionRecord(trial.id, DecisionKind.STOP, {"rule": "x"}, 3, 2.0))
         store.add_decision(DecisionRecord(trial.id, DecisionKind.PAUSE, {"rule": "y"}, None, 3.0))
+    with store_factory() as store:  # stored, in order, as given
+        assert decisions_of(store, trial.id) == [
+            (DecisionKind.STOP, {"rule": "x"}, 3),
+            (DecisionKind.PAUSE, {"rule": "y"}, None),
+        ]
+        with pytest.raises(NotFound):
+            store.add_decision(DecisionRecord(10**6, DecisionKind.STOP, {}, None, 4.0))
 
 
 # ---- the snapshot against a brute-force reference -------------------------------------------
@@ -528,10 +535,10 @@ def test_store_coordinator_runs_identically(store_factory: StoreFactory) -> None
 def test_store_lock_serialises_deciders(session_factory: Any) -> None:
     """16 threads, each in its own session, read a counter under the experiment lock and
     write it back plus one: no update may be lost."""
-    from tuner.storage.sql import SqlStore
+    from tuner.storage.sql import open_store
 
     with session_factory.begin() as session:
-        experiment_id = new_experiment(SqlStore(session))
+        experiment_id = new_experiment(open_store(session))
     errors: list[BaseException] = []
     barrier = threading.Barrier(16)
 
@@ -540,7 +547,7 @@ def test_store_lock_serialises_deciders(session_factory: Any) -> None:
             barrier.wait()
             for _ in range(5):
                 with session_factory.begin() as session:
-                    store = SqlStore(session)
+                    store = open_store(session)
                     experiment = store.get_experiment(experiment_id, lock=True)
                     count = experiment.scheduler_state.get("count", 0)
                     store.set_scheduler_state(experiment_id, {"count": count + 1})
@@ -554,7 +561,7 @@ def test_store_lock_serialises_deciders(session_factory: Any) -> None:
         thread.join()
     assert errors == []
     with session_factory.begin() as session:
-        assert SqlStore(session).get_experiment(experiment_id).scheduler_state == {"count": 80}
+        assert open_store(session).get_experiment(experiment_id).scheduler_state == {"count": 80}
 
 
 # ---- the compound writes of the hot paths (one statement each on PostgreSQL) ---------------
@@ -564,7 +571,7 @@ def decisions_of(store: Any, trial_id: int) -> list[tuple[DecisionKind, dict[str
         return [(d.kind, dict(d.reason), d.step) for d in mine]
     from sqlalchemy import select
 
-    from tuner.storage.sql import DECISIONS
+    from tuner.storage.sql.tables import DECISIONS
 
     d = DECISIONS.c
     rows = store.session.execute(
@@ -586,7 +593,8 @@ def test_store_record_step_writes_all_or_nothing(store_factory: StoreFactory) ->
     with store_factory() as store:
         step = Report(trial.id, job.id, 1, 0.25, {"acc": 0.9}, 10.0)
         updated = store.record_step(
-            step, "hash", 10.0, 70.0, last_value=0.25, checkpoint="ck1", checkpoint_step=1
+            step, StepBounds("hash", 10.0), 70.0,
+            last_value=0.25, checkpoint="ck1", checkpoint_step=1,
         )
         assert updated is not None
         assert (updated.last_value, updated.checkpoint, updated.checkpoint_step) == (
@@ -597,23 +605,82 @@ def test_store_record_step_writes_all_or_nothing(store_factory: StoreFactory) ->
         assert store.get_report(trial.id, 1) == step
         assert store.get_job(job.id).lease_expires_at == 70.0
         assert store.get_trial(trial.id) == updated
-        # Another token, or a lease that ended: nothing is written.
-        late = Report(trial.id, job.id, 2, 0.5, {}, 11.0)
-        assert store.record_step(late, "wrong", 11.0, 80.0, last_value=0.5) is None
-        assert store.record_step(late, "hash", 70.5, 80.0, last_value=0.5) is None
-        assert store.get_report(trial.id, 2) is None
-        assert store.get_job(job.id).lease_expires_at == 70.0
-        assert store.get_trial(trial.id) == updated
-        # The step is stored already: the lease is renewed, the trial is left alone, and the
-        # transaction goes on.
-        again = Report(trial.id, job.id, 1, 0.75, {}, 12.0)
-        with pytest.raises(ConflictError):
-            store.record_step(again, "hash", 12.0, 90.0, last_value=0.75)
-        assert store.get_job(job.id).lease_expires_at == 90.0
-        assert store.get_report(trial.id, 1) == step
-        assert store.get_trial(trial.id) == updated
+        missing = Report(trial.id, 999, 3, 1.0, {}, 13.0)
         with pytest.raises(NotFound):
-            store.record_step(Report(trial.id, 999, 3, 1.0, {}, 13.0), "hash", 13.0, 99.0)
+            store.record_step(missing, StepBounds("hash", 13.0), 99.0)
+
+
+def _refused(store: Any, report: Report, bounds: StepBounds, trial: Any, job: Any) -> None:
+    """``record_step`` refused ``report`` and wrote nothing: no report, no renewal, the
+    trial as it was."""
+    lease_until = store.get_job(job.id).lease_expires_at
+    assert store.record_step(report, bounds, 999.0, last_value=report.value) is None
+    assert store.get_report(trial.id, report.step) != report
+    assert store.get_job(job.id).lease_expires_at == lease_until
+    assert store.get_trial(trial.id) == trial
+
+
+# Each bound of a report's writes (tuner.store.StepBounds; the SQL guards of
+# tuner.storage.sql.guards), refused alone, on every store.
+def test_store_record_step_needs_the_token(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        trial, job = leased_trial(store, new_experiment(store))
+        _refused(store, Report(trial.id, job.id, 1, 0.5, {}, 11.0), StepBounds("wrong", 11.0),
+                 trial, job)
+
+
+def test_store_record_step_needs_a_live_lease(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        trial, job = leased_trial(store, new_experiment(store), until=50.0)
+        report = Report(trial.id, job.id, 1, 0.5, {}, 50.5)
+        _refused(store, report, StepBounds("hash", 50.5), trial, job)
+        assert store.record_step(report, StepBounds("hash", 50.0), 60.0) is not None  # the edge
+    with store_factory() as store:  # a lease that ended by state, in time
+        trial, job = leased_trial(store, new_experiment(store), until=50.0)
+        store.end_job(job.id, JobState.RELEASED, 10.0)
+        _refused(store, Report(trial.id, job.id, 1, 0.5, {}, 11.0), StepBounds("hash", 11.0),
+                 trial, store.get_job(job.id))
+
+
+def test_store_record_step_needs_a_new_step(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        trial, job = leased_trial(store, new_experiment(store))
+        first = Report(trial.id, job.id, 1, 0.25, {}, 10.0)
+        trial = store.record_step(first, StepBounds("hash", 10.0), 20.0, last_value=0.25)
+        _refused(store, Report(trial.id, job.id, 1, 0.75, {}, 11.0), StepBounds("hash", 11.0),
+                 trial, store.get_job(job.id))
+        assert store.get_report(trial.id, 1) == first
+
+
+def test_store_plain_write_needs_the_rungs_judged(store_factory: StoreFactory) -> None:
+    """A plain write (``floor``) lands only on a trial judged up to ``floor``."""
+    with store_factory() as store:
+        trial, job = leased_trial(store, new_experiment(store))
+        trial = store.update_trial(trial.id, 5.0, rung=0)
+        _refused(store, Report(trial.id, job.id, 3, 0.5, {}, 11.0),
+                 StepBounds("hash", 11.0, floor=1), trial, job)
+        landed = store.record_step(Report(trial.id, job.id, 3, 0.5, {}, 12.0),
+                                   StepBounds("hash", 12.0, floor=0), 20.0, last_value=0.5)
+        assert landed is not None and landed.last_value == 0.5
+
+
+def test_store_plain_write_needs_no_stop_asked(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        trial, job = leased_trial(store, new_experiment(store))
+        trial = store.update_trial(trial.id, 5.0, stop_requested=True)
+        report = Report(trial.id, job.id, 1, 0.5, {}, 11.0)
+        _refused(store, report, StepBounds("hash", 11.0, floor=-1), trial, job)
+        # Not a plain write: the caller stops the trial after the writes.
+        assert store.record_step(report, StepBounds("hash", 11.0), 20.0) is not None
+
+
+def test_store_plain_write_needs_the_experiment_running(store_factory: StoreFactory) -> None:
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        trial, job = leased_trial(store, experiment_id)
+        store.set_experiment_state(experiment_id, ExperimentState.CANCELLED, 5.0)
+        _refused(store, Report(trial.id, job.id, 1, 0.5, {}, 11.0),
+                 StepBounds("hash", 11.0, floor=-1), trial, job)
 
 
 def test_store_record_step_with_the_lock_hint(store_factory: StoreFactory) -> None:
@@ -625,12 +692,12 @@ def test_store_record_step_with_the_lock_hint(store_factory: StoreFactory) -> No
         expected = store.get_experiment(experiment_id)
     with store_factory() as store:
         step = Report(trial.id, job.id, 1, 0.25, {}, 10.0)
-        updated = store.record_step(step, "hash", 10.0, 70.0, lock_experiment=True,
+        updated = store.record_step(step, StepBounds("hash", 10.0), 70.0, lock_experiment=True,
                                     last_value=0.25)
         assert updated is not None and updated.last_value == 0.25
         assert store.get_experiment(experiment_id, lock=True) == expected
-        store.record_step(Report(trial.id, job.id, 2, 0.5, {}, 11.0), "hash", 11.0, 71.0,
-                          lock_experiment=True, last_value=0.5)
+        store.record_step(Report(trial.id, job.id, 2, 0.5, {}, 11.0), StepBounds("hash", 11.0),
+                          71.0, lock_experiment=True, last_value=0.5)
         store.add_resource_used(experiment_id, 3)  # a statement between: read afresh
         assert store.get_experiment(experiment_id, lock=True).resource_used == (
             expected.resource_used + 3
@@ -638,7 +705,8 @@ def test_store_record_step_with_the_lock_hint(store_factory: StoreFactory) -> No
         assert store.get_report(trial.id, 1) == step
         # A lease that does not hold: nothing written, nothing locked.
         late = Report(trial.id, job.id, 3, 0.5, {}, 80.0)
-        assert store.record_step(late, "hash", 80.0, 90.0, lock_experiment=True) is None
+        refused = store.record_step(late, StepBounds("hash", 80.0), 90.0, lock_experiment=True)
+        assert refused is None
 
 
 def test_store_settle_trial_logs_and_updates_together(store_factory: StoreFactory) -> None:
@@ -767,12 +835,9 @@ def test_store_settle_trial_with_a_stop_ends_the_job_and_closes_the_result(
         assert decisions_of(store, other.id) == []
 
 
-@pytest.mark.parametrize("eta", [None, 2, 3])
-def test_store_ranked_insert_counts_like_the_snapshot(
-    store_factory: StoreFactory, eta: int | None
-) -> None:
-    """The stopping test's rank, counted by the rung insert (a hint), equals the snapshot's
-    own count: hand-computed for losses 0.1..0.9 and a new 0.35 (3 better, capped)."""
+def test_store_counts_better_results_like_the_snapshot(store_factory: StoreFactory) -> None:
+    """The stopping test's rank: hand-computed for losses 0.1..0.9, an inf and a new 0.35
+    (3 better), counted up to the cap it is given."""
     with store_factory() as store:
         experiment_id = new_experiment(store)
         trials = [store.create_trial(experiment_id, 0, {}, f"k{i}", 1.0) for i in range(11)]
@@ -780,16 +845,16 @@ def test_store_ranked_insert_counts_like_the_snapshot(
             store.add_rung_result(experiment_id, result(trial, 0, (i + 1) / 10))
         store.add_rung_result(experiment_id, result(trials[9], 0, math.inf))
         experiment = store.get_experiment(experiment_id)
-        store.add_rung_result(experiment_id, result(trials[10], 0, 0.35), rank_eta=eta)
+        store.add_rung_result(experiment_id, result(trials[10], 0, 0.35))
         snap = store.snapshot(experiment, can_start=True)
-        assert snap.rung_size(0, 0) == 11
-        cap = max(11 // (eta or 3), 1)  # 5 for eta 2, 3 for eta 3
-        assert snap.count_better(0, 0, 0.35, limit=cap) == 3
-        assert snap.count_better(0, 0, 0.35, limit=2) == 2  # another cap: counted again
-        assert snap.count_better(0, 0, 0.05, limit=cap) == 0
+        assert snap.rung_size(0, 0) == 11  # as the insert counted it
+        assert snap.count_better(0, 0, 0.35, limit=5) == 3
+        assert snap.count_better(0, 0, 0.35, limit=2) == 2
+        assert snap.count_better(0, 0, 0.05, limit=5) == 0
     with store_factory() as store:  # a fresh transaction: nothing cached, same answers
         snap = store.snapshot(store.get_experiment(experiment_id), can_start=True)
-        assert snap.count_better(0, 0, 0.35, limit=cap) == 3
+        assert snap.rung_size(0, 0) == 11
+        assert snap.count_better(0, 0, 0.35, limit=3) == 3
         assert snap.count_better(0, 0, math.inf, limit=20) == 10
 
 

@@ -64,8 +64,8 @@ def token_create(
     db: DbOpt = None,
 ) -> None:
     """Create an API token directly in the database and print it (shown only once)."""
-    from api.auth import create_token
     from tuner.storage.database import make_engine, make_session_factory, upgrade
+    from tuner.tokens import create_token
 
     url = db or DEFAULT_DB
     upgrade(url)

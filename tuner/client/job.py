@@ -16,14 +16,19 @@ import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from tuner.domain import DecisionKind
 from tuner.errors import ClientError, ConflictError, LeaseExpired, NotFound, TunerError
 from tuner.wire import DecisionOut, FailOut, JobOut
 
-if TYPE_CHECKING:
-    from tuner.client.client import Client
+
+class JobCalls(Protocol):
+    """What a :class:`Job` asks of its client (:class:`tuner.client.Client` is one)."""
+
+    def job_call(self, job_id: int, operation: str, body: dict[str, Any]) -> DecisionOut: ...
+
+    def fail_job(self, job_id: int, lease_token: str, error: str) -> FailOut: ...
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +112,7 @@ class Job:
 
     def __init__(
         self,
-        client: Client,
+        client: JobCalls,
         out: JobOut,
         *,
         heartbeat: bool = True,

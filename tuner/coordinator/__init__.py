@@ -7,7 +7,15 @@ caller owns: the service opens one per request, the simulator one per event.
 from tuner.coordinator.actions import change_state, create_experiment, stop_trial
 from tuner.coordinator.claim import Assignment, ClaimResult, ExperimentOver, NothingNow, claim
 from tuner.coordinator.outcomes import hash_token
-from tuner.coordinator.report import complete, fail, heartbeat, reap, release, report
+from tuner.coordinator.report import (
+    complete,
+    fail,
+    heartbeat,
+    held_job,
+    reap,
+    release,
+    report,
+)
 
 __all__ = [
     "Assignment",
@@ -21,6 +29,7 @@ __all__ = [
     "fail",
     "hash_token",
     "heartbeat",
+    "held_job",
     "reap",
     "release",
     "report",

@@ -14,7 +14,7 @@ from tuner.store import Store
 def create_experiment(store: Store, document: Any, now: float) -> Experiment:
     """Validate an experiment document and store it (raises ConfigError naming the field)."""
     config: ExperimentConfig = parse_config(document)
-    from tuner.schedulers.registry import build_scheduler
+    from tuner.config import build_scheduler
 
     build_scheduler(config)  # a rule that cannot be built is a config error now, not later
     return store.create_experiment(config, now)

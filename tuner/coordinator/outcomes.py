@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from tuner.config import ExperimentConfig
+from tuner.config import ExperimentConfig, build_scheduler
 from tuner.domain import (
     Decision,
     DecisionKind,
@@ -30,7 +30,6 @@ from tuner.domain import (
 )
 from tuner.errors import ConflictError
 from tuner.schedulers.base import Scheduler
-from tuner.schedulers.registry import build_scheduler
 from tuner.store import RungStop, Store
 
 
@@ -118,7 +117,7 @@ def record_result(
     # Recorded already (a repeated call): the first result stands. A store's ConflictError
     # leaves the transaction usable.
     with contextlib.suppress(ConflictError):
-        store.add_rung_result(ctx.experiment.id, result, rank_eta=ctx.scheduler.rank_eta)
+        store.add_rung_result(ctx.experiment.id, result)
     return RungEntry(result.loss, trial.number)
 
 

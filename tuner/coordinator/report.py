@@ -8,7 +8,8 @@ Each operation starts with one read of the job, its trial, its experiment and th
 the step in question (:meth:`tuner.store.Store.load_job`); the experiment's lock is taken
 only for rung writes and decisions, after everything that can be checked without it. A
 report of a job the caller knows already (:class:`KnownJob`) skips the read: its writes
-check the lease themselves, and the read comes only when they refuse.
+check the lease themselves, and the read comes only when they refuse. The rules themselves
+(whose lease is live, what a report needs) live in :mod:`tuner.protocol`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from tuner.coordinator.outcomes import (
     close_trial,
     hash_token,
     improved,
-    new_rung_result,
     record_result,
     requeue,
     retry_or_fail,
@@ -43,8 +43,15 @@ from tuner.domain import (
     to_loss,
 )
 from tuner.errors import ConflictError, DuplicateReport, LeaseExpired, OutOfRange
+from tuner.protocol import (
+    ReportPlan,
+    holds_token,
+    lease_is_live,
+    plan_report,
+    stop_asked,
+)
 from tuner.schedulers.base import Snapshot
-from tuner.store import JobContext, RungAhead, Store
+from tuner.store import JobContext, StepBounds, Store
 
 CONTINUE = Decision(DecisionKind.CONTINUE, Reason("continue"))
 
@@ -52,8 +59,7 @@ CONTINUE = Decision(DecisionKind.CONTINUE, Reason("continue"))
 def _job_for(store: Store, job_id: int, lease_token: str, step: int | None = None) -> JobContext:
     """The job (with its trial, experiment and report at ``step``) if the token holds it."""
     found = store.load_job(job_id, step=step)
-    token_hash = found.job.token_hash
-    if token_hash is None or token_hash != hash_token(lease_token):
+    if not holds_token(found.job, hash_token(lease_token)):
         raise LeaseExpired(
             f"the lease token does not match job {job_id}: this worker does not hold it "
             "(its lease expired and the job went to another worker); stop training it"
@@ -62,11 +68,17 @@ def _job_for(store: Store, job_id: int, lease_token: str, step: int | None = Non
 
 
 def _require_live_lease(job: Job, now: float) -> None:
-    if job.state is not JobState.LEASED or (job.lease_expires_at or 0.0) < now:
+    if not lease_is_live(job, now):
         raise LeaseExpired(
             f"the lease of job {job.id} has ended ({job.state}); the trial goes to another "
             "worker: stop training it"
         )
+
+
+def held_job(store: Store, job_id: int, lease_token: str) -> Job:
+    """The job, if ``lease_token`` is its lease token (LeaseExpired if not), whether its
+    lease is still live or not (a worker's last output of a job that a stop ended)."""
+    return _job_for(store, job_id, lease_token).job
 
 
 def settled_decision(trial: Trial) -> Decision:
@@ -84,18 +96,22 @@ def _stop_if_asked(
     store: Store, job: Job, trial: Trial, experiment: Experiment, now: float
 ) -> Decision | None:
     """Cancel and stop-by-hand take effect at the next report or heartbeat."""
-    cancelled = experiment.state is ExperimentState.CANCELLED
-    if not (trial.stop_requested or cancelled):
+    if not stop_asked(trial, experiment):
         return None
     ctx = Context.load(store, job.experiment_id, lock=True)
     trial = store.get_trial(trial.id)
-    if cancelled:
+    if experiment.state is ExperimentState.CANCELLED:
         reason = Reason("cancelled", note="the experiment was cancelled")
         close_trial(store, ctx, trial, job, TrialState.CANCELLED, reason, now)
     else:
         reason = Reason("manual_stop", rung=ctx.target_rung(trial, job), note="stopped by hand")
         close_trial(store, ctx, trial, job, TrialState.STOPPED, reason, now)
     return Decision(DecisionKind.STOP, reason)
+
+
+#: How often a report reads its job again after its writes were refused by a change that
+#: another transaction made meanwhile (the same step stored at once, the lease ended).
+_REREADS = 3
 
 
 def report(
@@ -115,63 +131,68 @@ def report(
     The same value again for a stored step is answered as before (idempotent); another value
     is a :class:`DuplicateReport`. A step outside ``(from_resource, to_resource]`` is
     :class:`OutOfRange`. A non-finite value stops the trial (ranked worst at its rung). In the
-    stopping form, a report at or past a rung's resource is judged at each rung it passed,
-    in order.
+    stopping form, a report at or past a rung's resource is judged at each rung it reached,
+    in order (:func:`tuner.protocol.plan_report` says which).
 
     ``known``: the job as the caller saw it before, with its experiment's rule. The report
     is then written first, with the experiment's lock, and the job is not read: the writes'
-    own guards check the lease (:meth:`Store.record_step`), and what they refuse (a stale
-    token, an ended lease, a step stored already) is answered by the path without it, in
-    the same transaction (nothing was written).
+    bounds check the lease and the step's novelty (:meth:`Store.record_step`), and what they
+    refuse (a stale token, an ended lease, a step stored already) is answered by the path
+    that reads the job, in the same transaction (nothing was written).
     """
+    token_hash = hash_token(lease_token)
     if known is not None and known.job.id == job_id:
-        decision = _report_known(store, known, lease_token, step, value, now, metrics, checkpoint)
+        decision = _report_known(store, known, token_hash, step, value, now, metrics, checkpoint)
         if decision is not None:
             return decision
-    found = _job_for(store, job_id, lease_token, step)
-    job, trial, existing = found.job, found.trial, found.report
-    if existing is not None:
-        if ValueKind.of(existing.value) is ValueKind.of(value) and (
-            not math.isfinite(value) or existing.value == value
-        ):
-            return settled_decision(trial) if trial.state.is_finished() else CONTINUE
-        raise DuplicateReport(
-            f"trial {trial.number} already has value {existing.value!r} at step {step}; "
-            f"refusing {value!r}"
+    for _ in range(_REREADS):
+        found = _job_for(store, job_id, lease_token, step)
+        job, trial, existing = found.job, found.trial, found.report
+        if existing is not None:
+            return _repeat(trial, existing, step, value)
+        _require_live_lease(job, now)
+        ctx = Context.of(found.experiment)
+        plan = plan_report(ctx.scheduler, job, step, value)
+        if not plan.in_range:
+            raise OutOfRange(
+                f"step is {step}, but job {job.id} trains from {job.from_resource} to "
+                f"{job.to_resource}: report steps {job.from_resource + 1}..{job.to_resource}"
+            )
+        # Whether the experiment's lock comes next (a judgement, a stop): the store may take
+        # it with the writes. Only a hint: what follows decides from the trial as written.
+        lock_next = (
+            not plan.finite
+            or stop_asked(trial, ctx.experiment)
+            or bool(plan.rungs_to_judge(trial.rung))
         )
-    _require_live_lease(job, now)
-    if not job.from_resource < step <= job.to_resource:
-        raise OutOfRange(
-            f"step is {step}, but job {job.id} trains from {job.from_resource} to "
-            f"{job.to_resource}: report steps {job.from_resource + 1}..{job.to_resource}"
-        )
-    changes = step_changes(value, step, checkpoint)
-    ctx = Context.of(found.experiment)
-    expires = now + ctx.config.lease_ttl_s
-    # Whether the experiment's lock comes next (a judgement, a stop): the store may take it
-    # with the writes. Only a hint: what follows decides from the trial as written.
-    lock_next = (
-        not math.isfinite(value)
-        or trial.stop_requested
-        or ctx.experiment.state is ExperimentState.CANCELLED
-        or bool(_passed_rungs(ctx, trial, step))
+        try:
+            recorded = store.record_step(
+                Report(trial.id, job.id, step, value, metrics or {}, now),
+                StepBounds(token_hash, now),
+                now + ctx.config.lease_ttl_s,
+                lock_experiment=lock_next,
+                **step_changes(value, step, checkpoint),
+            )
+        except ConflictError:  # the same step, stored at once by another call
+            continue
+        if recorded is None:  # the lease ended or the step was stored meanwhile
+            continue
+        return _decide_recorded(store, ctx, job, plan, recorded, value, now, locked=False)
+    raise ConflictError(
+        f"job {job_id} changed while its report at step {step} was written; send it again"
     )
-    try:
-        recorded = store.record_step(
-            Report(trial.id, job.id, step, value, metrics or {}, now),
-            job.token_hash or "",
-            now,
-            expires,
-            lock_experiment=lock_next,
-            **changes,
-        )
-    except DuplicateReport:
-        raise
-    except ConflictError:  # the same report, sent twice at once: the first one won
-        return report(store, job_id, lease_token, step, value, now, metrics, checkpoint)
-    if recorded is None:
-        raise LeaseExpired(f"the lease of job {job.id} has ended; stop training it")
-    return _decide_recorded(store, ctx, job, recorded, step, value, now, locked=False)
+
+
+def _repeat(trial: Trial, existing: Report, step: int, value: float) -> Decision:
+    """The answer to a report of a step the trial has stored already."""
+    if ValueKind.of(existing.value) is ValueKind.of(value) and (
+        not math.isfinite(value) or existing.value == value
+    ):
+        return settled_decision(trial) if trial.state.is_finished() else CONTINUE
+    raise DuplicateReport(
+        f"trial {trial.number} already has value {existing.value!r} at step {step}; "
+        f"refusing {value!r}"
+    )
 
 
 def step_changes(value: float, step: int, checkpoint: str | None) -> dict[str, Any]:
@@ -191,63 +212,48 @@ class KnownJob:
     job: Job
     ctx: Context
 
+    def plan(self, step: int, value: float) -> ReportPlan:
+        """The plan of a report of this job (:func:`tuner.protocol.plan_report`)."""
+        return plan_report(self.ctx.scheduler, self.job, step, value)
+
 
 def _report_known(
     store: Store,
     known: KnownJob,
-    lease_token: str,
+    token_hash: str,
     step: int,
     value: float,
     now: float,
     metrics: dict[str, Any] | None,
     checkpoint: str | None,
 ) -> Decision | None:
-    """:func:`report` without the job's read; None when the writes' guards refused it."""
+    """:func:`report` without the job's read; None when the writes' bounds refused it."""
     job = known.job
-    if not job.from_resource < step <= job.to_resource:
+    plan = known.plan(step, value)
+    if not plan.in_range:
         return None
     try:
         recorded = store.record_step(
             Report(job.trial_id, job.id, step, value, metrics or {}, now),
-            hash_token(lease_token),
-            now,
+            StepBounds(token_hash, now),
             now + known.ctx.config.lease_ttl_s,
             lock_experiment=True,
-            rung_ahead=_rung_ahead(known, step, value, now),
             **step_changes(value, step, checkpoint),
         )
-    except ConflictError:  # the step is stored already (DuplicateReport included)
+    except ConflictError:  # the step was stored at once by another call
         return None
-    if recorded is None:  # the lease did not hold: nothing was written
+    if recorded is None:  # a bound did not hold: nothing was written
         return None
     ctx = Context.load(store, job.experiment_id, lock=True)  # record_step locked and read it
-    return _decide_recorded(store, ctx, job, recorded, step, value, now, locked=True)
-
-
-def _rung_ahead(known: KnownJob, step: int, value: float, now: float) -> RungAhead | None:
-    """The result that a report at ``step`` adds if it is judged at the rung of that step
-    and no other (the stopping form's usual case: a trial reports each rung's step in
-    turn), for the store to write ahead with the report (:meth:`Store.record_step`); None
-    where no rung below the top is at ``step``, or the value is not finite (judged apart)."""
-    ctx, job = known.ctx, known.job
-    scheduler = ctx.scheduler
-    if not scheduler.is_stopping or scheduler.rank_eta is None or not math.isfinite(value):
-        return None
-    bottom = scheduler.bracket_bottom(job.bracket)
-    levels = scheduler.levels
-    rung = next((k for k in range(bottom, len(levels) - 1) if levels[k] == step), None)
-    if rung is None:
-        return None
-    result = new_rung_result(ctx, job.bracket, job.trial_number, job.trial_id, rung, value, now)
-    return RungAhead(job.experiment_id, result, scheduler.rank_eta, bottom)
+    return _decide_recorded(store, ctx, job, plan, recorded, value, now, locked=True)
 
 
 def _decide_recorded(
     store: Store,
     ctx: Context,
     job: Job,
+    plan: ReportPlan,
     trial: Trial,
-    step: int,
     value: float,
     now: float,
     *,
@@ -258,7 +264,8 @@ def _decide_recorded(
     stopped = _stop_if_asked(store, job, trial, ctx.experiment, now)
     if stopped is not None:
         return stopped
-    if not math.isfinite(value):
+    step = plan.step
+    if not plan.finite:
         if not locked:
             ctx = Context.load(store, job.experiment_id, lock=True)
         rung = ctx.target_rung(trial, job)
@@ -268,9 +275,10 @@ def _decide_recorded(
         store.end_job(job.id, JobState.DONE, now, add_resource_used=not_trained)
         apply_rung_decision(store, ctx, trial, decision, rung, step, now, step)
         return decision
-    if not ctx.scheduler.is_stopping:
+    rungs = plan.rungs_to_judge(trial.rung)
+    if not rungs:
         return CONTINUE
-    return _judge_passed_rungs(store, ctx, job, trial, step, value, now, locked=locked)
+    return _judge_at(store, ctx, job, trial, rungs, step, value, now, locked=locked)
 
 
 def _snap(store: Store, ctx: Context) -> Snapshot:
@@ -278,45 +286,19 @@ def _snap(store: Store, ctx: Context) -> Snapshot:
     return store.snapshot(ctx.experiment, can_start=True)
 
 
-def _passed_rungs(ctx: Context, trial: Trial, step: int) -> list[int]:
-    """Stopping form: the rungs below the top that ``step`` reached and ``trial`` has not
-    been judged at yet."""
-    if not ctx.scheduler.is_stopping:
-        return []
-    levels = ctx.scheduler.levels
-    first = max(trial.rung + 1, ctx.scheduler.bracket_bottom(trial.bracket))
-    return [k for k in range(first, len(levels) - 1) if levels[k] <= step]
-
-
-def quiet_floor(ctx: Context, bracket: int, step: int) -> int:
-    """The lowest ``trial.rung`` at which a report at ``step`` of a trial in ``bracket``
-    reaches no rung it still has to be judged at: such a report, finite and with no stop
-    asked, is stored and answered ``continue`` (the stopping form judges at every rung below
-    the top that a report reaches; the promotion form at none: -1, true of every trial).
-
-    The same rule as :func:`_passed_rungs`, as a bound that a store can test in SQL
-    (:mod:`api.quiet_reports`)."""
-    if not ctx.scheduler.is_stopping:
-        return -1
-    levels = ctx.scheduler.levels
-    reached = [k for k in range(len(levels) - 1) if levels[k] <= step]
-    if not reached or reached[-1] < ctx.scheduler.bracket_bottom(bracket):
-        return -1
-    return reached[-1]
-
-
-def _judge_passed_rungs(
+def _judge_at(
     store: Store,
     ctx: Context,
     job: Job,
     trial: Trial,
+    rungs: range,
     step: int,
     value: float,
     now: float,
     *,
-    locked: bool = False,
+    locked: bool,
 ) -> Decision:
-    """Stopping form: judge the trial at every rung below the top that ``step`` reached.
+    """Stopping form: judge the trial at ``rungs``, in order, until one stops it.
 
     Rung writes are serialised by the experiment's lock, taken here, with or after the
     report's own writes (on PostgreSQL, :meth:`Store.record_step` takes it in the same
@@ -328,19 +310,14 @@ def _judge_passed_rungs(
     experiment's lock first and then writes this very trial or job (a hand stop of this
     trial, the reaper at this lease's last instant) can deadlock with it; PostgreSQL then
     aborts one of the two after ``deadlock_timeout`` (1 s) and the service runs it again
-    (:func:`api.deps.is_transient`). A cancel writes no running trial's row, so it cannot.
+    (:func:`api.writer.is_transient`). A cancel writes no running trial's row, so it cannot.
     """
-    passed = _passed_rungs(ctx, trial, step)
-    if not passed:
-        return CONTINUE
     if not locked:
         ctx = Context.load(store, job.experiment_id, lock=True)
     levels = ctx.scheduler.levels
     loss = to_loss(value, ctx.config.sign)
     decision = CONTINUE
-    for k in passed:
-        if k <= trial.rung:
-            continue  # a concurrent retry judged it already
+    for k in rungs:
         entry = record_result(store, ctx, trial, k, value, now)
         decision = ctx.scheduler.judge(_snap(store, ctx), trial.bracket, k, entry)
         trial = apply_rung_decision(

@@ -73,10 +73,6 @@ class Asha:
     def is_stopping(self) -> bool:
         return self.stopping
 
-    @property
-    def rank_eta(self) -> int | None:
-        return self.eta if self.stopping else None
-
     def brackets(self) -> tuple[int, ...]:
         return self.bracket_rates
 

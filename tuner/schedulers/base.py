@@ -113,11 +113,6 @@ class Scheduler(Protocol):
     def is_stopping(self) -> bool:
         """Whether trials run toward ``max_resource`` and are judged at each rung they pass."""
 
-    @property
-    def rank_eta(self) -> int | None:
-        """The stopping test's ``eta``, if ``judge`` asks ``count_better(..., limit=max(n //
-        eta, 1))`` of a new result (a store may count it with the insert); else None."""
-
     def brackets(self) -> tuple[int, ...]:
         """The brackets this rule may use (early-stopping rates, or sync bracket ids)."""
 

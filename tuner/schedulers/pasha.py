@@ -100,10 +100,6 @@ class Pasha:
     def is_stopping(self) -> bool:
         return False
 
-    @property
-    def rank_eta(self) -> int | None:
-        return None
-
     def brackets(self) -> tuple[int, ...]:
         return (0,)
 

@@ -74,10 +74,6 @@ class SyncSuccessiveHalving:
     def is_stopping(self) -> bool:
         return False
 
-    @property
-    def rank_eta(self) -> int | None:
-        return None
-
     def brackets(self) -> tuple[int, ...]:
         return tuple(range(len(self.plan)))
 

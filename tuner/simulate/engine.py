@@ -29,11 +29,10 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from tuner import coordinator
-from tuner.config import ExperimentConfig, parse_config
+from tuner.config import ExperimentConfig, build_scheduler, parse_config
 from tuner.domain import DecisionKind
 from tuner.errors import ConfigError, LeaseExpired
 from tuner.rng import derive_rng
-from tuner.schedulers.registry import build_scheduler
 from tuner.simulate.jobs import COMPLETE, HEARTBEAT, REPORT, JobRun, plan_calls, report_steps
 from tuner.simulate.objectives import BoundObjective, Objective, get_objective
 from tuner.simulate.result import RungSummary, SimulationResult

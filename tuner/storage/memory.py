@@ -32,12 +32,12 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, NotFound
+from tuner.protocol import holds_token, lease_is_live, stop_asked
 from tuner.store import (
     JobContext,
     Lease,
-    RungAhead,
     RungStop,
-    record_step_in_steps,
+    StepBounds,
     settle_in_steps,
     start_trial_in_steps,
 )
@@ -268,12 +268,7 @@ class MemoryStore:
         self, job_id: int, token_hash: str, now: float, expires_at: float
     ) -> Job | None:
         job = self.get_job(job_id)
-        if (
-            job.state is not JobState.LEASED
-            or job.token_hash != token_hash
-            or job.lease_expires_at is None
-            or job.lease_expires_at < now
-        ):
+        if not (holds_token(job, token_hash) and lease_is_live(job, now)):
             return None
         job = dataclasses.replace(job, lease_expires_at=expires_at)
         self._jobs[job_id] = job
@@ -325,15 +320,24 @@ class MemoryStore:
     def record_step(
         self,
         report: Report,
-        token_hash: str,
-        now: float,
+        bounds: StepBounds,
         expires_at: float,
         *,
         lock_experiment: bool = False,  # one writer at a time: nothing to lock
-        rung_ahead: RungAhead | None = None,  # no round trips to save
         **changes: Any,
     ) -> Trial | None:
-        return record_step_in_steps(self, report, token_hash, now, expires_at, **changes)
+        job = self.get_job(report.job_id)
+        if (report.trial_id, report.step) in self._reports:
+            return None
+        if bounds.floor is not None:
+            trial = self.get_trial(report.trial_id)
+            experiment = self._data(trial.experiment_id).experiment
+            if stop_asked(trial, experiment) or trial.rung < bounds.floor:
+                return None
+        if self.renew_lease(job.id, bounds.token_hash, bounds.now, expires_at) is None:
+            return None
+        self.add_report(report)
+        return self.update_trial(report.trial_id, bounds.now, **changes)
 
     def reports_of_trial(self, trial_id: int) -> list[Report]:
         """Every report of a trial by step (tests and summaries only: a scan)."""
@@ -342,9 +346,7 @@ class MemoryStore:
         )
 
     # ---- rungs -------------------------------------------------------------------------
-    def add_rung_result(
-        self, experiment_id: int, result: RungResult, *, rank_eta: int | None = None
-    ) -> None:
+    def add_rung_result(self, experiment_id: int, result: RungResult) -> None:
         data = self._data(experiment_id)
         key = (result.trial_number, result.rung)
         if key in data.results:
@@ -416,6 +418,7 @@ class MemoryStore:
 
     # ---- decisions ---------------------------------------------------------------------
     def add_decision(self, record: DecisionRecord) -> None:
+        self.get_trial(record.trial_id)  # NotFound for an unknown trial, as in SQL
         self._decisions.append(record)
 
     def settle_trial(

@@ -45,7 +45,13 @@ from tuner.storage.models import (
     TrialRow,
     WorkerRow,
 )
-from tuner.storage.rows import _job, _rung_result, _trial, join_value, stored_loss
+from tuner.storage.sql.tables import (
+    job_from_row,
+    join_value,
+    rung_result_of,
+    stored_loss,
+    trial_from_row,
+)
 
 T = TypeVar("T")
 
@@ -271,7 +277,7 @@ def list_trials(
     rows = session.scalars(
         select(TrialRow).where(*where).order_by(*order).limit(limit).offset(offset)
     )
-    return Page([_trial(row) for row in rows], int(total), limit, offset)
+    return Page([trial_from_row(row) for row in rows], int(total), limit, offset)
 
 
 def trial_detail(session: Session, trial_id: int, max_reports: int = 10_000) -> TrialDetail:
@@ -290,7 +296,7 @@ def trial_detail(session: Session, trial_id: int, max_reports: int = 10_000) -> 
         )
     ]
     rung_results = [
-        _rung_result(r)
+        rung_result_of(r)
         for r in session.scalars(
             select(RungResultRow)
             .where(RungResultRow.trial_id == trial_id)
@@ -304,12 +310,12 @@ def trial_detail(session: Session, trial_id: int, max_reports: int = 10_000) -> 
         )
     ]
     jobs = [
-        _job(j)
+        job_from_row(j)
         for j in session.scalars(
             select(JobRow).where(JobRow.trial_id == trial_id).order_by(JobRow.id)
         )
     ]
-    return TrialDetail(_trial(row), reports, rung_results, decisions, jobs, row.output_tail)
+    return TrialDetail(trial_from_row(row), reports, rung_results, decisions, jobs, row.output_tail)
 
 
 def _point(row: ReportRow) -> ReportPoint:

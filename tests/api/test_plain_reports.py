@@ -1,8 +1,8 @@
-"""Quiet reports (``api.quiet_reports``): on PostgreSQL a report that needs no judgement is
-one autocommit statement; every answer and every row must be what the full path gives, which
-SQLite (no quiet path) checks against the same expectations. On PostgreSQL the tests also
-see which reports took the quiet path, so a guard that let the wrong report through, or a
-path that was never taken, fails them."""
+"""Plain reports (``api.writer.Writer.write_plain_report``): on PostgreSQL a report that needs
+no judgement is one autocommit statement; every answer and every row must be what the full
+path gives, which SQLite (no fast path) checks against the same expectations. On PostgreSQL
+the tests also see which reports took the fast path, so a guard that let the wrong report
+through, or a path that was never taken, fails them."""
 
 from __future__ import annotations
 
@@ -10,24 +10,24 @@ from typing import Any
 
 import pytest
 
-from api import quiet_reports
+from api.writer import Writer
 from tests.api.conftest import Api
 
 STOPPING = {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 9, "form": "stopping"}
 
 
 @pytest.fixture
-def quiet_log(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
-    """(step, stored quietly) of every report that tried the quiet path."""
+def plain_log(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
+    """(step, stored plainly) of every report that tried the fast path."""
     log: list[tuple[int, bool]] = []
-    real = quiet_reports.report_quietly
+    real = Writer.write_plain_report
 
-    async def logged(runtime: Any, job_id: int, body: Any, value: float) -> bool:
-        stored = await real(runtime, job_id, body, value)
+    async def logged(writer: Writer, job_id: int, body: Any, value: float, now: float) -> bool:
+        stored = await real(writer, job_id, body, value, now)
         log.append((body.step, stored))
         return stored
 
-    monkeypatch.setattr(quiet_reports, "report_quietly", logged)
+    monkeypatch.setattr(Writer, "write_plain_report", logged)
     return log
 
 
@@ -35,7 +35,7 @@ def _is_postgres(api: Api) -> bool:
     return bool(api.client.app.state.runtime.is_postgres)  # type: ignore[attr-defined]
 
 
-def _quiet_steps(api: Api, log: list[tuple[int, bool]]) -> list[int]:
+def _plain_steps(api: Api, log: list[tuple[int, bool]]) -> list[int]:
     steps = [step for step, stored in log if stored]
     if not _is_postgres(api):
         assert steps == []  # SQLite: every report takes the full path
@@ -54,8 +54,8 @@ def _trial(api: Api, job: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def test_a_job_between_its_rungs(api: Api, quiet_log: list[tuple[int, bool]]) -> None:
-    """Steps 1 and 3 reach rungs (judged), the others are quiet; the rows are the same."""
+def test_a_job_between_its_rungs(api: Api, plain_log: list[tuple[int, bool]]) -> None:
+    """Steps 1 and 3 reach rungs (judged), the others are plain; the rows are the same."""
     experiment = api.create_experiment(scheduler=STOPPING)
     job = api.claim(experiment["id"], worker_id="w").json()
     answers = [_report(api, job, step, 1.0 / step, metrics={"acc": step}) for step in range(1, 10)]
@@ -67,13 +67,13 @@ def test_a_job_between_its_rungs(api: Api, quiet_log: list[tuple[int, bool]]) ->
     assert trial["last_value"] == pytest.approx(1.0 / 9)
     assert [v["rung"] for v in trial["rung_values"]] == [0, 1]  # judged at steps 1 and 3
     expected = [2, 4, 5, 6, 7, 8, 9] if _is_postgres(api) else []
-    assert _quiet_steps(api, quiet_log) == expected
+    assert _plain_steps(api, plain_log) == expected
     done = api.post(f"/jobs/{job['job_id']}/complete", {"lease_token": job["lease_token"]})
     assert done.json()["decision"] == "complete"
 
 
-def test_a_quiet_report_renews_the_lease_and_keeps_the_checkpoint(
-    api: Api, quiet_log: list[tuple[int, bool]]
+def test_a_plain_report_renews_the_lease_and_keeps_the_checkpoint(
+    api: Api, plain_log: list[tuple[int, bool]]
 ) -> None:
     experiment = api.create_experiment(scheduler=STOPPING)
     job = api.claim(experiment["id"], worker_id="w").json()
@@ -84,10 +84,10 @@ def test_a_quiet_report_renews_the_lease_and_keeps_the_checkpoint(
     trial = _trial(api, job)
     assert trial["checkpoint"] == "ckpt-2"
     assert trial["jobs"][0]["lease_expires_at"] >= before
-    assert _quiet_steps(api, quiet_log) == ([2] if _is_postgres(api) else [])
+    assert _plain_steps(api, plain_log) == ([2] if _is_postgres(api) else [])
 
 
-def test_repeats_and_conflicts_at_a_quiet_step(api: Api, quiet_log: list[tuple[int, bool]]) -> None:
+def test_repeats_and_conflicts_at_a_plain_step(api: Api, plain_log: list[tuple[int, bool]]) -> None:
     experiment = api.create_experiment(scheduler=STOPPING)
     job = api.claim(experiment["id"], worker_id="w").json()
     _report(api, job, 1, 0.5)
@@ -98,12 +98,12 @@ def test_repeats_and_conflicts_at_a_quiet_step(api: Api, quiet_log: list[tuple[i
     trial = _trial(api, job)
     assert [r["value"] for r in trial["reports"]] == [0.5, 0.4]
     assert trial["last_value"] == 0.4
-    # Only the first was stored quietly; the repeats wrote nothing there.
-    assert _quiet_steps(api, quiet_log) == ([2] if _is_postgres(api) else [])
+    # Only the first was stored plainly; the repeats wrote nothing there.
+    assert _plain_steps(api, plain_log) == ([2] if _is_postgres(api) else [])
 
 
 def test_stale_expired_and_out_of_range_write_nothing(
-    api: Api, quiet_log: list[tuple[int, bool]]
+    api: Api, plain_log: list[tuple[int, bool]]
 ) -> None:
     experiment = api.create_experiment(scheduler=STOPPING)
     job = api.claim(experiment["id"], worker_id="w").json()
@@ -123,25 +123,25 @@ def test_stale_expired_and_out_of_range_write_nothing(
         runtime.clock = real
     assert (expired.status_code, expired.json()["error"]) == (409, "lease_expired")
     assert [r["step"] for r in _trial(api, job)["reports"]] == [1]
-    assert _quiet_steps(api, quiet_log) == []
+    assert _plain_steps(api, plain_log) == []
 
 
 def test_a_step_past_an_unjudged_rung_is_judged(
-    api: Api, quiet_log: list[tuple[int, bool]]
+    api: Api, plain_log: list[tuple[int, bool]]
 ) -> None:
     """Step 4 without step 3: it reaches rung 1 (resource 3), where the trial was not judged
-    yet; the quiet statement's rung guard refuses it and the full path judges it there."""
+    yet; the plain statement's rung guard refuses it and the full path judges it there."""
     experiment = api.create_experiment(scheduler=STOPPING)
     job = api.claim(experiment["id"], worker_id="w").json()
     _report(api, job, 1, 0.5)
     assert _report(api, job, 4, 0.3).json()["decision"] == "continue"
     assert [v["rung"] for v in _trial(api, job)["rung_values"]] == [0, 1]
-    assert (4, False) in quiet_log and _quiet_steps(api, quiet_log) == []
+    assert (4, False) in plain_log and _plain_steps(api, plain_log) == []
 
 
 @pytest.mark.parametrize("how", ["stop_by_hand", "cancel", "nan"])
-def test_stops_win_over_a_quiet_step(
-    api: Api, quiet_log: list[tuple[int, bool]], how: str
+def test_stops_win_over_a_plain_step(
+    api: Api, plain_log: list[tuple[int, bool]], how: str
 ) -> None:
     experiment = api.create_experiment(scheduler=STOPPING)
     job = api.claim(experiment["id"], worker_id="w").json()
@@ -160,13 +160,13 @@ def test_stops_win_over_a_quiet_step(
     assert answer.json()["decision"] == "stop"
     state = _trial(api, job)["state"]
     assert state == ("cancelled" if how == "cancel" else "stopped")
-    assert _quiet_steps(api, quiet_log) == []
+    assert _plain_steps(api, plain_log) == []
 
 
-def test_the_promotion_form_reports_quietly_up_to_the_rung(
-    api: Api, quiet_log: list[tuple[int, bool]]
+def test_the_promotion_form_reports_plainly_up_to_the_rung(
+    api: Api, plain_log: list[tuple[int, bool]]
 ) -> None:
-    """The promotion form judges at completion only: every report of a job is quiet."""
+    """The promotion form judges at completion only: every report of a job is plain."""
     scheduler = {"type": "asha", "eta": 3, "min_resource": 3, "max_resource": 27}
     experiment = api.create_experiment(scheduler=scheduler)
     job = api.claim(experiment["id"], worker_id="w").json()
@@ -176,10 +176,10 @@ def test_the_promotion_form_reports_quietly_up_to_the_rung(
     done = api.post(f"/jobs/{job['job_id']}/complete", {"lease_token": job["lease_token"]})
     assert done.json()["decision"] == "pause"
     assert _trial(api, job)["rung_values"][0]["value"] == pytest.approx(1.0 / 3)
-    assert _quiet_steps(api, quiet_log) == ([1, 2, 3] if _is_postgres(api) else [])
+    assert _plain_steps(api, plain_log) == ([1, 2, 3] if _is_postgres(api) else [])
 
 
-def test_the_quiet_pools_url_is_the_drivers_own() -> None:
+def test_the_fast_pools_url_is_the_drivers_own() -> None:
     """The pool connects without SQLAlchemy: the service's URL, without the driver name."""
     from tuner.storage.database import driver_conninfo
 

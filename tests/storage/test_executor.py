@@ -1,4 +1,4 @@
-"""Statements on the driver's cursor (tuner.storage.direct), on a real PostgreSQL: the same
+"""Statements on the driver's cursor (tuner.storage.sql.executor), on a real PostgreSQL: the same
 answers as through SQLAlchemy, its errors, and a dead connection invalidated."""
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from tests.conftest import DB_PARAMS
 from tests.storage.test_store_contract import make_config
 from tuner.domain import DecisionKind, DecisionRecord, Report, RungResult, TrialState
-from tuner.storage import direct
 from tuner.storage.database import make_engine, make_session_factory
-from tuner.storage.sql import SqlStore
-from tuner.store import Lease, RungStop
+from tuner.storage.sql import SqlStore, executor, open_store, store_on
+from tuner.store import Lease, RungStop, StepBounds
 
 pytestmark = pytest.mark.parametrize("db_url", [DB_PARAMS[1]], indirect=True)
 
@@ -30,7 +29,7 @@ def pg(db_url: str) -> Iterator[Engine]:
 
 def _seed(engine: Engine) -> tuple[int, int]:
     with make_session_factory(engine).begin() as session:
-        store = SqlStore(session)
+        store = open_store(session)
         experiment_id = store.create_experiment(make_config(), 1.0).id
         _, job = store.start_trial(
             experiment_id, 0, {"lr": 0.1}, "k1", 2.0, rung=0, resource=1,
@@ -49,14 +48,14 @@ def _reads(store: SqlStore, experiment_id: int, job_id: int) -> list[Any]:
     ]
 
 
-def test_direct_answers_as_sqlalchemy_does(pg: Engine) -> None:
+def test_executor_answers_as_sqlalchemy_does(pg: Engine) -> None:
     experiment_id, job_id = _seed(pg)
     factory = make_session_factory(pg)
     answers = {}
     for on in (False, True):
         with factory.begin() as session:
-            store = SqlStore(session)
-            store._direct = on
+            store = open_store(session)
+            store.executor.direct = on
             # The second run of each statement is the planned one.
             _reads(store, experiment_id, job_id)
             answers[on] = _reads(store, experiment_id, job_id)
@@ -64,27 +63,27 @@ def test_direct_answers_as_sqlalchemy_does(pg: Engine) -> None:
     assert answers[True][1].trial.state is TrialState.RUNNING  # enums processed
 
 
-def test_direct_plans_a_statement_on_its_second_run(pg: Engine) -> None:
+def test_executor_plans_a_statement_on_its_second_run(pg: Engine) -> None:
     experiment_id, job_id = _seed(pg)
     stmt = text("SELECT id FROM jobs WHERE id = :j")
     with make_session_factory(pg).begin() as session:
         connection = session.connection()
-        assert direct.plan_for(stmt, connection.dialect, {"j": job_id}) is None
-        plan = direct.plan_for(stmt, connection.dialect, {"j": job_id})
+        assert executor.plan_for(stmt, connection.dialect, {"j": job_id}) is None
+        plan = executor.plan_for(stmt, connection.dialect, {"j": job_id})
         assert plan is not None
-        assert direct.run(connection, plan, {"j": job_id}).scalar_one() == job_id
-        assert direct.run(connection, plan, {"j": -1}).first() is None
+        assert executor.run(connection, plan, {"j": job_id}).scalar_one() == job_id
+        assert executor.run(connection, plan, {"j": -1}).first() is None
 
 
-def test_direct_raises_sqlalchemy_errors(pg: Engine) -> None:
+def test_executor_raises_sqlalchemy_errors(pg: Engine) -> None:
     stmt = text("INSERT INTO trials_missing_table VALUES (:x)")
     with make_session_factory(pg).begin() as session:
         connection = session.connection()
-        direct.plan_for(stmt, connection.dialect, {"x": 1})
-        plan = direct.plan_for(stmt, connection.dialect, {"x": 1})
+        executor.plan_for(stmt, connection.dialect, {"x": 1})
+        plan = executor.plan_for(stmt, connection.dialect, {"x": 1})
         assert plan is not None
         with pytest.raises(DBAPIError) as raised:
-            direct.run(connection, plan, {"x": 1})
+            executor.run(connection, plan, {"x": 1})
         assert "trials_missing_table" in str(raised.value)
         assert not raised.value.connection_invalidated
         session.rollback()
@@ -97,16 +96,16 @@ def test_direct_raises_sqlalchemy_errors(pg: Engine) -> None:
     for _ in range(2):
         with make_session_factory(pg)() as session:
             with pytest.raises(IntegrityError):
-                SqlStore(session)._run(stmt, {"t": 10**6})
+                open_store(session).execute(stmt, {"t": 10**6})
             session.rollback()
 
 
-def test_direct_invalidates_a_connection_the_server_dropped(pg: Engine) -> None:
+def test_executor_invalidates_a_connection_the_server_dropped(pg: Engine) -> None:
     experiment_id, _ = _seed(pg)
     factory = make_session_factory(pg)
     with factory() as session:
         session.begin()
-        store = SqlStore(session)
+        store = open_store(session)
         store.get_experiment(experiment_id)
         store.get_experiment(experiment_id)  # planned from now on
         pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
@@ -116,16 +115,17 @@ def test_direct_invalidates_a_connection_the_server_dropped(pg: Engine) -> None:
             store.get_experiment(experiment_id)
         assert raised.value.connection_invalidated  # the service retries on a new one
     with factory.begin() as session:  # the pool hands out a live connection again
-        assert SqlStore(session).get_experiment(experiment_id).id == experiment_id
+        assert open_store(session).get_experiment(experiment_id).id == experiment_id
 
 
 def test_record_step_takes_the_experiments_lock_when_asked(pg: Engine) -> None:
     experiment_id, job_id = _seed(pg)
     with make_session_factory(pg).begin() as session:
-        store = SqlStore(session)
+        store = open_store(session)
         job = store.get_job(job_id)
         report = Report(job.trial_id, job_id, 1, 0.5, {}, 3.0)
-        assert store.record_step(report, "hash", 3.0, 50.0, lock_experiment=True) is not None
+        bounds = StepBounds("hash", 3.0)
+        assert store.record_step(report, bounds, 50.0, lock_experiment=True) is not None
         with pg.connect() as other, pytest.raises(DBAPIError) as raised:
             other.execute(
                 text("SELECT id FROM experiments WHERE id = :e FOR UPDATE NOWAIT"),
@@ -134,7 +134,7 @@ def test_record_step_takes_the_experiments_lock_when_asked(pg: Engine) -> None:
         assert "could not obtain lock" in str(raised.value)
         # ... and the locked read that follows is answered without a statement.
         assert store.get_experiment(experiment_id, lock=True).id == experiment_id
-        assert store._locked is None
+        assert store.cache.locked is None
 
 
 def _settle_a_stop(store: SqlStore, experiment_id: int, job_id: int) -> None:
@@ -154,25 +154,26 @@ def test_a_stops_settle_leaves_the_experiment_for_the_claim_that_follows(pg: Eng
     resource), the claim's locked read of the experiment costs no statement."""
     experiment_id, job_id = _seed(pg)
     with make_session_factory(pg).begin() as session:
-        store = SqlStore(session)
+        store = open_store(session)
         _settle_a_stop(store, experiment_id, job_id)
-        assert store._locked is not None and store._locked.id == experiment_id
+        assert store.cache.locked is not None and store.cache.locked.id == experiment_id
         before = store.get_experiment(experiment_id)  # a statement: the cache is dropped
-        assert store._locked is None
+        assert store.cache.locked is None
         assert store.get_experiment(experiment_id, lock=True) == before
 
 
 def test_a_plan_takes_its_result_columns_from_the_compiler(pg: Engine) -> None:
     """A statement derived with ``.returning()`` from one whose columns were read already
     reports stale ``exported_columns`` (SQLAlchemy 2.1); the plan must not trust them."""
-    from tuner.storage.statements import _settle_trial, _update_trial
+    from tuner.storage.sql.postgres_writes import settle_trial_statement
+    from tuner.storage.sql.statements import update_trial_statement
 
     columns = ("rung", "state", "updated_at")
-    assert len(_update_trial(columns).exported_columns) == 19  # read: memoized
-    stmt = _settle_trial(columns, True)
+    assert len(update_trial_statement(columns).exported_columns) == 19  # read: memoized
+    stmt = settle_trial_statement(columns, True)
     with pg.connect() as connection:
-        direct.plan_for(stmt, connection.dialect, {})
-        plan = direct.plan_for(stmt, connection.dialect, {})
+        executor.plan_for(stmt, connection.dialect, {})
+        plan = executor.plan_for(stmt, connection.dialect, {})
     assert plan is not None
     assert len(plan.columns) == 19 + 1 + 9  # the trial, the closed result, the experiment
 
@@ -180,12 +181,12 @@ def test_a_plan_takes_its_result_columns_from_the_compiler(pg: Engine) -> None:
 def _stop_and_read(store: SqlStore, experiment_id: int, job_id: int) -> tuple[Any, Any]:
     """A stop's settle with a claim to follow; what it read for the claim, and the same
     read made afterwards on its own."""
-    from tuner.storage.snapshot import _COUNTERS_AND_QUEUED, _counters_of
+    from tuner.storage.sql.snapshot import COUNTERS_AND_QUEUED, counters_of
 
     store.claim_follows = True
     _settle_a_stop(store, experiment_id, job_id)
-    read = store._claim_read
-    fresh = _counters_of(store._run(_COUNTERS_AND_QUEUED[True], {"e_id": experiment_id}))
+    read = store.cache.claim_read
+    fresh = counters_of(store.execute(COUNTERS_AND_QUEUED[True], {"e_id": experiment_id}))
     return read, fresh
 
 
@@ -208,7 +209,7 @@ def test_a_stops_settle_reads_the_claims_counters_in_its_round_trip(db_url: str)
 
         def one(experiment_id: int, job_id: int) -> tuple[Any, Any]:
             with engine.sync_engine.begin() as connection:
-                return _stop_and_read(SqlStore.on_connection(connection), experiment_id, job_id)
+                return _stop_and_read(store_on(connection), experiment_id, job_id)
 
         try:
             return [await greenlet_spawn(one, *seed) for seed in seeds]
@@ -229,8 +230,8 @@ def test_the_claims_read_is_dropped_by_any_statement(pg: Engine) -> None:
     plans) is valid only until the next statement, like the locked experiment."""
     experiment_id, job_id = _seed(pg)
     with make_session_factory(pg).begin() as session:
-        store = SqlStore(session)
+        store = open_store(session)
         _stop_and_read(store, experiment_id, job_id)
-        store._claim_read = (experiment_id, ({}, {}), None)
+        store.cache.claim_read = (experiment_id, ({}, {}), None)
         store.get_experiment(experiment_id)
-        assert store._claim_read is None
+        assert store.cache.claim_read is None

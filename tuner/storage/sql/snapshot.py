@@ -3,8 +3,8 @@
 :class:`SqlSnapshot` reads all rung and bracket counters of the experiment, with each rung's
 first open result (an index seek per rung), in one query the first time the scheduler asks
 (they are few rows: brackets x rungs); a claim gets them from
-:meth:`tuner.storage.sql.SqlStore.next_queued_job`, which reads them in the same statement
-as the queue (:data:`_COUNTERS_AND_QUEUED`). Ranks are index-range counts on
+:meth:`tuner.storage.sql.store.SqlStore.next_queued_job`, which reads them in the same statement
+as the queue (:data:`COUNTERS_AND_QUEUED`). Ranks are index-range counts on
 ``rung_results`` (ordered by ``(loss_rank_kind, loss, trial_number)``, with and without
 ``status`` in front); no query loads a rung or the experiment's trials, except
 :meth:`SqlSnapshot.rung_entries` (small rungs only).
@@ -13,14 +13,14 @@ as the queue (:data:`_COUNTERS_AND_QUEUED`). Ranks are index-range counts on
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Float,
     Integer,
-    Result,
     Select,
     bindparam,
     case,
@@ -35,11 +35,12 @@ from sqlalchemy import (
 
 from tuner.domain import Experiment, JobState, RungEntry
 from tuner.storage.models import LOSS_FINITE, RUNG_CLOSED, RUNG_OPEN, RUNG_PROMOTED
-from tuner.storage.rows import _J, BRACKETS, RUNG_RESULTS, RUNGS, stored_loss
-from tuner.storage.statements import _EXPERIMENT_ID, _RR, ONE
+from tuner.storage.sql.cache import Counters, Head, TransactionCache
+from tuner.storage.sql.statements import EXPERIMENT_ID, LIMIT_ONE
+from tuner.storage.sql.tables import BRACKETS, JOB, RESULT, RUNG_RESULTS, RUNGS, stored_loss
 
-if TYPE_CHECKING:
-    from tuner.storage.sql import SqlStore
+#: Runs one statement in the snapshot's transaction (``SqlStore.execute``).
+Run = Callable[[Any, dict[str, Any]], Any]
 
 # The snapshot's reads: one rung of one bracket, in rank order.
 _BRACKET, _RUNG = bindparam("bracket_", type_=Integer), bindparam("rung_", type_=Integer)
@@ -48,7 +49,7 @@ _BRACKET, _RUNG = bindparam("bracket_", type_=Integer), bindparam("rung_", type_
 def _in_rung(table: Any) -> tuple[ColumnElement[bool], ...]:
     """Rows of ``table`` (``rung_results`` or an alias) in the asked rung of the bracket."""
     return (
-        table.c.experiment_id == _EXPERIMENT_ID,
+        table.c.experiment_id == EXPERIMENT_ID,
         table.c.bracket == _BRACKET,
         table.c.rung == _RUNG,
     )
@@ -80,7 +81,7 @@ def _counter_rows(lateral: bool) -> tuple[Select[Any], Select[Any]]:
             open_row.c.status == RUNG_OPEN,
         )
         .order_by(*_rank_order(open_row))
-        .limit(ONE)
+        .limit(LIMIT_ONE)
     )
     if lateral:
         head: Any = first_open.lateral("head")
@@ -91,21 +92,21 @@ def _counter_rows(lateral: bool) -> tuple[Select[Any], Select[Any]]:
     rungs = (
         select(RUNGS.c.bracket, RUNGS.c.rung, RUNGS.c.n_results, RUNGS.c.n_left, *_rank_order(head))
         .select_from(joined)
-        .where(RUNGS.c.experiment_id == _EXPERIMENT_ID)
+        .where(RUNGS.c.experiment_id == EXPERIMENT_ID)
     )
     none = (null(), null(), null())
     brackets = select(
         BRACKETS.c.bracket, literal(-1), BRACKETS.c.n_trials, literal(0), *none
-    ).where(BRACKETS.c.experiment_id == _EXPERIMENT_ID)
+    ).where(BRACKETS.c.experiment_id == EXPERIMENT_ID)
     return rungs, brackets
 
 
 # The same plus the oldest queued job's id (rung -2), if any: a claim's first read.
 _oldest_queued = (
-    select(_J.id)
-    .where(_J.experiment_id == _EXPERIMENT_ID, _J.state == JobState.QUEUED)
-    .order_by(_J.id)
-    .limit(ONE)
+    select(JOB.id)
+    .where(JOB.experiment_id == EXPERIMENT_ID, JOB.state == JobState.QUEUED)
+    .order_by(JOB.id)
+    .limit(LIMIT_ONE)
     .subquery("oldest_queued")
 )
 _QUEUED_ROW = select(
@@ -113,16 +114,10 @@ _QUEUED_ROW = select(
 ).select_from(_oldest_queued)
 #: The counters, and the counters with the queue: by whether the store is on PostgreSQL.
 _COUNTERS = {pg: union_all(*_counter_rows(pg)) for pg in (False, True)}
-_COUNTERS_AND_QUEUED = {pg: union_all(*_counter_rows(pg), _QUEUED_ROW) for pg in (False, True)}
+COUNTERS_AND_QUEUED = {pg: union_all(*_counter_rows(pg), _QUEUED_ROW) for pg in (False, True)}
 
-#: (loss_rank_kind, loss, trial_number) of a rung's first open row, or None.
-Head = tuple[int, float, int] | None
-#: (bracket, rung) -> (results, left, first open row), and bracket -> trials.
-Counters = tuple[dict[tuple[int, int], tuple[int, int, Head]], dict[int, int]]
-
-
-def _counters_of(rows: Result[Any]) -> tuple[Counters, int | None]:
-    """Parse :data:`_COUNTERS` or :data:`_COUNTERS_AND_QUEUED`: the counters, a job id."""
+def counters_of(rows: Iterable[Any]) -> tuple[Counters, int | None]:
+    """Parse :data:`_COUNTERS` or :data:`COUNTERS_AND_QUEUED`: the counters, a job id."""
     rungs: dict[tuple[int, int], tuple[int, int, Head]] = {}
     brackets: dict[int, int] = {}
     queued = None
@@ -143,14 +138,14 @@ _RUNG_ENTRIES = (
 )
 _LIMIT = bindparam("limit_", type_=Integer)
 _COUNT_FINITE = _counted(
-    RUNG_RESULTS, _LIMIT, *_in_rung(RUNG_RESULTS), _RR.loss_rank_kind == LOSS_FINITE
+    RUNG_RESULTS, _LIMIT, *_in_rung(RUNG_RESULTS), RESULT.loss_rank_kind == LOSS_FINITE
 )
 _COUNT_FINITE_BELOW = _counted(
     RUNG_RESULTS,
     _LIMIT,
     *_in_rung(RUNG_RESULTS),
-    _RR.loss_rank_kind == LOSS_FINITE,
-    _RR.loss < bindparam("loss_", type_=Float),
+    RESULT.loss_rank_kind == LOSS_FINITE,
+    RESULT.loss < bindparam("loss_", type_=Float),
 )
 
 
@@ -174,14 +169,14 @@ def _rank_if_promotable() -> tuple[Select[Any], Select[Any]]:
         RUNG_RESULTS,
         bindparam("top_", type_=Integer),
         *_in_rung(RUNG_RESULTS),
-        _RR.loss_rank_kind == LOSS_FINITE,
-        _RR.loss <= key_loss,
-        tuple_(_RR.loss, _RR.trial_number) < tuple_(key_loss, key_number),
+        RESULT.loss_rank_kind == LOSS_FINITE,
+        RESULT.loss <= key_loss,
+        tuple_(RESULT.loss, RESULT.trial_number) < tuple_(key_loss, key_number),
     )
 
     def left_after(status: int) -> Any:
         after = tuple_(*_rank_order(RUNG_RESULTS)) > tuple_(*key)
-        where = (*_in_rung(RUNG_RESULTS), _RR.status == status, after)
+        where = (*_in_rung(RUNG_RESULTS), RESULT.status == status, after)
         return _counted(RUNG_RESULTS, needed, *where).scalar_subquery()
 
     promotable = left_after(RUNG_PROMOTED) + left_after(RUNG_CLOSED) >= needed
@@ -201,14 +196,16 @@ class SqlSnapshot:
 
     def __init__(
         self,
-        store: SqlStore,
+        run: Run,
+        cache: TransactionCache,
         experiment: Experiment,
         *,
         can_start: bool,
-        n_active: int | None,
+        n_active: int | Callable[[], int],
         counters: Counters | None = None,
+        postgres: bool,
     ) -> None:
-        self._store = store
+        self._run, self._cache, self._postgres = run, cache, postgres
         self._experiment_id = experiment.id
         self.n_trials = experiment.n_trials
         self._n_active = n_active
@@ -218,17 +215,15 @@ class SqlSnapshot:
 
     @property
     def n_active(self) -> int:
-        if self._n_active is None:
-            self._n_active = self._store.count_active(self._experiment_id)
+        if callable(self._n_active):
+            self._n_active = self._n_active()
         return self._n_active
 
     def _counters(self) -> Counters:
         """Every rung counter of the experiment, and its bracket counters, in one query."""
         if self._counters_read is None:
-            rows = self._store._run(
-                _COUNTERS[self._store.is_postgres], {"e_id": self._experiment_id}
-            )
-            self._counters_read = _counters_of(rows)[0]
+            rows = self._run(_COUNTERS[self._postgres], {"e_id": self._experiment_id})
+            self._counters_read = counters_of(rows)[0]
         return self._counters_read
 
     def _rung(self, bracket: int, rung: int, **more: Any) -> dict[str, Any]:
@@ -237,14 +232,14 @@ class SqlSnapshot:
     def _count(self, stmt: Select[Any], limit: int, params: dict[str, Any]) -> int:
         if limit <= 0:
             return 0
-        return int(self._store._run(stmt, {**params, "limit_": limit}).scalar() or 0)
+        return int(self._run(stmt, {**params, "limit_": limit}).scalar() or 0)
 
     def n_in_bracket(self, bracket: int) -> int:
         return self._counters()[1].get(bracket, 0)
 
     def rung_size(self, bracket: int, rung: int) -> int:
         if self._counters_read is None:
-            known = self._store._rung_sizes.get((self._experiment_id, bracket, rung))
+            known = self._cache.rung_sizes.get((self._experiment_id, bracket, rung))
             if known is not None:
                 return known
         return self._counters()[0].get((bracket, rung), (0, 0, None))[0]
@@ -271,7 +266,7 @@ class SqlSnapshot:
         params = self._rung(
             bracket, rung, k_kind=kind, k_loss=loss, k_number=number, top_=top, needed_=needed
         )
-        rank = self._store._run(_RANK_IF_PROMOTABLE if needed else _RANK, params).scalar()
+        rank = self._run(_RANK_IF_PROMOTABLE if needed else _RANK, params).scalar()
         if rank is None or rank >= top:  # rank >= top: cannot happen while counters are right
             return None
         return RungEntry(loss, number, int(rank))
@@ -280,15 +275,11 @@ class SqlSnapshot:
         if math.isnan(loss) or loss == -math.inf:  # -inf: nothing is better
             return 0
         if math.isfinite(loss):
-            # Counted by this transaction's rung insert (exact until its next rung write)?
-            known = self._store._ranks.get((self._experiment_id, bracket, rung))
-            if known is not None and known[:2] == (loss, limit):
-                return known[2]
             return self._count(_COUNT_FINITE_BELOW, limit, self._rung(bracket, rung, loss_=loss))
         return self._count(_COUNT_FINITE, limit, self._rung(bracket, rung))
 
     def rung_entries(self, bracket: int, rung: int) -> list[RungEntry]:
-        rows = self._store._run(_RUNG_ENTRIES, self._rung(bracket, rung)).all()
+        rows = self._run(_RUNG_ENTRIES, self._rung(bracket, rung)).all()
         return [
             RungEntry(stored_loss(loss, kind), number, i)
             for i, (kind, loss, number) in enumerate(map(tuple, rows))

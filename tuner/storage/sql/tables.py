@@ -1,6 +1,6 @@
 """Rows of the SQL store and their domain values: the tables, the column lists of the hot
 reads, and the conversions between stored columns and :mod:`tuner.domain` values (see
-:mod:`tuner.storage.sql`).
+:mod:`tuner.storage.sql.store`).
 
 Experiment documents are parsed once per stored JSON text, in a bounded LRU
 (:func:`_parse_config`, :data:`CONFIG_CACHE_SIZE`).
@@ -52,58 +52,63 @@ DECISIONS: Table = _tables["decisions"]
 # Column lists of the hot reads, in the order the converters below unpack them (the large
 # ``trials.output_tail`` and the ``params_key`` are never read here). The experiment's
 # document is read as its stored JSON text: the key of the parsed-document cache.
-_E, _T, _J, _R = EXPERIMENTS.c, TRIALS.c, JOBS.c, REPORTS.c
+EXP, TRIAL, JOB, REPORT = EXPERIMENTS.c, TRIALS.c, JOBS.c, REPORTS.c
+RESULT = RUNG_RESULTS.c
 EXPERIMENT_COLUMNS = (
-    _E.id,
-    _E.name,
-    cast(_E.config, Text).label("config_text"),
-    _E.state,
-    _E.scheduler_state,
-    _E.n_trials,
-    _E.resource_used,
-    _E.created_at,
-    _E.ended_at,
+    EXP.id,
+    EXP.name,
+    cast(EXP.config, Text).label("config_text"),
+    EXP.state,
+    EXP.scheduler_state,
+    EXP.n_trials,
+    EXP.resource_used,
+    EXP.created_at,
+    EXP.ended_at,
 )
 TRIAL_COLUMNS = (
-    _T.id,
-    _T.experiment_id,
-    _T.number,
-    _T.bracket,
-    _T.params,
-    _T.state,
-    _T.rung,
-    _T.resource,
-    _T.checkpoint,
-    _T.checkpoint_step,
-    _T.best_loss,
-    _T.best_loss_kind,
-    _T.last_value,
-    _T.last_value_kind,
-    _T.retries,
-    _T.stop_requested,
-    _T.created_at,
-    _T.updated_at,
-    _T.ended_at,
+    TRIAL.id,
+    TRIAL.experiment_id,
+    TRIAL.number,
+    TRIAL.bracket,
+    TRIAL.params,
+    TRIAL.state,
+    TRIAL.rung,
+    TRIAL.resource,
+    TRIAL.checkpoint,
+    TRIAL.checkpoint_step,
+    TRIAL.best_loss,
+    TRIAL.best_loss_kind,
+    TRIAL.last_value,
+    TRIAL.last_value_kind,
+    TRIAL.retries,
+    TRIAL.stop_requested,
+    TRIAL.created_at,
+    TRIAL.updated_at,
+    TRIAL.ended_at,
 )
 JOB_COLUMNS = (
-    _J.id,
-    _J.experiment_id,
-    _J.trial_id,
-    _J.trial_number,
-    _J.bracket,
-    _J.rung,
-    _J.from_resource,
-    _J.to_resource,
-    _J.checkpoint,
-    _J.state,
-    _J.attempt,
-    _J.worker_id,
-    _J.lease_expires_at,
-    _J.created_at,
-    _J.token_hash,
+    JOB.id,
+    JOB.experiment_id,
+    JOB.trial_id,
+    JOB.trial_number,
+    JOB.bracket,
+    JOB.rung,
+    JOB.from_resource,
+    JOB.to_resource,
+    JOB.checkpoint,
+    JOB.state,
+    JOB.attempt,
+    JOB.worker_id,
+    JOB.lease_expires_at,
+    JOB.created_at,
+    JOB.token_hash,
 )
-_REPORT_COLUMNS = (_R.job_id, _R.step, _R.value, _R.value_kind, _R.metrics, _R.created_at)
-_NE, _NT, _NJ = len(EXPERIMENT_COLUMNS), len(TRIAL_COLUMNS), len(JOB_COLUMNS)
+REPORT_COLUMNS = (
+    REPORT.job_id, REPORT.step, REPORT.value, REPORT.value_kind, REPORT.metrics, REPORT.created_at
+)
+N_EXPERIMENT_COLUMNS = len(EXPERIMENT_COLUMNS)
+N_TRIAL_COLUMNS = len(TRIAL_COLUMNS)
+N_JOB_COLUMNS = len(JOB_COLUMNS)
 
 
 # ---- value conversions ---------------------------------------------------------------------
@@ -180,7 +185,7 @@ def _config_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _experiment_of(v: Sequence[Any]) -> Experiment:
+def experiment_of(v: Sequence[Any]) -> Experiment:
     """From the values of :data:`EXPERIMENT_COLUMNS`."""
     return Experiment(
         id=v[0],
@@ -195,7 +200,7 @@ def _experiment_of(v: Sequence[Any]) -> Experiment:
     )
 
 
-def _trial_of(v: Sequence[Any]) -> Trial:
+def trial_of(v: Sequence[Any]) -> Trial:
     """From the values of :data:`TRIAL_COLUMNS`."""
     return Trial(
         id=v[0],
@@ -218,7 +223,7 @@ def _trial_of(v: Sequence[Any]) -> Trial:
     )
 
 
-def _job_of(v: Sequence[Any]) -> Job:
+def job_of(v: Sequence[Any]) -> Job:
     """From the values of :data:`JOB_COLUMNS`."""
     return Job(
         id=v[0],
@@ -239,29 +244,29 @@ def _job_of(v: Sequence[Any]) -> Job:
     )
 
 
-def _trial(row: Any) -> Trial:
+def trial_from_row(row: Any) -> Trial:
     """From a row with the trial's columns as attributes (ORM row or named Core row)."""
-    return _trial_of([getattr(row, c.name) for c in TRIAL_COLUMNS])
+    return trial_of([getattr(row, c.name) for c in TRIAL_COLUMNS])
 
 
-def _job(row: Any) -> Job:
+def job_from_row(row: Any) -> Job:
     """From a row with the job's columns as attributes (ORM row or named Core row)."""
-    return _job_of([getattr(row, c.name) for c in JOB_COLUMNS])
+    return job_of([getattr(row, c.name) for c in JOB_COLUMNS])
 
 
-def _report_value(value: float | None, kind: Any) -> float:
+def report_value(value: float | None, kind: Any) -> float:
     joined = join_value(value, kind)
     return math.nan if joined is None else joined
 
 
-def _rung_result(row: Any) -> RungResult:
+def rung_result_of(row: Any) -> RungResult:
     return RungResult(
         bracket=row.bracket,
         rung=row.rung,
         trial_number=row.trial_number,
         trial_id=row.trial_id,
         loss=stored_loss(row.loss, row.loss_rank_kind),
-        value=_report_value(row.value, row.value_kind),
+        value=report_value(row.value, row.value_kind),
         promoted=row.status == RUNG_PROMOTED,
         closed=row.status == RUNG_CLOSED,
         created_at=row.created_at,
@@ -288,7 +293,7 @@ _TRIAL_FIELDS = frozenset(
 )
 
 
-def _trial_values(now: float, changes: dict[str, Any]) -> dict[str, Any]:
+def trial_values(now: float, changes: dict[str, Any]) -> dict[str, Any]:
     """The columns ``SqlStore.update_trial`` sets for ``changes`` (with ``updated_at``)."""
     unknown = set(changes) - _TRIAL_FIELDS
     if unknown:
@@ -307,11 +312,11 @@ def _trial_values(now: float, changes: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _bound(values: dict[str, Any]) -> dict[str, Any]:
+def bound(values: dict[str, Any]) -> dict[str, Any]:
     return {"v_" + name: value for name, value in values.items()}
 
 
-def _is_foreign_key_violation(exc: IntegrityError) -> bool:
+def is_foreign_key_violation(exc: IntegrityError) -> bool:
     orig = exc.orig
     sqlstate = getattr(orig, "sqlstate", None)
     if sqlstate is not None:

@@ -1,6 +1,10 @@
-"""Core statements run on the driver's cursor, past SQLAlchemy's per-execution work.
+"""How the SQL store runs its statements (:class:`Executor`): the only module that touches
+SQLAlchemy's internals (its compiler's results and its async bridge).
 
-:meth:`tuner.storage.sql.SqlStore._run` on PostgreSQL. Every statement of the store is a
+An :class:`Executor` runs the statements of one transaction, on an ORM Session's connection
+or on a connection whose transaction the caller began. On SQLite it hands each statement to
+``Connection.execute``. On PostgreSQL it runs them on the driver's cursor, past SQLAlchemy's
+per-execution work. Every statement of the store is a
 module-level constant or built once and cached, so its compiled SQL, the processors of its
 bind parameters and result columns, and its row shape are worked out once per statement
 (:func:`plan_for`); an execution is then the driver's execute and those processors. Through
@@ -23,9 +27,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from sqlalchemy import Connection, Insert, Update
+from sqlalchemy import Connection, CursorResult, Insert, Update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeEngine
@@ -213,12 +218,6 @@ def run(connection: Connection, plan: Plan, params: dict[str, Any]) -> Rows:
     return _processed(plan, fetched, rowcount)
 
 
-def plan_now(stmt: Executable, dialect: Dialect, params: dict[str, Any]) -> Plan | None:
-    """The plan of ``stmt`` at once (for a caller with no SQLAlchemy connection to fall
-    back on; None where only SQLAlchemy can run it)."""
-    return plan_for(stmt, dialect, params) or plan_for(stmt, dialect, params)
-
-
 async def run_async(
     driver_connection: Any, dialect: Dialect, plan: Plan, params: dict[str, Any]
 ) -> Rows:
@@ -300,3 +299,78 @@ def _processed(plan: Plan, fetched: Sequence[Any], rowcount: int) -> Rows:
         ],
         rowcount,
     )
+
+
+async def run_async_statement(
+    driver_connection: Any, dialect: Dialect, stmt: Executable, params: dict[str, Any]
+) -> Rows:
+    """Execute ``stmt`` on a psycopg ``AsyncConnection`` of the caller's own (a statement
+    that is a transaction on its own, in autocommit): no SQLAlchemy connection nor greenlet.
+    The driver's errors are raised as they are."""
+    # Planned at once: there is no SQLAlchemy connection to fall back on.
+    plan = plan_for(stmt, dialect, params) or plan_for(stmt, dialect, params)
+    if plan is None:  # pragma: no cover - every statement run this way has a plan
+        raise TypeError(f"{stmt!r} cannot run on the driver's connection")
+    return await run_async(driver_connection, dialect, plan, params)
+
+
+Pair = tuple[Executable, dict[str, Any]]
+
+
+class Executor:
+    """Runs one transaction's statements, on an ORM Session's connection (``session``) or
+    on ``connection``, whose transaction the caller began and ends."""
+
+    def __init__(
+        self, *, session: Session | None = None, connection: Connection | None = None
+    ) -> None:
+        if session is None and connection is None:
+            raise TypeError("an Executor needs a session or a connection")
+        self._session, self._connection = session, connection
+        bind = connection if connection is not None else session.get_bind()  # type: ignore[union-attr]
+        self.dialect_name: str = bind.dialect.name
+        self.is_postgres = self.dialect_name == "postgresql"
+        #: Statements run on the driver's cursor where they have a plan (PostgreSQL).
+        self.direct = self.is_postgres
+
+    @property
+    def session(self) -> Session:
+        """The ORM Session of this transaction (made on first use over a connection: bound
+        to a connection in a transaction, it joins that transaction)."""
+        if self._session is None:
+            self._session = Session(bind=self._connection)
+        return self._session
+
+    def connection(self) -> Connection:
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = self.session.connection()
+        return connection
+
+    def flush(self) -> None:
+        """Write what the ORM Session holds (if one was made); call before the commit."""
+        if self._session is not None:
+            self._session.flush()
+
+    def run(self, stmt: Executable, params: dict[str, Any]) -> CursorResult[Any] | Rows:
+        """Execute ``stmt`` in this transaction (PostgreSQL: on the driver's cursor where
+        the statement has a plan)."""
+        connection = self.connection()
+        if self.direct:
+            plan = plan_for(stmt, connection.dialect, params)
+            if plan is not None:
+                return run(connection, plan, params)
+        return connection.execute(stmt, params)
+
+    def run_pair(self, first: Pair, then: Pair) -> tuple[Rows, Rows] | None:
+        """Two statements in one round trip (``then`` after ``first``: it sees what
+        ``first`` did): PostgreSQL's pipeline, once both have plans; None when they have
+        none yet (the caller runs them one by one)."""
+        if not self.direct:
+            return None
+        connection = self.connection()
+        plan_a = plan_for(first[0], connection.dialect, first[1])
+        plan_b = plan_for(then[0], connection.dialect, then[1])
+        if plan_a is None or plan_b is None:
+            return None
+        return run_pair(connection, (plan_a, first[1]), (plan_b, then[1]))
