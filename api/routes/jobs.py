@@ -22,7 +22,7 @@ from api.shapes import decision_out, job_out
 from api.validation import InvalidRequest
 from tuner import coordinator
 from tuner.coordinator import Assignment, ClaimResult, ExperimentOver
-from tuner.coordinator.report import CONTINUE
+from tuner.coordinator.lease import CONTINUE
 from tuner.domain import Decision, DecisionKind
 from tuner.storage import queries
 from tuner.storage.sql import SqlStore

@@ -6,16 +6,10 @@ caller owns: the service opens one per request, the simulator one per event.
 
 from tuner.coordinator.actions import change_state, create_experiment, stop_trial
 from tuner.coordinator.claim import Assignment, ClaimResult, ExperimentOver, NothingNow, claim
+from tuner.coordinator.jobs import complete, fail, heartbeat, reap, release
+from tuner.coordinator.lease import held_job
 from tuner.coordinator.outcomes import hash_token
-from tuner.coordinator.report import (
-    complete,
-    fail,
-    heartbeat,
-    held_job,
-    reap,
-    release,
-    report,
-)
+from tuner.coordinator.report import report
 
 __all__ = [
     "Assignment",

@@ -1,0 +1,87 @@
+"""What every operation on a leased job starts from: the job read with its token checked,
+its lease checked, a stop or cancel that was asked for, and the answer to a repeated call.
+
+A report, heartbeat or completion carries the job's lease token. A stale token (the lease
+expired and the job went to another worker) is refused with :class:`LeaseExpired` and writes
+nothing, so a zombie worker stops and the winner's data is never overwritten. The rules
+themselves (whose token holds a job, whose lease is live, when a stop was asked) live in
+:mod:`tuner.protocol`.
+"""
+
+from __future__ import annotations
+
+from tuner.coordinator.outcomes import Context, close_trial, hash_token
+from tuner.domain import (
+    Decision,
+    DecisionKind,
+    Experiment,
+    ExperimentState,
+    Job,
+    Reason,
+    Trial,
+    TrialState,
+)
+from tuner.errors import LeaseExpired
+from tuner.protocol import holds_token, lease_is_live, stop_asked
+from tuner.schedulers.base import Snapshot
+from tuner.store import JobContext, Store
+
+CONTINUE = Decision(DecisionKind.CONTINUE, Reason("continue"))
+
+
+def job_for(store: Store, job_id: int, lease_token: str, step: int | None = None) -> JobContext:
+    """The job (with its trial, experiment and report at ``step``) if the token holds it."""
+    found = store.load_job(job_id, step=step)
+    if not holds_token(found.job, hash_token(lease_token)):
+        raise LeaseExpired(
+            f"the lease token does not match job {job_id}: this worker does not hold it "
+            "(its lease expired and the job went to another worker); stop training it"
+        )
+    return found
+
+
+def require_live_lease(job: Job, now: float) -> None:
+    if not lease_is_live(job, now):
+        raise LeaseExpired(
+            f"the lease of job {job.id} has ended ({job.state}); the trial goes to another "
+            "worker: stop training it"
+        )
+
+
+def held_job(store: Store, job_id: int, lease_token: str) -> Job:
+    """The job, if ``lease_token`` is its lease token (LeaseExpired if not), whether its
+    lease is still live or not (a worker's last output of a job that a stop ended)."""
+    return job_for(store, job_id, lease_token).job
+
+
+def settled_decision(trial: Trial) -> Decision:
+    """The answer for a repeated call once the trial moved on."""
+    if trial.state in (TrialState.STOPPED, TrialState.FAILED, TrialState.CANCELLED):
+        return Decision(DecisionKind.STOP, Reason("already_stopped", note=str(trial.state)))
+    if trial.state is TrialState.COMPLETED:
+        return Decision(DecisionKind.COMPLETE, Reason("max_resource"))
+    if trial.state is TrialState.PAUSED:
+        return Decision(DecisionKind.PAUSE, Reason("await_promotion", rung=trial.rung))
+    return CONTINUE
+
+
+def stop_if_asked(
+    store: Store, job: Job, trial: Trial, experiment: Experiment, now: float
+) -> Decision | None:
+    """Cancel and stop-by-hand take effect at the next report or heartbeat."""
+    if not stop_asked(trial, experiment):
+        return None
+    ctx = Context.load(store, job.experiment_id, lock=True)
+    trial = store.get_trial(trial.id)
+    if experiment.state is ExperimentState.CANCELLED:
+        reason = Reason("cancelled", note="the experiment was cancelled")
+        close_trial(store, ctx, trial, job, TrialState.CANCELLED, reason, now)
+    else:
+        reason = Reason("manual_stop", rung=ctx.target_rung(trial, job), note="stopped by hand")
+        close_trial(store, ctx, trial, job, TrialState.STOPPED, reason, now)
+    return Decision(DecisionKind.STOP, reason)
+
+
+def snapshot_for(store: Store, ctx: Context) -> Snapshot:
+    """The snapshot a judgement reads (``n_active`` is counted only if the rule asks)."""
+    return store.snapshot(ctx.experiment, can_start=True)
