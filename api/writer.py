@@ -96,7 +96,7 @@ class KnownJobs:
         ctx = self._contexts.get(experiment.id)
         if ctx is None:
             ctx = self._contexts[experiment.id] = Context.of(experiment)
-        self._jobs[job.id] = KnownJob(job, ctx)
+        self._jobs[job.id] = KnownJob(job, ctx, experiment.n_trials)
 
     def forget(self, job_id: int) -> None:
         self._jobs.pop(job_id, None)

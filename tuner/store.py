@@ -23,6 +23,7 @@ inserted already leased (:class:`Lease`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -80,6 +81,20 @@ class StepBounds:
     token_hash: str
     now: float
     floor: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Judging:
+    """A hint with a report's writes (:meth:`Store.record_step`): the caller locks
+    ``experiment_id`` next to judge the trial, first at ``rung`` of ``bracket`` where given,
+    where the stopping test may ask how many finite results there are better than ``loss``
+    (up to ``count_up_to``: the rule's limit for a rung of any size the caller expects)."""
+
+    experiment_id: int
+    bracket: int
+    rung: int | None = None
+    loss: float = math.inf
+    count_up_to: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +244,7 @@ class Store(Protocol):
         bounds: StepBounds,
         expires_at: float,
         *,
-        lock_experiment: bool = False,
+        judging: Judging | None = None,
         **changes: Any,
     ) -> Trial | None:
         """A report's writes together, if ``bounds`` hold: renew the lease of
@@ -239,13 +254,16 @@ class Store(Protocol):
         another transaction (the lease was renewed, nothing else written). PostgreSQL: one
         statement.
 
-        ``lock_experiment`` is a hint that the caller locks the job's experiment next
-        (:meth:`get_experiment` with ``lock=True``): a store may take that lock in the same
-        statement and answer that call without another (PostgreSQL)."""
+        ``judging`` is a hint that the caller locks the job's experiment next
+        (:meth:`get_experiment` with ``lock=True``) to judge the trial: a store may take that
+        lock in the same statement and answer that call without another, and read with it
+        the size of the rung named there and the count it names, for the judgement's
+        snapshot and rung insert (PostgreSQL)."""
 
     # ---- rungs -------------------------------------------------------------------------
     def add_rung_result(self, experiment_id: int, result: RungResult) -> None:
-        """Insert and count it in its rung; ConflictError if (trial, rung) exists."""
+        """Insert and count it in its rung; ConflictError if (trial, rung) exists (a store
+        that sends the insert with its next statement raises it from there)."""
 
     def get_rung_result(self, trial_id: int, rung: int) -> RungResult | None: ...
 

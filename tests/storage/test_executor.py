@@ -15,7 +15,7 @@ from tests.storage.test_store_contract import make_config
 from tuner.domain import DecisionKind, DecisionRecord, Report, RungResult, TrialState
 from tuner.storage.database import make_engine, make_session_factory
 from tuner.storage.sql import SqlStore, executor, open_store, store_on
-from tuner.store import Lease, RungStop, StepBounds
+from tuner.store import Judging, Lease, RungStop, StepBounds
 
 pytestmark = pytest.mark.parametrize("db_url", [DB_PARAMS[1]], indirect=True)
 
@@ -125,7 +125,8 @@ def test_record_step_takes_the_experiments_lock_when_asked(pg: Engine) -> None:
         job = store.get_job(job_id)
         report = Report(job.trial_id, job_id, 1, 0.5, {}, 3.0)
         bounds = StepBounds("hash", 3.0)
-        assert store.record_step(report, bounds, 50.0, lock_experiment=True) is not None
+        judging = Judging(experiment_id, 0, 0)
+        assert store.record_step(report, bounds, 50.0, judging=judging) is not None
         with pg.connect() as other, pytest.raises(DBAPIError) as raised:
             other.execute(
                 text("SELECT id FROM experiments WHERE id = :e FOR UPDATE NOWAIT"),
@@ -235,3 +236,59 @@ def test_the_claims_read_is_dropped_by_any_statement(pg: Engine) -> None:
         store.cache.claim_read = (experiment_id, ({}, {}), None)
         store.get_experiment(experiment_id)
         assert store.cache.claim_read is None
+
+
+def test_a_judging_report_reads_its_rung_after_the_lock(pg: Engine) -> None:
+    """The rung's size and rank that a judging report reads with its writes are read once
+    it holds the experiment's lock: a rung result that another transaction added while the
+    report waited for the lock is counted (a read inside the locking statement would use the
+    statement's earlier snapshot and miss it)."""
+    import threading
+
+    experiment_id, _ = _seed(pg)
+    factory = make_session_factory(pg)
+    with factory.begin() as session:
+        store = open_store(session)
+        jobs = []
+        for i in range(3):
+            _, job = store.start_trial(
+                experiment_id, 0, {"lr": i}, f"j{i}", 2.0, rung=0, resource=1,
+                lease=Lease("w", "hash", 60.0), reason={"rule": "test"},
+            )
+            jobs.append(job)
+
+    def judged(job: Any, loss: float) -> tuple[int, Any]:
+        """A judging report of ``job`` at rung 0; the rung's size and rank it read."""
+        with factory.begin() as session:
+            store = open_store(session)
+            report = Report(job.trial_id, job.id, 1, loss, {}, 3.0)
+            judging = Judging(experiment_id, 0, 0, loss, 10)
+            assert store.record_step(report, StepBounds("hash", 3.0), 50.0, judging=judging)
+            key = (experiment_id, 0, 0)
+            return store.cache.rung_sizes[key], store.cache.ranks.get(key)
+
+    assert judged(jobs[0], 0.5) == (0, (0.5, 10, 0))  # and the statements have plans now
+    locked, release = threading.Event(), threading.Event()
+
+    def other() -> None:  # holds the lock, adds a better result, commits
+        with factory.begin() as session:
+            store = open_store(session)
+            store.get_experiment(experiment_id, lock=True)
+            trial = store.get_trial(jobs[1].trial_id)
+            store.add_rung_result(experiment_id, RungResult(
+                0, 0, trial.number, trial.id, 0.1, 0.1, False, False, 3.0
+            ))
+            locked.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    try:
+        assert locked.wait(30)
+        threading.Timer(0.3, release.set).start()  # commits while the report waits
+        size, rank = judged(jobs[2], 0.3)
+    finally:
+        release.set()
+        thread.join(30)
+    assert size == 1  # the other transaction's result, committed while this one waited
+    assert rank == (0.3, 10, 1)

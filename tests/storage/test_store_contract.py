@@ -25,7 +25,7 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, NotFound, ParamsSeen
-from tuner.store import Lease, RungStop, StepBounds
+from tuner.store import Judging, Lease, RungStop, StepBounds
 
 ASHA = {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 27}
 
@@ -580,8 +580,10 @@ def decisions_of(store: Any, trial_id: int) -> list[tuple[DecisionKind, dict[str
     return [(DecisionKind(kind), dict(reason), step) for kind, reason, step in rows]
 
 
-def leased_trial(store: Any, experiment_id: int, until: float = 50.0) -> tuple[Any, Any]:
-    trial = store.create_trial(experiment_id, 0, {}, "k", 1.0, state=TrialState.RUNNING)
+def leased_trial(
+    store: Any, experiment_id: int, until: float = 50.0, key: str = "k"
+) -> tuple[Any, Any]:
+    trial = store.create_trial(experiment_id, 0, {}, key, 1.0, state=TrialState.RUNNING)
     job = store.create_job(trial, 0, 0, 9, None, 0, 2.0, Lease("w", "hash", until))
     return trial, job
 
@@ -684,7 +686,7 @@ def test_store_plain_write_needs_the_experiment_running(store_factory: StoreFact
 
 
 def test_store_record_step_with_the_lock_hint(store_factory: StoreFactory) -> None:
-    """``lock_experiment`` changes no write, and the locked read that follows answers the
+    """``judging`` changes no write, and the locked read that follows answers the
     experiment as it is; a statement in between makes it read again."""
     with store_factory() as store:
         experiment_id = new_experiment(store)
@@ -692,12 +694,12 @@ def test_store_record_step_with_the_lock_hint(store_factory: StoreFactory) -> No
         expected = store.get_experiment(experiment_id)
     with store_factory() as store:
         step = Report(trial.id, job.id, 1, 0.25, {}, 10.0)
-        updated = store.record_step(step, StepBounds("hash", 10.0), 70.0, lock_experiment=True,
-                                    last_value=0.25)
+        updated = store.record_step(step, StepBounds("hash", 10.0), 70.0,
+                                    judging=Judging(experiment_id, 0, 0), last_value=0.25)
         assert updated is not None and updated.last_value == 0.25
         assert store.get_experiment(experiment_id, lock=True) == expected
         store.record_step(Report(trial.id, job.id, 2, 0.5, {}, 11.0), StepBounds("hash", 11.0),
-                          71.0, lock_experiment=True, last_value=0.5)
+                          71.0, judging=Judging(experiment_id, 0, 0), last_value=0.5)
         store.add_resource_used(experiment_id, 3)  # a statement between: read afresh
         assert store.get_experiment(experiment_id, lock=True).resource_used == (
             expected.resource_used + 3
@@ -705,7 +707,8 @@ def test_store_record_step_with_the_lock_hint(store_factory: StoreFactory) -> No
         assert store.get_report(trial.id, 1) == step
         # A lease that does not hold: nothing written, nothing locked.
         late = Report(trial.id, job.id, 3, 0.5, {}, 80.0)
-        refused = store.record_step(late, StepBounds("hash", 80.0), 90.0, lock_experiment=True)
+        bounds = StepBounds("hash", 80.0)
+        refused = store.record_step(late, bounds, 90.0, judging=Judging(experiment_id, 0, 0))
         assert refused is None
 
 
@@ -856,6 +859,69 @@ def test_store_counts_better_results_like_the_snapshot(store_factory: StoreFacto
         assert snap.rung_size(0, 0) == 11
         assert snap.count_better(0, 0, 0.35, limit=3) == 3
         assert snap.count_better(0, 0, math.inf, limit=20) == 10
+
+
+def test_store_judged_report_reads_and_writes_as_without_hints(
+    store_factory: StoreFactory,
+) -> None:
+    """A judged report's writes with the ``judging`` hint (the rung's size and the count of
+    better results read with them, the rung insert sent with the next statement: PostgreSQL)
+    answer and store what the plain calls do: hand-computed for losses 0.1..0.9 and new
+    results 0.35 (3 better) then 0.36 (4 better), counted up to 3 and 5."""
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        for i in range(9):
+            other = store.create_trial(experiment_id, 0, {}, f"k{i}", 1.0)
+            store.add_rung_result(experiment_id, result(other, 0, (i + 1) / 10))
+        leased = [leased_trial(store, experiment_id, key=f"j{i}") for i in range(2)]
+    for i, ((trial, job), up_to) in enumerate(zip(leased, (3, 5), strict=True)):
+        loss = 0.35 + i / 100
+        with store_factory() as store:
+            report = Report(trial.id, job.id, 1, loss, {}, 10.0)
+            judging = Judging(experiment_id, 0, 0, loss, up_to)
+            assert store.record_step(report, StepBounds("hash", 10.0), 70.0,
+                                     judging=judging, last_value=loss) is not None
+            experiment = store.get_experiment(experiment_id, lock=True)
+            store.add_rung_result(experiment_id, result(trial, 0, loss))
+            snap = store.snapshot(experiment, can_start=True)
+            assert snap.rung_size(0, 0) == 10 + i
+            assert [snap.count_better(0, 0, loss, limit=k) for k in (3, 2, 5)] == [3, 2, 3 + i]
+            assert snap.count_better(0, 0, 0.05, limit=3) == 0
+            record = DecisionRecord(trial.id, DecisionKind.CONTINUE, {"rule": "t"}, 1, 11.0)
+            store.settle_trial(record, 11.0, rung=0)
+            if getattr(store, "is_postgres", False):
+                assert store.cache.ranks[(experiment_id, 0, 0)] == (loss, up_to, min(3 + i, up_to))
+        with store_factory() as store:  # committed: the result, its rung's count, the trial
+            assert store.get_rung_result(trial.id, 0) == result(trial, 0, loss)
+            snap = store.snapshot(store.get_experiment(experiment_id), can_start=True)
+            assert snap.rung_size(0, 0) == 10 + i
+            assert store.get_trial(trial.id).rung == 0
+
+
+def test_store_a_waiting_rung_insert_is_refused_when_it_is_sent(
+    store_factory: StoreFactory,
+) -> None:
+    """A rung insert that waits for the next statement (PostgreSQL) raises ConflictError
+    there when the trial has that result already; other stores raise it at once. Nothing
+    of the transaction stays either way."""
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        trial, job = leased_trial(store, experiment_id)
+        store.add_rung_result(experiment_id, result(trial, 0, 0.5))
+    judging = Judging(experiment_id, 0, 0, 0.4, 3)
+
+    def judged_again(store: Any) -> None:
+        report = Report(trial.id, job.id, 1, 0.4, {}, 10.0)
+        store.record_step(report, StepBounds("hash", 10.0), 70.0, judging=judging)
+        store.add_rung_result(experiment_id, result(trial, 0, 0.4))
+        store.get_trial(trial.id)
+
+    with pytest.raises(ConflictError), store_factory() as store:
+        judged_again(store)
+    with store_factory() as store:
+        assert store.get_rung_result(trial.id, 0) == result(trial, 0, 0.5)
+        if hasattr(store, "executor"):  # a SQL transaction: rolled back as a whole
+            assert store.get_report(trial.id, 1) is None
 
 
 def test_store_start_trial_refuses_seen_params(store_factory: StoreFactory) -> None:

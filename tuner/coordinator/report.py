@@ -34,7 +34,7 @@ from tuner.coordinator.outcomes import (
 from tuner.domain import Decision, DecisionKind, Job, JobState, Report, Trial, ValueKind, to_loss
 from tuner.errors import ConflictError, DuplicateReport, OutOfRange
 from tuner.protocol import ReportPlan, plan_report, stop_asked
-from tuner.store import StepBounds, Store
+from tuner.store import Judging, StepBounds, Store
 
 #: How often a report reads its job again after its writes were refused by a change that
 #: another transaction made meanwhile (the same step stored at once, the lease ended).
@@ -97,7 +97,9 @@ def report(
                 Report(trial.id, job.id, step, value, metrics or {}, now),
                 StepBounds(token_hash, now),
                 now + ctx.config.lease_ttl_s,
-                lock_experiment=lock_next,
+                judging=_judging(
+                    ctx, job, plan.rungs_to_judge(trial.rung)[:1], value, ctx.experiment.n_trials
+                ) if lock_next else None,
                 **step_changes(value, step, checkpoint),
             )
         except ConflictError:  # the same step, stored at once by another call
@@ -138,6 +140,7 @@ class KnownJob:
 
     job: Job
     ctx: Context
+    n_trials: int = 0  # the experiment's trials when the caller saw the job
 
     def plan(self, step: int, value: float) -> ReportPlan:
         """The plan of a report of this job (:func:`tuner.protocol.plan_report`)."""
@@ -164,7 +167,8 @@ def _report_known(
             Report(job.trial_id, job.id, step, value, metrics or {}, now),
             StepBounds(token_hash, now),
             now + known.ctx.config.lease_ttl_s,
-            lock_experiment=True,
+            # A trial that reports each step is judged at the last rung its step reached.
+            judging=_judging(known.ctx, job, plan.reached[-1:], value, known.n_trials),
             **step_changes(value, step, checkpoint),
         )
     except ConflictError:  # the step was stored at once by another call
@@ -173,6 +177,21 @@ def _report_known(
         return None
     ctx = Context.load(store, job.experiment_id, lock=True)  # record_step locked and read it
     return _decide_recorded(store, ctx, job, plan, recorded, value, now, locked=True)
+
+
+def _judging(ctx: Context, job: Job, first: range, value: float, n_trials: int) -> Judging:
+    """The hint that a judgement of ``job``'s trial follows the writes, first at the rung in
+    ``first`` (if any), where the stopping test asks how many results are better, up to its
+    limit for a rung of ``n_trials`` (the experiment's trials as the caller saw them: a
+    rung holds at most one result per trial, so that count is enough unless trials started
+    since)."""
+    return Judging(
+        job.experiment_id,
+        job.bracket,
+        first[0] if first else None,
+        to_loss(value, ctx.config.sign),
+        ctx.scheduler.rank_limit(n_trials) or 0,
+    )
 
 
 def _decide_recorded(

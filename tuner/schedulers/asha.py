@@ -73,6 +73,13 @@ class Asha:
     def is_stopping(self) -> bool:
         return self.stopping
 
+    def rank_limit(self, n: int) -> int | None:
+        return self._stopping_limit(n) if self.stopping else None
+
+    def _stopping_limit(self, n: int) -> int:
+        """The stopping form's test: ``max(floor(n / η), 1)`` results better stop a new one."""
+        return max(n // self.eta, 1)
+
     def brackets(self) -> tuple[int, ...]:
         return self.bracket_rates
 
@@ -147,7 +154,7 @@ class Asha:
         if not self.stopping or rung >= self.top or not math.isfinite(entry.loss):
             return judge_promotion_form(self.top, rung, entry, bracket)
         n = snap.rung_size(bracket, rung)
-        threshold = max(n // self.eta, 1)
+        threshold = self._stopping_limit(n)
         better = snap.count_better(bracket, rung, entry.loss, limit=threshold)
         reason = Reason(
             "asha.stopping",

@@ -113,6 +113,10 @@ class Scheduler(Protocol):
     def is_stopping(self) -> bool:
         """Whether trials run toward ``max_resource`` and are judged at each rung they pass."""
 
+    def rank_limit(self, n: int) -> int | None:
+        """The stopping test at a rung of ``n`` results (a new one included): it continues iff
+        fewer than this many are better (None: this rule has no rank test)."""
+
     def brackets(self) -> tuple[int, ...]:
         """The brackets this rule may use (early-stopping rates, or sync bracket ids)."""
 

@@ -74,6 +74,9 @@ class SyncSuccessiveHalving:
     def is_stopping(self) -> bool:
         return False
 
+    def rank_limit(self, n: int) -> int | None:
+        return None  # no rank test: judged at completion only
+
     def brackets(self) -> tuple[int, ...]:
         return tuple(range(len(self.plan)))
 

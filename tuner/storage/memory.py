@@ -35,6 +35,7 @@ from tuner.errors import ConflictError, NotFound
 from tuner.protocol import holds_token, lease_is_live, stop_asked
 from tuner.store import (
     JobContext,
+    Judging,
     Lease,
     RungStop,
     StepBounds,
@@ -323,7 +324,7 @@ class MemoryStore:
         bounds: StepBounds,
         expires_at: float,
         *,
-        lock_experiment: bool = False,  # one writer at a time: nothing to lock
+        judging: Judging | None = None,  # one writer at a time: nothing to lock
         **changes: Any,
     ) -> Trial | None:
         job = self.get_job(report.job_id)

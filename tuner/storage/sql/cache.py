@@ -30,6 +30,12 @@ class TransactionCache:
     #: Rung sizes that this transaction's own rung inserts returned (PostgreSQL), exact
     #: while it holds the rung's row: a snapshot needs no counter read for them.
     rung_sizes: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    #: The rank that such an insert counted for its new result, by rung: (its loss, the
+    #: limit counted up to, how many finite results are better, up to that limit).
+    ranks: dict[tuple[int, int, int], tuple[float, int, int]] = field(default_factory=dict)
+    #: The rung a judging report's statement read (PostgreSQL), and its size then: the
+    #: judgement's insert there may go with the next statement.
+    judged: tuple[tuple[int, int, int], int] | None = None
     #: Until the next statement: the experiment that the statement just run locked and read
     #: (``get_experiment(lock=True)`` answers from it) ...
     locked: Experiment | None = None
@@ -44,6 +50,8 @@ class TransactionCache:
         """This transaction changed the experiment's rung or bracket counters."""
         self.prefetched.pop(experiment_id, None)
         self.rung_sizes.clear()
+        self.ranks.clear()
+        self.judged = None
 
     def seen(self, job: Job) -> Job:
         self.jobs[job.id] = job

@@ -233,15 +233,14 @@ async def run_async(
         return _processed(plan, fetched, cursor.rowcount)
 
 
-def run_pair(
-    connection: Connection, first: tuple[Plan, dict[str, Any]], then: tuple[Plan, dict[str, Any]]
-) -> tuple[Rows, Rows]:
-    """Execute two planned statements, ``then`` after ``first`` (it sees what ``first``
-    wrote), in one round trip: psycopg's pipeline mode, on the connection's driver (on the
-    event loop's, in the greenlet that runs the transaction). An error in ``first`` aborts
-    ``then`` and is raised."""
-    plans = (first[0], then[0])
-    values = (_values(*first), _values(*then))
+def run_pipeline(
+    connection: Connection, statements: Sequence[tuple[Plan, dict[str, Any]]]
+) -> list[Rows]:
+    """Execute planned statements in order (each sees what those before it wrote) in one
+    round trip: psycopg's pipeline mode, on the connection's driver (on the event loop's, in
+    the greenlet that runs the transaction). An error aborts those after it and is raised."""
+    plans = [plan for plan, _ in statements]
+    values = [_values(plan, params) for plan, params in statements]
     dialect = connection.dialect
     driver: Any = connection.connection.driver_connection
 
@@ -251,7 +250,7 @@ def run_pair(
                 _learn_rows(plan, dialect, cursor.description)
             yield plan, cursor
 
-    async def both_async() -> list[tuple[list[Any], int]]:
+    async def all_async() -> list[tuple[list[Any], int]]:
         cursors = [driver.cursor() for _ in plans]
         try:
             async with driver.pipeline():
@@ -265,7 +264,7 @@ def run_pair(
             for cursor in cursors:
                 await cursor.close()
 
-    def both() -> list[tuple[list[Any], int]]:
+    def all_sync() -> list[tuple[list[Any], int]]:
         cursors = [driver.cursor() for _ in plans]
         try:
             with driver.pipeline():
@@ -280,10 +279,12 @@ def run_pair(
                 cursor.close()
 
     try:
-        (rows_a, n_a), (rows_b, n_b) = await_(both_async()) if dialect.is_async else both()
+        results = await_(all_async()) if dialect.is_async else all_sync()
     except dialect.loaded_dbapi.Error as exc:
         _raise(connection, plans[0], values[0], exc, None)
-    return _processed(plans[0], rows_a, n_a), _processed(plans[1], rows_b, n_b)
+    return [
+        _processed(plan, rows, n) for plan, (rows, n) in zip(plans, results, strict=True)
+    ]
 
 
 def _processed(plan: Plan, fetched: Sequence[Any], rowcount: int) -> Rows:
@@ -362,15 +363,19 @@ class Executor:
                 return run(connection, plan, params)
         return connection.execute(stmt, params)
 
-    def run_pair(self, first: Pair, then: Pair) -> tuple[Rows, Rows] | None:
-        """Two statements in one round trip (``then`` after ``first``: it sees what
-        ``first`` did): PostgreSQL's pipeline, once both have plans; None when they have
-        none yet (the caller runs them one by one)."""
+    def run_pipeline(self, statements: Sequence[Pair]) -> list[Rows] | None:
+        """Statements in one round trip, in order (each sees what those before it did):
+        PostgreSQL's pipeline, once all have plans; None when one has none yet (the caller
+        runs them one by one)."""
         if not self.direct:
             return None
         connection = self.connection()
-        plan_a = plan_for(first[0], connection.dialect, first[1])
-        plan_b = plan_for(then[0], connection.dialect, then[1])
-        if plan_a is None or plan_b is None:
+        plans = [plan_for(stmt, connection.dialect, params) for stmt, params in statements]
+        planned = [
+            (plan, params)
+            for plan, (_, params) in zip(plans, statements, strict=True)
+            if plan is not None
+        ]
+        if len(planned) < len(statements):
             return None
-        return run_pair(connection, (plan_a, first[1]), (plan_b, then[1]))
+        return run_pipeline(connection, planned)

@@ -11,9 +11,10 @@ differs, and the store contract suite runs against both.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from sqlalchemy import Select
+from sqlalchemy import CursorResult, Select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.base import Executable
 
@@ -29,7 +30,9 @@ from tuner.domain import (
 )
 from tuner.errors import ConflictError, NotFound, ParamsSeen
 from tuner.storage.models import RUNG_CLOSED, RUNG_OPEN, RUNG_PROMOTED
+from tuner.storage.sql.executor import Executor, Rows
 from tuner.storage.sql.postgres_writes import (
+    JUDGED_RUNG,
     postgres_writes,
     record_step_statement,
     settle_trial_statement,
@@ -47,7 +50,7 @@ from tuner.storage.sql.tables import (
     trial_of,
     trial_values,
 )
-from tuner.store import Lease, RungStop, StepBounds
+from tuner.store import Judging, Lease, RungStop, StepBounds
 
 
 def step_statement(
@@ -56,7 +59,7 @@ def step_statement(
     expires_at: float,
     changes: dict[str, Any],
     *,
-    lock: bool = False,
+    judging: Judging | None = None,
 ) -> tuple[Select[Any], dict[str, Any]]:
     """A report's writes (:meth:`PostgresStore.record_step`) as one statement and its
     parameters. The service's fast path for plain writes runs the same statement in
@@ -77,7 +80,7 @@ def step_statement(
         "floor_": bounds.floor,
     }
     plain = bounds.floor is not None
-    return record_step_statement(tuple(sorted(values)), lock, plain), params
+    return record_step_statement(tuple(sorted(values)), judging is not None, plain), params
 
 
 def step_was_stored(row: Any) -> bool:
@@ -87,6 +90,11 @@ def step_was_stored(row: Any) -> bool:
 
 class PostgresStore(SqlStore):
     """:class:`SqlStore` on PostgreSQL (see the module docstring)."""
+
+    def __init__(self, executor: Executor) -> None:
+        super().__init__(executor)
+        # Rung inserts that go with the next statement: (statement, parameters, conflict).
+        self._pending: list[tuple[Executable, dict[str, Any], str]] = []
 
     def _number_and_insert_trial(
         self,
@@ -180,18 +188,32 @@ class PostgresStore(SqlStore):
         bounds: StepBounds,
         expires_at: float,
         *,
-        lock_experiment: bool = False,
+        judging: Judging | None = None,
         **changes: Any,
     ) -> Trial | None:
-        """With ``lock_experiment``, the statement also locks and reads the job's experiment,
-        for the store's next ``get_experiment(lock=True)``."""
-        stmt, params = step_statement(report, bounds, expires_at, changes, lock=lock_experiment)
-        row = self.execute(stmt, params).one()
+        """With ``judging``, the statement also locks and reads the job's experiment, for
+        the store's next ``get_experiment(lock=True)``, and the size of the rung named there
+        with the count it names, for the judgement's snapshot and rung insert (exact while
+        this transaction holds the lock)."""
+        stmt, params = step_statement(report, bounds, expires_at, changes, judging=judging)
+        rung_read = None
+        if judging is not None and judging.rung is not None:
+            row, rung_read = self._with_rung_read(stmt, params, judging)
+        else:
+            row = self.execute(stmt, params).one()
         if not row.n_renewed:
             self.get_job(report.job_id)  # NotFound for an unknown id
             return None
-        if lock_experiment:
-            self.cache.locked = experiment_of(row[1 + len(TRIAL_COLUMNS) :])
+        if judging is not None:
+            at_experiment = 1 + len(TRIAL_COLUMNS)
+            experiment = experiment_of(row[at_experiment : at_experiment + len(EXPERIMENT_COLUMNS)])
+            self.cache.locked = experiment
+            if rung_read is not None and judging.rung is not None:
+                key = (experiment.id, judging.bracket, judging.rung)
+                self.cache.rung_sizes[key] = rung_read.n_rung or 0
+                self.cache.judged = (key, rung_read.n_rung or 0)
+                if judging.count_up_to > 0 and math.isfinite(judging.loss):
+                    self.cache.ranks[key] = (judging.loss, judging.count_up_to, rung_read.n_better)
         if row.id is None:  # the same step, stored meanwhile by another transaction
             raise ConflictError(
                 f"trial {report.trial_id} already has a report at step {report.step}"
@@ -200,7 +222,13 @@ class PostgresStore(SqlStore):
 
     def add_rung_result(self, experiment_id: int, result: RungResult) -> None:
         """Insert it and count it in its rung, in one statement; the rung's size is kept
-        for the snapshot (exact while this transaction holds the rung's row)."""
+        for the snapshot (exact while this transaction holds the rung's row). At the rung a
+        judging ``record_step`` read (whose size it knows, and where the trial, held by that
+        statement, has no result), the insert waits for the next statement and goes in its
+        round trip (:meth:`execute`)."""
+        rung_key = (experiment_id, result.bracket, result.rung)
+        judged, rank = self.cache.judged, self.cache.ranks.get(rung_key)
+        size_before = judged[1] if judged is not None and judged[0] == rung_key else None
         self.cache.counters_changed(experiment_id)
         row = rung_row(experiment_id, result)
         params = {"v_" + name: value for name, value in row.items()}
@@ -209,6 +237,13 @@ class PostgresStore(SqlStore):
             left_=int(row["status"] != RUNG_OPEN),
             promoted_=int(row["status"] == RUNG_PROMOTED),
         )
+        conflict = f"trial {result.trial_number} already has a result at rung {result.rung}"
+        if size_before is not None:
+            self._pending.append((postgres_writes().add_rung_result, params, conflict))
+            self.cache.rung_sizes[rung_key] = size_before + 1
+            if rank is not None and rank[0] == result.loss:  # the new one is not better
+                self.cache.ranks[rung_key] = rank
+            return
         try:
             added = self.execute(postgres_writes().add_rung_result, params).first()
         except IntegrityError as exc:
@@ -216,10 +251,56 @@ class PostgresStore(SqlStore):
                 raise NotFound(f"trial {result.trial_id} does not exist") from None
             raise
         if added is None:
-            raise ConflictError(
-                f"trial {result.trial_number} already has a result at rung {result.rung}"
-            )
-        self.cache.rung_sizes[(experiment_id, result.bracket, result.rung)] = added.n_results
+            raise ConflictError(conflict)
+        self.cache.rung_sizes[rung_key] = added.n_results
+
+    def _with_rung_read(
+        self, stmt: Executable, params: dict[str, Any], judging: Judging
+    ) -> tuple[Any, Any]:
+        """A judging report's writes (``stmt``, which takes the experiment's lock), then its
+        rung's read (:data:`JUDGED_RUNG`), in one round trip: the row of each."""
+        counted = math.isfinite(judging.loss)
+        read = (JUDGED_RUNG, {
+            "j_experiment": judging.experiment_id, "j_bracket": judging.bracket,
+            "j_rung": judging.rung, "j_loss": judging.loss if counted else 0.0,
+            "j_limit": judging.count_up_to if counted else 0,
+        })
+        if self._pending:
+            rows, rung_rows = self._after_pending([(stmt, params), read])
+        else:
+            self.cache.statement_runs()
+            both = self.executor.run_pipeline([(stmt, params), read])
+            if both is None:  # no plans yet: one after the other
+                return self.execute(stmt, params).one(), self.execute(*read).one()
+            rows, rung_rows = both
+        return rows.one(), rung_rows.one()
+
+    def execute(self, stmt: Executable, params: dict[str, Any]) -> CursorResult[Any] | Rows:
+        """Run one statement, after the inserts that wait for it, in the same round trip."""
+        if not self._pending:
+            return super().execute(stmt, params)
+        rows: CursorResult[Any] | Rows = self._after_pending([(stmt, params)])[0]
+        return rows
+
+    def flush(self) -> None:
+        """Send the inserts that still wait, then what the ORM Session holds."""
+        if self._pending:
+            self._after_pending([])
+        super().flush()
+
+    def _after_pending(self, statements: list[tuple[Executable, dict[str, Any]]]) -> list[Any]:
+        """The waiting inserts, then ``statements``, in one round trip (one by one until
+        they have plans); ConflictError if an insert found its row there already."""
+        pending, self._pending = self._pending, []
+        self.cache.statement_runs()
+        batch = [(stmt, params) for stmt, params, _ in pending] + statements
+        results: list[Any] | None = self.executor.run_pipeline(batch)
+        if results is None:
+            results = [self.executor.run(stmt, params) for stmt, params in batch]
+        for (_, _, conflict), inserted in zip(pending, results, strict=False):
+            if inserted.first() is None:
+                raise ConflictError(conflict)
+        return results[len(pending) :]
 
     def _compare_and_leave(self, params: dict[str, Any]) -> int | None:
         trial_id = self.execute(postgres_writes().leave, params).scalar()
@@ -299,12 +380,15 @@ class PostgresStore(SqlStore):
     ) -> Any:
         """``stmt``, then (in the same round trip, once both statements have plans) the
         read that the claim which follows starts with (:meth:`next_queued_job`)."""
-        claim_read = COUNTERS_AND_QUEUED[True]
-        self.cache.statement_runs()
-        pair = self.executor.run_pair((stmt, params), (claim_read, {"e_id": experiment_id}))
-        if pair is None:
-            return self.execute(stmt, params)
-        rows, read = pair
+        claim_read = (COUNTERS_AND_QUEUED[True], {"e_id": experiment_id})
+        if self._pending:
+            rows, read = self._after_pending([(stmt, params), claim_read])
+        else:
+            self.cache.statement_runs()
+            pair = self.executor.run_pipeline([(stmt, params), claim_read])
+            if pair is None:
+                return self.execute(stmt, params)
+            rows, read = pair
         counters, queued = counters_of(read)
         self.cache.claim_read = (experiment_id, counters, queued)
         return rows

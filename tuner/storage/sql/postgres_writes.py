@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 
 from tuner.domain import JobState
+from tuner.storage.models import LOSS_FINITE
 from tuner.storage.sql.statements import (
     COUNT_LEFT,
     END_JOB,
@@ -53,6 +54,7 @@ from tuner.storage.sql.tables import (
     JOBS,
     REPORT,
     REPORTS,
+    RESULT,
     RUNG_RESULTS,
     RUNGS,
     TRIAL,
@@ -168,12 +170,48 @@ def record_step_statement(columns: tuple[str, ...], lock: bool, plain: bool) -> 
         locked = (
             select(*EXPERIMENT_COLUMNS)
             .where(EXP.id.in_(select(renewed.c.experiment_id)))
-            .with_for_update()
+            .with_for_update(of=EXPERIMENTS)
             .cte("locked")
         )
         joined = joined.outerjoin(locked, true())
         selected += list(locked.c)
     return select(*selected).select_from(joined)
+
+
+def _judged_rung() -> Select[Any]:
+    """The size of rung ``j_rung`` of bracket ``j_bracket`` of experiment ``j_experiment``
+    (``n_rung``; NULL: no result there yet) and how many of its finite results are better
+    than ``j_loss``, counted up to ``j_limit`` (``n_better``). A statement of its own after
+    the one that took the experiment's lock: under READ COMMITTED each statement reads the
+    rows as they were when it started, so only a statement that starts once the lock is held
+    sees every rung write before it."""
+    e_id = bindparam("j_experiment", type_=Integer)
+    bracket = bindparam("j_bracket", type_=Integer)
+    rung = bindparam("j_rung", type_=Integer)
+    n_rung = (
+        select(RUNGS.c.n_results)
+        .where(RUNGS.c.experiment_id == e_id, RUNGS.c.bracket == bracket, RUNGS.c.rung == rung)
+        .scalar_subquery()
+        .label("n_rung")
+    )
+    better = (  # columns of ix_rung_results_order only: an index-only scan where it can
+        select(RESULT.trial_number)
+        .where(
+            RESULT.experiment_id == e_id,
+            RESULT.bracket == bracket,
+            RESULT.rung == rung,
+            RESULT.loss_rank_kind == LOSS_FINITE,
+            RESULT.loss < bindparam("j_loss", type_=Float),
+        )
+        .limit(bindparam("j_limit", type_=Integer))
+        .subquery("better")
+    )
+    n_better = select(func.count()).select_from(better).scalar_subquery().label("n_better")
+    return select(n_rung, n_better)
+
+
+#: A judging report's read of its rung, sent with its writes (``PostgresStore.record_step``).
+JUDGED_RUNG = _judged_rung()
 
 
 class _PostgresWrites:

@@ -113,11 +113,11 @@ _QUEUED_ROW = select(
     literal(-1), literal(-2), _oldest_queued.c.id, literal(0), null(), null(), null()
 ).select_from(_oldest_queued)
 #: The counters, and the counters with the queue: by whether the store is on PostgreSQL.
-_COUNTERS = {pg: union_all(*_counter_rows(pg)) for pg in (False, True)}
+COUNTERS = {pg: union_all(*_counter_rows(pg)) for pg in (False, True)}
 COUNTERS_AND_QUEUED = {pg: union_all(*_counter_rows(pg), _QUEUED_ROW) for pg in (False, True)}
 
 def counters_of(rows: Iterable[Any]) -> tuple[Counters, int | None]:
-    """Parse :data:`_COUNTERS` or :data:`COUNTERS_AND_QUEUED`: the counters, a job id."""
+    """Parse :data:`COUNTERS` or :data:`COUNTERS_AND_QUEUED`: the counters, a job id."""
     rungs: dict[tuple[int, int], tuple[int, int, Head]] = {}
     brackets: dict[int, int] = {}
     queued = None
@@ -222,7 +222,7 @@ class SqlSnapshot:
     def _counters(self) -> Counters:
         """Every rung counter of the experiment, and its bracket counters, in one query."""
         if self._counters_read is None:
-            rows = self._run(_COUNTERS[self._postgres], {"e_id": self._experiment_id})
+            rows = self._run(COUNTERS[self._postgres], {"e_id": self._experiment_id})
             self._counters_read = counters_of(rows)[0]
         return self._counters_read
 
@@ -275,6 +275,11 @@ class SqlSnapshot:
         if math.isnan(loss) or loss == -math.inf:  # -inf: nothing is better
             return 0
         if math.isfinite(loss):
+            counted = self._cache.ranks.get((self._experiment_id, bracket, rung))
+            if counted is not None and counted[0] == loss:
+                _, counted_to, n_better = counted
+                if limit <= counted_to or n_better < counted_to:  # the count is exact to limit
+                    return min(n_better, limit)
             return self._count(_COUNT_FINITE_BELOW, limit, self._rung(bracket, rung, loss_=loss))
         return self._count(_COUNT_FINITE, limit, self._rung(bracket, rung))
 

@@ -110,6 +110,7 @@ from tuner.storage.sql.tables import (
 )
 from tuner.store import (
     JobContext,
+    Judging,
     Lease,
     RungStop,
     StepBounds,
@@ -501,7 +502,7 @@ class SqlStore:
         bounds: StepBounds,
         expires_at: float,
         *,
-        lock_experiment: bool = False,  # SQLite holds its one write lock already
+        judging: Judging | None = None,  # SQLite holds its one write lock already
         **changes: Any,
     ) -> Trial | None:
         params = {
