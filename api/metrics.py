@@ -47,8 +47,9 @@ class Metrics:
         self.db_retries = Counter(
             "tuner_db_retries",
             "Transactions run again after a transient database error (deadlock, "
-            "serialization failure, lost connection, SQLite busy), by operation; a quiet "
-            "report that met a database error and took the full path counts as report_quiet",
+            "serialization failure, lost connection, SQLite busy), by operation; a plain "
+            "report that met a database error on the fast path (and took the full path) "
+            "counts as report_fast",
             ["operation"], registry=r,
         )
         self.write_groups = Histogram(

@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     ``write_concurrency``: how many write transactions of this process run at once on
     PostgreSQL (SQLite: always one), in worker threads and, separately, on the event loop
     (the job protocol's routes; also the size of that connection pool), where those of one
-    experiment are committed in groups, at most ``api.deps.EXPERIMENT_SLOTS`` groups at once
+    experiment are committed in groups, at most ``api.writer.EXPERIMENT_SLOTS`` groups at once
     (``api.group_commit``). The rest wait their turn in memory.
     A few are enough to keep the database busy, and more only compete for the experiment's
     lock and the interpreter's GIL (docs/PERFORMANCE.md).

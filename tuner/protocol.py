@@ -6,6 +6,7 @@
 | the lease is live | :func:`lease_is_live` |
 | a stop or a cancel was asked | :func:`stop_asked` |
 | the step is in the job's range | :func:`in_range` |
+| a report of a stored step repeats it, or conflicts | :func:`same_value` |
 | the step reaches a rung (the stopping form judges there) | :func:`plan_report` |
 | a non-finite value is judged at once (and stops the trial) | :func:`plan_report` |
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tuner.domain import Experiment, ExperimentState, Job, JobState, Trial
+from tuner.domain import Experiment, ExperimentState, Job, JobState, Trial, ValueKind
 from tuner.schedulers.base import Scheduler
 from tuner.store import StepBounds
 
@@ -46,6 +47,14 @@ def stop_asked(trial: Trial, experiment: Experiment) -> bool:
     """The trial was stopped by hand or its experiment cancelled: the next report or
     heartbeat of its job answers ``stop``."""
     return trial.stop_requested or experiment.state is ExperimentState.CANCELLED
+
+
+def same_value(stored: float, value: float) -> bool:
+    """A report of a stored step repeats it (answered as before) when its value is the same:
+    equal, or non-finite of the same kind (NaN is NaN here); otherwise it is a conflict."""
+    return ValueKind.of(stored) is ValueKind.of(value) and (
+        not math.isfinite(value) or stored == value
+    )
 
 
 def in_range(job: Job, step: int) -> bool:

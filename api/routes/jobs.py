@@ -119,7 +119,7 @@ async def _decide(
             runtime.writer.known_jobs.remember(job, store.known_experiment(job.experiment_id))
         return decision, None, None
 
-    # Reports and completions take the experiment's lock: its queue (Runtime.write_async).
+    # Reports and completions take the experiment's lock: its queue (Writer.write_async).
     queue = known.job.experiment_id if known is not None and operation != "heartbeat" else None
     decision, experiment_id, following = await runtime.writer.write_async(operation, run, queue)
     if decision.kind in _ENDS_JOB:

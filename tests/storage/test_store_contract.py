@@ -564,7 +564,7 @@ def test_store_lock_serialises_deciders(session_factory: Any) -> None:
         assert open_store(session).get_experiment(experiment_id).scheduler_state == {"count": 80}
 
 
-# ---- the compound writes of the hot paths (one statement each on PostgreSQL) ---------------
+# ---- the merged writes of the hot paths (one statement each on PostgreSQL) -----------------
 def decisions_of(store: Any, trial_id: int) -> list[tuple[DecisionKind, dict[str, Any], Any]]:
     if hasattr(store, "decisions"):  # the memory store
         mine = (d for d in store.decisions() if d.trial_id == trial_id)

@@ -4,7 +4,6 @@ failure, release), and the reaper that ends the leases nobody renews.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from tuner.coordinator.lease import (
@@ -34,9 +33,9 @@ from tuner.domain import (
     Report,
     Trial,
     TrialState,
-    ValueKind,
 )
 from tuner.errors import DuplicateReport, LeaseExpired, OutOfRange
+from tuner.protocol import same_value
 from tuner.store import Store
 
 
@@ -82,9 +81,7 @@ def complete(
         value = stored.value
     elif stored is None:
         store.add_report(Report(trial.id, job.id, job.to_resource, value, metrics or {}, now))
-    elif ValueKind.of(stored.value) is not ValueKind.of(value) or (
-        math.isfinite(value) and stored.value != value
-    ):
+    elif not same_value(stored.value, value):
         raise DuplicateReport(
             f"trial {trial.number} already reported {stored.value!r} at step {job.to_resource}; "
             f"complete with that value (or none) instead of {value!r}"

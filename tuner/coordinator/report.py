@@ -12,7 +12,6 @@ check their bounds themselves, and the read comes only when they refuse.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,9 +30,9 @@ from tuner.coordinator.outcomes import (
     improved,
     record_result,
 )
-from tuner.domain import Decision, DecisionKind, Job, JobState, Report, Trial, ValueKind, to_loss
+from tuner.domain import Decision, DecisionKind, Job, JobState, Report, Trial, to_loss
 from tuner.errors import ConflictError, DuplicateReport, OutOfRange
-from tuner.protocol import ReportPlan, plan_report, stop_asked
+from tuner.protocol import ReportPlan, plan_report, same_value, stop_asked
 from tuner.store import Judging, StepBounds, Store
 
 #: How often a report reads its job again after its writes were refused by a change that
@@ -114,9 +113,7 @@ def report(
 
 def _repeat(trial: Trial, existing: Report, step: int, value: float) -> Decision:
     """The answer to a report of a step the trial has stored already."""
-    if ValueKind.of(existing.value) is ValueKind.of(value) and (
-        not math.isfinite(value) or existing.value == value
-    ):
+    if same_value(existing.value, value):
         return settled_decision(trial) if trial.state.is_finished() else CONTINUE
     raise DuplicateReport(
         f"trial {trial.number} already has value {existing.value!r} at step {step}; "
