@@ -44,16 +44,16 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.util import greenlet_spawn
 
 from api.group_commit import GroupCommit, Member
 from api.metrics import Metrics
-from tuner.coordinator.outcomes import Context, hash_token
+from tuner.coordinator.outcomes import Context
 from tuner.coordinator.report import KnownJob, step_changes
 from tuner.domain import Experiment, Job, Report
+from tuner.protocol import hash_token
 from tuner.storage.database import driver_conninfo
 from tuner.storage.sql import SqlStore, open_store, store_on
-from tuner.storage.sql.executor import run_async_statement
+from tuner.storage.sql.executor import in_greenlet, run_async_statement
 from tuner.storage.sql.postgres import step_statement, step_was_stored
 from tuner.wire import ReportIn
 
@@ -248,7 +248,7 @@ class Writer:
                 async with self.async_slots:
                     start = time.perf_counter()
                     try:
-                        return await greenlet_spawn(run)
+                        return await in_greenlet(run)
                     finally:
                         elapsed = time.perf_counter() - start
                         for operation in operations:

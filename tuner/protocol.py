@@ -2,7 +2,7 @@
 
 | rule | home |
 | --- | --- |
-| the token holds the job | :func:`holds_token` |
+| the token holds the job (tokens are kept as hashes) | :func:`holds_token`, :func:`hash_token` |
 | the lease is live | :func:`lease_is_live` |
 | a stop or a cancel was asked | :func:`stop_asked` |
 | the step is in the job's range | :func:`in_range` |
@@ -21,12 +21,18 @@ themselves.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
 from tuner.domain import Experiment, ExperimentState, Job, JobState, Trial, ValueKind
 from tuner.schedulers.base import Scheduler
 from tuner.store import StepBounds
+
+
+def hash_token(token: str) -> str:
+    """Lease and API tokens are stored and compared as their SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def holds_token(job: Job, token_hash: str) -> bool:

@@ -2,8 +2,8 @@
 
 :class:`tuner.storage.memory.MemoryStore` serves the simulator and unit tests;
 :class:`tuner.storage.sql.SqlStore` serves the service (SQLite or PostgreSQL). The coordinator
-(:mod:`tuner.coordinator`) holds every rule of the job protocol and calls only these methods,
-so what the simulator predicts is what the service does.
+(:mod:`tuner.coordinator`) applies the job protocol's rules (:mod:`tuner.protocol`) and calls
+only these methods, so what the simulator predicts is what the service does.
 
 A store never commits: its caller owns the transaction (one per API call, one per reaper
 pass, one per simulator event). Times are float seconds since the epoch (UTC). Losses are
@@ -256,9 +256,9 @@ class Store(Protocol):
 
         ``judging`` is a hint that the caller locks the job's experiment next
         (:meth:`get_experiment` with ``lock=True``) to judge the trial: a store may take that
-        lock in the same statement and answer that call without another, and read with it
-        the size of the rung named there and the count it names, for the judgement's
-        snapshot and rung insert (PostgreSQL)."""
+        lock in the same statement and answer that call without another, and read in the same
+        round trip (after the lock) the size of the rung named there and the count it names,
+        for the judgement's snapshot and rung insert (PostgreSQL)."""
 
     # ---- rungs -------------------------------------------------------------------------
     def add_rung_result(self, experiment_id: int, result: RungResult) -> None:

@@ -13,8 +13,8 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from tuner.coordinator import hash_token
 from tuner.errors import ConfigError
+from tuner.protocol import hash_token
 from tuner.storage import queries
 from tuner.storage.models import TokenRow
 

@@ -50,6 +50,10 @@ def test_quickstart_small_ends_with_the_best_configuration(tmp_path: Path) -> No
     assert (tmp_path / "qs" / "tuner.db").exists()
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_quickstart_ctrl_c_stops_everything_and_exits_130(tmp_path: Path) -> None:
     log = tmp_path / "out.txt"
     with log.open("w") as out:
@@ -61,6 +65,9 @@ def test_quickstart_ctrl_c_stops_everything_and_exits_130(tmp_path: Path) -> Non
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, "COLUMNS": "200"},
+            # As from a terminal: a shell without job control starts background commands
+            # with SIGINT ignored, which Python then keeps (and Ctrl-C would never arrive).
+            preexec_fn=_default_sigint,
         )
         deadline = time.monotonic() + 90
         while "worker agents" not in log.read_text():

@@ -205,9 +205,11 @@ def test_live_updates_patch_the_page_without_reload(browser: Any, seeded: Seeded
         page.evaluate("() => { window.__marker = 1; }")  # gone if the page reloads
         assert page.inner_text("#trial-state") == "running"
         n = page.locator("#decisions-table tbody tr:not(.empty)").count()
+        body: dict[str, Any] = {"lease_token": job["lease_token"]}
+        if job["to_resource"] != job["from_resource"] + 1:  # a promotion: its end unreported
+            body["value"] = 0.5
         with driver.client(seeded.base) as c:  # the held job ends: the trial waits at its rung
-            c.post(f"/api/v1/jobs/{job['job_id']}/complete",
-                   json={"lease_token": job["lease_token"]}).raise_for_status()
+            c.post(f"/api/v1/jobs/{job['job_id']}/complete", json=body).raise_for_status()
         page.wait_for_function(
             "() => document.querySelector('#trial-state').textContent !== 'running'",
             timeout=5_000)  # one poll (2 s) later

@@ -8,8 +8,8 @@ from tuner.coordinator.actions import change_state, create_experiment, stop_tria
 from tuner.coordinator.claim import Assignment, ClaimResult, ExperimentOver, NothingNow, claim
 from tuner.coordinator.jobs import complete, fail, heartbeat, reap, release
 from tuner.coordinator.lease import held_job
-from tuner.coordinator.outcomes import hash_token
 from tuner.coordinator.report import report
+from tuner.protocol import hash_token
 
 __all__ = [
     "Assignment",

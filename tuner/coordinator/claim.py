@@ -13,9 +13,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from tuner.coordinator.outcomes import Context, finish_experiment, hash_token, record
+from tuner.coordinator.outcomes import Context, finish_experiment, record
 from tuner.domain import DecisionKind, ExperimentState, Job, Reason, Trial, TrialState
 from tuner.errors import ParamsSeen, SpaceExhausted
+from tuner.protocol import hash_token
 from tuner.rng import derive_rng
 from tuner.samplers import build_sampler
 from tuner.schedulers.base import Finished, Promote, StartTrial, Wait

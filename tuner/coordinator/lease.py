@@ -10,7 +10,7 @@ themselves (whose token holds a job, whose lease is live, when a stop was asked)
 
 from __future__ import annotations
 
-from tuner.coordinator.outcomes import Context, close_trial, hash_token
+from tuner.coordinator.outcomes import Context, close_trial
 from tuner.domain import (
     Decision,
     DecisionKind,
@@ -22,7 +22,7 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import LeaseExpired
-from tuner.protocol import holds_token, lease_is_live, stop_asked
+from tuner.protocol import hash_token, holds_token, lease_is_live, stop_asked
 from tuner.schedulers.base import Snapshot
 from tuner.store import JobContext, Store
 

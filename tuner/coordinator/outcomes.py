@@ -7,7 +7,6 @@ ends a job writes the same facts.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +30,6 @@ from tuner.domain import (
 from tuner.errors import ConflictError
 from tuner.schedulers.base import Scheduler
 from tuner.store import RungStop, Store
-
-
-def hash_token(token: str) -> str:
-    """Lease and API tokens are stored as their SHA-256."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -26,13 +26,12 @@ from tuner.coordinator.lease import (
 from tuner.coordinator.outcomes import (
     Context,
     apply_rung_decision,
-    hash_token,
     improved,
     record_result,
 )
 from tuner.domain import Decision, DecisionKind, Job, JobState, Report, Trial, to_loss
 from tuner.errors import ConflictError, DuplicateReport, OutOfRange
-from tuner.protocol import ReportPlan, plan_report, same_value, stop_asked
+from tuner.protocol import ReportPlan, hash_token, plan_report, same_value, stop_asked
 from tuner.store import Judging, StepBounds, Store
 
 #: How often a report reads its job again after its writes were refused by a change that
@@ -64,7 +63,9 @@ def report(
     is then written first, with the experiment's lock, and the job is not read: the writes'
     bounds check the lease and the step's novelty (:meth:`Store.record_step`), and what they
     refuse (a stale token, an ended lease, a step stored already) is answered by the path
-    that reads the job, in the same transaction (nothing was written).
+    that reads the job, in the same transaction (a refusal writes nothing; a step stored at
+    once by another call may have renewed the lease). After three such refusals in a row
+    the report answers ConflictError: the client sends it again.
     """
     token_hash = hash_token(lease_token)
     if known is not None and known.job.id == job_id:

@@ -88,7 +88,7 @@ def make_engine(url: str | URL = DEFAULT_URL, **kwargs: Any) -> Engine:
         # No pre-ping: it costs a round trip on every checkout. A connection that a
         # PostgreSQL restart broke fails its first statement instead; SQLAlchemy then
         # invalidates it (``connection_invalidated``) and the service retries the
-        # transaction on a fresh one (``api.deps.is_transient``).
+        # transaction on a fresh one (``api.writer.is_transient``).
         kwargs.setdefault("pool_pre_ping", False)
         return create_engine(parsed, **kwargs)
     raise ValueError(f"unsupported database {parsed.drivername!r}: use sqlite or postgresql")

@@ -291,14 +291,12 @@ class MemoryStore:
 
     def expire_job(self, job_id: int, now: float) -> bool:
         job = self.get_job(job_id)
-        if job.state is not JobState.LEASED or (job.lease_expires_at or 0.0) >= now:
+        if job.state is not JobState.LEASED or lease_is_live(job, now):
             return False
         return self.end_job(job_id, JobState.EXPIRED, now)
 
     def expired_jobs(self, now: float, limit: int) -> list[Job]:
-        expired = [
-            self._jobs[i] for i in self._leased if (self._jobs[i].lease_expires_at or 0.0) < now
-        ]
+        expired = [self._jobs[i] for i in self._leased if not lease_is_live(self._jobs[i], now)]
         expired.sort(key=lambda job: (job.lease_expires_at or 0.0, job.id))
         return expired[:limit]
 

@@ -34,7 +34,8 @@ def _store_for(executor: Executor) -> SqlStore:
 
 
 def open_store(session: Session) -> SqlStore:
-    """The store of the transaction that ``session`` runs (its caller owns it)."""
+    """The store of the transaction that ``session`` runs (its caller owns it, and calls
+    :meth:`SqlStore.flush` before the commit)."""
     return _store_for(Executor(session=session))
 
 

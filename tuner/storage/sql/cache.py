@@ -27,15 +27,16 @@ class TransactionCache:
     experiments: dict[int, Experiment] = field(default_factory=dict)
     #: Counters read by ``next_queued_job``, for the next snapshot of that experiment.
     prefetched: dict[int, Counters] = field(default_factory=dict)
-    #: Rung sizes that this transaction's own rung inserts returned (PostgreSQL), exact
-    #: while it holds the rung's row: a snapshot needs no counter read for them.
+    #: Rung sizes that this transaction read under the experiment's lock or that its own
+    #: rung inserts returned (PostgreSQL), exact while it holds the lock: a snapshot needs
+    #: no counter read for them.
     rung_sizes: dict[tuple[int, int, int], int] = field(default_factory=dict)
-    #: The rank that such an insert counted for its new result, by rung: (its loss, the
-    #: limit counted up to, how many finite results are better, up to that limit).
+    #: The stopping test's count that a judging report read with its writes, by rung: (its
+    #: loss, the limit counted up to, how many finite results are better, up to that limit).
     ranks: dict[tuple[int, int, int], tuple[float, int, int]] = field(default_factory=dict)
-    #: The rung a judging report's statement read (PostgreSQL), and its size then: the
-    #: judgement's insert there may go with the next statement.
-    judged: tuple[tuple[int, int, int], int] | None = None
+    #: The rung that a judging report read with its writes (PostgreSQL), its size then, and
+    #: the report's trial: that trial's insert there may go with the next statement.
+    judged: tuple[tuple[int, int, int], int, int] | None = None
     #: Until the next statement: the experiment that the statement just run locked and read
     #: (``get_experiment(lock=True)`` answers from it) ...
     locked: Experiment | None = None

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import Connection, CursorResult, Insert, Update
 from sqlalchemy.engine import Dialect
@@ -34,9 +34,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeEngine
-from sqlalchemy.util import await_
+from sqlalchemy.util import await_, greenlet_spawn
 
 Processor = Callable[[Any], Any]
+T = TypeVar("T")
 
 #: How many statements each cache below holds before it starts again (the store's own
 #: statements are a few dozen).
@@ -313,6 +314,13 @@ async def run_async_statement(
     if plan is None:  # pragma: no cover - every statement run this way has a plan
         raise TypeError(f"{stmt!r} cannot run on the driver's connection")
     return await run_async(driver_connection, dialect, plan, params)
+
+
+async def in_greenlet(fn: Callable[[], T]) -> T:
+    """Run synchronous ``fn`` (a transaction over an async engine's synchronous facade) on
+    the event loop, in a greenlet that yields to the loop at every database wait."""
+    result: T = await greenlet_spawn(fn)
+    return result
 
 
 Pair = tuple[Executable, dict[str, Any]]

@@ -9,6 +9,7 @@ is given and never works out a rung itself.
 | rule (:mod:`tuner.protocol`) | guard | bound values |
 | --- | --- | --- |
 | ``holds_token`` and ``lease_is_live`` | :func:`lease_is_live` | ``hash_``, ``now_`` |
+| leased, not ``lease_is_live`` (the reaper's) | :func:`lease_has_expired` | ``now_`` |
 | the trial has no report at the step | :func:`step_is_new` | ``r_step`` |
 | not ``stop_asked``; judged at every rung reached | :func:`nothing_to_judge` | ``floor_`` |
 
@@ -35,6 +36,15 @@ def lease_is_live() -> tuple[ColumnElement[bool], ...]:
         JOB.state == literal(JobState.LEASED, JOB.state.type),
         JOB.token_hash == TOKEN_HASH,
         JOB.lease_expires_at >= NOW,  # NULL (never leased) compares false
+    )
+
+
+def lease_has_expired() -> tuple[ColumnElement[bool], ...]:
+    """The job is leased and its lease ran out before ``now_`` (what the reaper ends): a
+    leased job whose lease is not live."""
+    return (
+        JOB.state == literal(JobState.LEASED, JOB.state.type),
+        JOB.lease_expires_at < NOW,
     )
 
 

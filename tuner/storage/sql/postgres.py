@@ -192,9 +192,9 @@ class PostgresStore(SqlStore):
         **changes: Any,
     ) -> Trial | None:
         """With ``judging``, the statement also locks and reads the job's experiment, for
-        the store's next ``get_experiment(lock=True)``, and the size of the rung named there
-        with the count it names, for the judgement's snapshot and rung insert (exact while
-        this transaction holds the lock)."""
+        the store's next ``get_experiment(lock=True)``, and a statement of its own in the same
+        round trip reads the size of the rung named there with the count it names, for the
+        judgement's snapshot and rung insert (exact while this transaction holds the lock)."""
         stmt, params = step_statement(report, bounds, expires_at, changes, judging=judging)
         rung_read = None
         if judging is not None and judging.rung is not None:
@@ -211,7 +211,7 @@ class PostgresStore(SqlStore):
             if rung_read is not None and judging.rung is not None:
                 key = (experiment.id, judging.bracket, judging.rung)
                 self.cache.rung_sizes[key] = rung_read.n_rung or 0
-                self.cache.judged = (key, rung_read.n_rung or 0)
+                self.cache.judged = (key, rung_read.n_rung or 0, report.trial_id)
                 if judging.count_up_to > 0 and math.isfinite(judging.loss):
                     self.cache.ranks[key] = (judging.loss, judging.count_up_to, rung_read.n_better)
         if row.id is None:  # the same step, stored meanwhile by another transaction
@@ -228,7 +228,8 @@ class PostgresStore(SqlStore):
         round trip (:meth:`execute`)."""
         rung_key = (experiment_id, result.bracket, result.rung)
         judged, rank = self.cache.judged, self.cache.ranks.get(rung_key)
-        size_before = judged[1] if judged is not None and judged[0] == rung_key else None
+        mine = judged is not None and judged[0] == rung_key and judged[2] == result.trial_id
+        size_before = judged[1] if judged is not None and mine else None
         self.cache.counters_changed(experiment_id)
         row = rung_row(experiment_id, result)
         params = {"v_" + name: value for name, value in row.items()}

@@ -33,7 +33,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from tuner.domain import JobState, TrialState
 from tuner.storage.models import RUNG_OPEN
 from tuner.storage.sql import guards
-from tuner.storage.sql.guards import NOW
 from tuner.storage.sql.tables import (
     BRACKETS,
     DECISIONS,
@@ -62,7 +61,7 @@ LIVE_JOB_STATES = (JobState.QUEUED, JobState.LEASED)
 def one_of(column: ColumnElement[Any], values: tuple[Any, ...]) -> ColumnElement[bool]:
     """``column IN (...)`` over constants as plain bound parameters, not one "expanding"
     parameter rendered per execution: the statement's SQL is fixed, so it can run on the
-    driver's cursor (:mod:`tuner.storage.direct`)."""
+    driver's cursor (:mod:`tuner.storage.sql.executor`)."""
     return column.in_([literal(v, column.type) for v in values])
 
 
@@ -190,12 +189,12 @@ END_JOB = (
 )
 EXPIRE_JOB = (
     update(JOBS)
-    .where(JOB.id == JOB_ID, JOB.state == JobState.LEASED, JOB.lease_expires_at < NOW)
+    .where(JOB.id == JOB_ID, *guards.lease_has_expired())
     .values(state=JobState.EXPIRED, ended_at=bindparam("v_now"))
 )
 EXPIRED_JOBS = (
     select(*JOB_COLUMNS)
-    .where(JOB.state == JobState.LEASED, JOB.lease_expires_at < NOW)
+    .where(*guards.lease_has_expired())
     .order_by(JOB.lease_expires_at, JOB.id)
     .limit(bindparam("limit_", type_=Integer))
 )

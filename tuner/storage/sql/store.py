@@ -144,7 +144,9 @@ class SqlStore:
         return self.executor.is_postgres
 
     def flush(self) -> None:
-        """Write what the ORM Session holds (if one was made); call before the commit."""
+        """Send what waits for a round trip (PostgreSQL's rung inserts) and what the ORM
+        Session holds (if one was made). Every transaction's owner calls it before the
+        commit (``api.writer.Writer`` does)."""
         self.executor.flush()
 
     def execute(self, stmt: Executable, params: dict[str, Any]) -> CursorResult[Any] | Rows:
