@@ -277,7 +277,7 @@ class Writer:
         stmt, params = step_statement(
             Report(job.trial_id, job.id, body.step, value, body.metrics or {}, now),
             plan.bounds(hash_token(body.lease_token), now),
-            now + known.ctx.config.lease_ttl_s,
+            known.ctx.config.lease_until(now),
             step_changes(value, body.step, body.checkpoint),
         )
         try:

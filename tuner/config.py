@@ -122,6 +122,10 @@ class ExperimentConfig(BaseModel):
         """Multiply a value by this to get a loss (lower is better)."""
         return 1.0 if self.mode == "min" else -1.0
 
+    def lease_until(self, now: float) -> float:
+        """When a lease taken or renewed at ``now`` runs out."""
+        return now + self.lease_ttl_s
+
 
 def _format_errors(exc: ValidationError) -> str:
     parts = []

@@ -87,7 +87,7 @@ def budget_allows_jobs(ctx: Context, now: float) -> bool:
 def _new_lease(ctx: Context, worker_id: str, now: float) -> tuple[Lease, str]:
     """A lease for ``worker_id`` and the token that proves it (shown once)."""
     token = secrets.token_urlsafe(24)
-    return Lease(worker_id, hash_token(token), now + ctx.config.lease_ttl_s), token
+    return Lease(worker_id, hash_token(token), ctx.config.lease_until(now)), token
 
 
 def _lease(store: Store, ctx: Context, job: Job, worker_id: str, now: float) -> Assignment:

@@ -49,8 +49,8 @@ def heartbeat(store: Store, job_id: int, lease_token: str, now: float) -> Decisi
     stopped = stop_if_asked(store, job, trial, found.experiment, now)
     if stopped is not None:
         return stopped
-    ttl = found.experiment.config.lease_ttl_s
-    if store.renew_lease(job.id, job.token_hash or "", now, now + ttl) is None:
+    until = found.experiment.config.lease_until(now)
+    if store.renew_lease(job.id, job.token_hash or "", now, until) is None:
         raise LeaseExpired(f"the lease of job {job.id} has ended; stop training it")
     return CONTINUE
 

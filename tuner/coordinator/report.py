@@ -96,7 +96,7 @@ def report(
             recorded = store.record_step(
                 Report(trial.id, job.id, step, value, metrics or {}, now),
                 StepBounds(token_hash, now),
-                now + ctx.config.lease_ttl_s,
+                ctx.config.lease_until(now),
                 judging=_judging(
                     ctx, job, plan.rungs_to_judge(trial.rung)[:1], value, ctx.experiment.n_trials
                 ) if lock_next else None,
@@ -164,7 +164,7 @@ def _report_known(
         recorded = store.record_step(
             Report(job.trial_id, job.id, step, value, metrics or {}, now),
             StepBounds(token_hash, now),
-            now + known.ctx.config.lease_ttl_s,
+            known.ctx.config.lease_until(now),
             # A trial that reports each step is judged at the last rung its step reached.
             judging=_judging(known.ctx, job, plan.reached[-1:], value, known.n_trials),
             **step_changes(value, step, checkpoint),
