@@ -2,7 +2,9 @@
 
 Viewers read (GET). Workers also claim, report, heartbeat, complete, fail, register workers
 and post output. Admins do everything, including creating experiments and tokens and the
-experiment actions. No token or an unknown one is 401; a role too low is 403.
+experiment actions. No token or an unknown or revoked one is 401; a role too low is 403.
+Admins list and revoke tokens (``api.routes.tokens``); revocation reaches other replicas
+within :data:`CACHE_TTL_S`.
 """
 
 from __future__ import annotations
@@ -24,27 +26,39 @@ from tuner.tokens import RANK, Role, lookup_role
 
 log = logging.getLogger(__name__)
 
-#: How long a verified token is trusted before it is looked up again.
+#: How long a verified token is trusted before it is looked up again. A token revoked on
+#: one replica is refused there at once, and by the others within this many seconds.
 CACHE_TTL_S = 10.0
 
 bearer = HTTPBearer(auto_error=False, description="an API token: Authorization: Bearer <token>")
 
 
 class Authenticator:
-    """Checks bearer tokens against the tokens table, with a short in-process cache."""
+    """Checks bearer tokens against the tokens table, with a short in-process cache.
 
-    def __init__(self, factory: sessionmaker[Session]) -> None:
+    ``ttl_s``: how long a verified token is trusted (:data:`CACHE_TTL_S`); ``clock``: a
+    monotonic clock in seconds (tests pass their own, so that no test sleeps).
+    """
+
+    def __init__(
+        self, factory: sessionmaker[Session], *, ttl_s: float = CACHE_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._factory = factory
+        self._ttl_s, self._clock = ttl_s, clock
         self._cache: dict[str, tuple[Role, float]] = {}
         self._lock = threading.Lock()
+        # Bumped by forget(): a lookup that began before a revocation may have read the
+        # token as active, and must not put it back in the cache.
+        self._generation = 0
 
     def cached_role(self, token: str) -> Role | None:
-        """The role of a token verified in the last ``CACHE_TTL_S``; None: look it up."""
+        """The role of a token verified in the last ``ttl_s``; None: look it up."""
         return self._cached(hash_token(token))
 
     def _cached(self, key: str) -> Role | None:
         cached = self._cache.get(key)
-        if cached is not None and cached[1] > time.monotonic():
+        if cached is not None and cached[1] > self._clock():
             return cached[0]
         return None
 
@@ -54,14 +68,32 @@ class Authenticator:
         role = self._cached(key)
         if role is not None:
             return role
+        generation = self._generation
         with self._factory.begin() as session:
             role = lookup_role(session, token)
         if role is not None:
             with self._lock:
+                if generation != self._generation:
+                    return role  # a revocation ran meanwhile: answer, but do not cache
                 if len(self._cache) > 10_000:
                     self._cache.clear()
-                self._cache[key] = (role, time.monotonic() + CACHE_TTL_S)
+                self._cache[key] = (role, self._clock() + self._ttl_s)
         return role
+
+    def forget(self, token_hash: str) -> None:
+        """Stop trusting a token this process verified (call it once its revocation has
+        committed): its next request is looked up, and refused."""
+        with self._lock:
+            self._generation += 1
+            self._cache.pop(token_hash, None)
+
+
+async def get_authenticator(request: Request) -> Authenticator:
+    authenticator: Authenticator = request.app.state.authenticator
+    return authenticator
+
+
+AuthenticatorDep = Annotated[Authenticator, Depends(get_authenticator)]
 
 
 def _admit(role: Role | None, minimum: Role) -> Role:

@@ -26,13 +26,13 @@ from api.errors import install_error_handlers
 from api.metrics import ASGIApp, LatencyMiddleware, Message, Metrics, Receive, Scope, Send
 from api.periodic import Periodic
 from api.reaper import reap_backlog
-from api.routes import experiments, health, jobs, trials, workers
+from api.routes import experiments, health, jobs, tokens, trials, workers
 from api.settings import Settings
 from api.upkeep import upkeep_once
 from api.writer import Writer
 from tuner.errors import ConflictError
 from tuner.storage.database import make_engine, make_session_factory, upgrade
-from tuner.tokens import ensure_admin, ensure_token
+from tuner.tokens import WORKER_TOKEN_NAME, ensure_admin, ensure_token
 
 API_PREFIX = "/api/v1"
 
@@ -125,8 +125,9 @@ def create_app(
     settings: Settings | None = None, *, clock: Callable[[], float] | None = None
 ) -> FastAPI:
     """Build the app: upgrade the schema, make the engine and sessions, make sure an admin
-    token exists, register routes, error handlers and middleware. The reaper thread starts
-    with the app's lifespan and stops with it."""
+    token exists (storing ``TUNER_ADMIN_TOKEN``; a new value revokes the previous value's
+    token: :func:`tuner.tokens.ensure_token`), register routes, error handlers and
+    middleware. The reaper thread starts with the app's lifespan and stops with it."""
     settings = settings or Settings()
     configure_logging(settings.log_level)
     upgrade(settings.database_url)
@@ -142,16 +143,18 @@ def create_app(
         read_factory=make_session_factory(engine, read_only=True), clock=clock, metrics=metrics,
     )
     admin = settings.admin_token.get_secret_value() if settings.admin_token else None
-    with contextlib.suppress(ConflictError):  # another replica stored it at the same moment
+    # A ConflictError: another replica stored the same token at the same moment.
+    with contextlib.suppress(ConflictError):
         generated = ensure_admin(writer.session_factory, admin)
         if generated is not None:
             log.warning(
                 "event=admin_token_created token=%s note=%s", generated,
                 "shown once: store it now (set TUNER_ADMIN_TOKEN to choose one)",
             )
-        if settings.worker_token:
-            worker = settings.worker_token.get_secret_value()
-            ensure_token(writer.session_factory, worker, "worker", "TUNER_WORKER_TOKEN")
+    if settings.worker_token:
+        worker = settings.worker_token.get_secret_value()
+        with contextlib.suppress(ConflictError):
+            ensure_token(writer.session_factory, worker, "worker", WORKER_TOKEN_NAME)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -186,7 +189,7 @@ def create_app(
     app.state.clock = runtime.clock
     app.state.authenticator = Authenticator(runtime.read_factory)
     install_error_handlers(app)
-    for module in (experiments, trials, jobs, workers):
+    for module in (experiments, trials, jobs, workers, tokens):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.include_router(dashboard.router)

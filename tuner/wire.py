@@ -18,7 +18,8 @@ __all__ = [
     "ClaimIn", "CompleteIn", "CurveOut", "CurvesOut", "DecisionOut", "DecisionRecordOut",
     "ErrorOut", "ExperimentOut", "ExperimentPageOut", "FailIn", "FailOut", "HealthOut",
     "HeartbeatIn", "JobOut", "JobSummaryOut", "NextIn", "OutputIn", "OutputOut", "ProgressOut",
-    "ReportIn", "ReportOut", "RungOut", "RungValueOut", "RungsOut", "TokenIn", "TokenOut",
+    "ReportIn", "ReportOut", "RungOut", "RungValueOut", "RungsOut", "TokenIn", "TokenInfoOut",
+    "TokenListOut", "TokenOut",
     "TrialDetailOut", "TrialOut", "TrialPageOut", "WorkerIn", "WorkerOut",
     "WorkerPageOut", "MAX_STEP", "MAX_METRICS", "OUTPUT_TAIL_CHARS", "BestTrialOut",
 ]
@@ -385,3 +386,19 @@ class TokenOut(BaseModel):
 class HealthOut(BaseModel):
     status: Literal["ok"]
     database: str
+
+
+# ---- token records -------------------------------------------------------------------------
+class TokenInfoOut(BaseModel):
+    """A stored API token, never its text nor its hash; ``revoked_at`` is null while active."""
+
+    id: int
+    name: str
+    role: Role
+    created_at: datetime
+    revoked_at: datetime | None
+    active: bool
+
+
+class TokenListOut(BaseModel):
+    items: list[TokenInfoOut]

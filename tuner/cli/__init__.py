@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import typer
 
-from tuner.cli import experiments, server, worker
+from tuner.cli import experiments, server, tokens, worker
 from tuner.cli.output import explain, print_error
 from tuner.cli.quickstart import quickstart
 from tuner.errors import TunerError
@@ -39,7 +39,7 @@ app.command("stop-trial")(experiments.stop_trial)
 app.command("schema")(experiments.schema)
 app.command("quickstart")(quickstart)
 app.add_typer(server.db_app, name="db")
-app.add_typer(server.token_app, name="token")
+app.add_typer(tokens.token_app, name="token")
 
 
 def _mount_simulate() -> None:

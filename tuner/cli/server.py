@@ -1,4 +1,4 @@
-"""Commands that run or set up the service itself: server, db upgrade, token create."""
+"""Commands that run or set up the service itself: server, db upgrade (tokens: tokens.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from tuner.cli.output import stdout
 DEFAULT_DB = "sqlite:///./tuner.db"
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 
 
 def server(
@@ -26,7 +25,8 @@ def server(
 ) -> None:
     """Run the API and the dashboard (uvicorn).
 
-    Upgrades the database schema on start. TUNER_ADMIN_TOKEN sets the first admin token;
+    Upgrades the database schema on start. TUNER_ADMIN_TOKEN is an admin token (a new value
+    revokes the previous value's token; unset, the first start prints a generated one);
     other settings come from TUNER_* variables (TUNER_REAPER_INTERVAL_S, TUNER_LOG_LEVEL...).
     """
     import uvicorn
@@ -55,27 +55,6 @@ def db_upgrade(db: DbOpt = None) -> None:
     url = db or DEFAULT_DB
     upgrade(url)
     stdout.print(f"database is up to date: {_redact(url)}")
-
-
-@token_app.command("create")
-def token_create(
-    role: Annotated[str, typer.Option(help="admin, worker or viewer")],
-    name: Annotated[str | None, typer.Option(help="what the token is for")] = None,
-    db: DbOpt = None,
-) -> None:
-    """Create an API token directly in the database and print it (shown only once)."""
-    from tuner.storage.database import make_engine, make_session_factory, upgrade
-    from tuner.tokens import create_token
-
-    url = db or DEFAULT_DB
-    upgrade(url)
-    engine = make_engine(url)
-    try:
-        with make_session_factory(engine).begin() as session:
-            token = create_token(session, role, name or f"{role} token (cli)")
-    finally:
-        engine.dispose()
-    typer.echo(token)
 
 
 def _redact(url: str) -> str:

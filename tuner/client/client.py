@@ -36,6 +36,8 @@ from tuner.wire import (
     HealthOut,
     JobOut,
     RungsOut,
+    TokenInfoOut,
+    TokenListOut,
     TokenOut,
     TrialDetailOut,
     TrialOut,
@@ -231,6 +233,21 @@ class Client:
         """A new API token (admin only); its text is in this answer only."""
         data = self._post("/tokens", {"role": role, "name": name}, idempotent=False)
         return TokenOut.model_validate(data)
+
+    def list_tokens(self, *, include_revoked: bool = False) -> TokenListOut:
+        """The API tokens (admin only): id, name, role, times; never their text."""
+        return TokenListOut.model_validate(self._get("/tokens", include_revoked=include_revoked))
+
+    def revoke_token(self, token_id: int) -> TokenInfoOut:
+        """Revoke a token (admin only; idempotent). Other server replicas refuse it within
+        their token cache's lifetime (10 s).
+
+        Raises:
+            NotFound: no token has this id.
+            ConflictError: it is the last active admin token.
+        """
+        data = self._post(f"/tokens/{token_id}/revoke", idempotent=True)
+        return TokenInfoOut.model_validate(data)
 
     def register_worker(
         self,
