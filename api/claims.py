@@ -14,6 +14,7 @@ start; on PostgreSQL it first skips experiments whose row another claim holds
 
 from __future__ import annotations
 
+import logging
 import time
 
 from fastapi.concurrency import run_in_threadpool
@@ -29,6 +30,8 @@ from tuner.storage.models import ExperimentRow
 from tuner.storage.sql import SqlStore
 
 ANONYMOUS = "anonymous"
+
+log = logging.getLogger(__name__)
 
 
 async def _claim_in(
@@ -98,18 +101,42 @@ async def _claim_any(runtime: Runtime, worker_id: str | None) -> ClaimResult:
     if ids:
         runtime.round_robin = (runtime.round_robin + 1) % len(ids)
         ids = ids[runtime.round_robin:] + ids[: runtime.round_robin]
-    skipped = []
+    skipped: list[int] = []
+    failed: list[Exception] = []
     for experiment_id in ids:
-        result = await _claim_in(runtime, experiment_id, worker_id, skip_locked=True)
+        result = await _isolated(runtime, experiment_id, worker_id, failed, skip_locked=True)
         if result is None:
             skipped.append(experiment_id)
         elif isinstance(result, Assignment):
             return result
     for experiment_id in skipped:
-        result = await _claim_in(runtime, experiment_id, worker_id)
+        result = await _isolated(runtime, experiment_id, worker_id, failed)
         if isinstance(result, Assignment):
             return result
+    if failed and len(failed) == len(ids):
+        raise failed[0]  # every experiment failed alike: the service's trouble, not theirs
     return NothingNow(Reason("no_work", note="no running experiment has work now"))
+
+
+async def _isolated(
+    runtime: Runtime,
+    experiment_id: int,
+    worker_id: str | None,
+    failed: list[Exception],
+    *,
+    skip_locked: bool = False,
+) -> ClaimResult | None:
+    """:func:`_claim_in`, with one experiment's failure kept from the other experiments'
+    claims: logged, remembered in ``failed``, and answered as "nothing here"."""
+    try:
+        return await _claim_in(runtime, experiment_id, worker_id, skip_locked=skip_locked)
+    except Exception as exc:  # noqa: BLE001 - isolation is the point
+        log.warning(
+            "event=claim_failed experiment_id=%d error=%s detail=%r",
+            experiment_id, type(exc).__name__, str(exc)[:300],
+        )
+        failed.append(exc)
+        return NothingNow(Reason("claim_failed", note=str(exc)[:200]))
 
 
 async def claim(

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tuner.errors import (
@@ -99,6 +99,16 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, IntegrityError):
         # A uniqueness rule that the coordinator did not see coming (a concurrent writer).
         return error_response(409, "conflict", "the request conflicts with stored state")
+    if isinstance(exc, DataError):
+        # A value the database cannot hold (out of a column's range, say): sending it again
+        # cannot succeed, so it is not a "retry later". The API's own limits should catch
+        # such values first (docs/LIMITS.md); this is the net under them.
+        log.warning("event=data_error path=%s detail=%r", request.url.path, str(exc.orig)[:300])
+        return error_response(
+            422, "invalid_request",
+            "the database cannot store a value of this request (out of range, or a character "
+            "it does not allow); see docs/LIMITS.md",
+        )
     log.warning(
         "event=database_error path=%s error=%s", request.url.path, type(exc).__name__
     )

@@ -86,7 +86,8 @@ def experiment_out(
             value=None if value is None else sign_of(config) * value,
         )
     return ExperimentOut(
-        id=summary.id, name=summary.name, state=summary.state.value, config=config,
+        id=summary.id, name=summary.name, state=summary.state.value,
+        state_reason=summary.state_reason, config=config,
         n_trials=summary.n_trials, resource_used=summary.resource_used,
         created_at=iso(summary.created_at), ended_at=iso_or_none(summary.ended_at),
         progress=ProgressOut(trials_by_state=summary.trials_by_state, best=best),
@@ -123,6 +124,7 @@ def trial_detail_out(detail: TrialDetail, sign: float) -> TrialDetailOut:
             ReportOut(
                 step=r.step, value=finite(r.value), value_kind=r.value_kind.value,
                 metrics=clean(r.metrics), job_id=r.job_id, created_at=iso(r.created_at),
+                superseded_by_job_id=r.superseded_by_job_id,
             )
             for r in detail.reports
         ],

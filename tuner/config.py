@@ -24,6 +24,11 @@ SCHEMA_VERSION: Literal[1] = 1
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
+#: The most resource units an experiment may spend (its counters are 32-bit columns).
+MAX_RESOURCE_UNITS = 2**31 - 1
+#: The default of ``pause_after_failures``.
+PAUSE_AFTER_FAILURES = 10
+
 
 class SchedulerConfig(BaseModel):
     """Which rule decides promotions. Paper symbols: r = min_resource, R = max_resource.
@@ -94,7 +99,7 @@ class BudgetConfig(BaseModel):
 
     max_trials: int | None = Field(None, ge=1, le=10**7)
     max_concurrent: int | None = Field(None, ge=1, le=10**5)
-    max_resource_units: int | None = Field(None, ge=1)
+    max_resource_units: int | None = Field(None, ge=1, le=MAX_RESOURCE_UNITS)
     time_limit_s: float | None = Field(None, gt=0)
 
 
@@ -114,6 +119,11 @@ class ExperimentConfig(BaseModel):
     budget: BudgetConfig = BudgetConfig()
     lease_ttl_s: float = Field(60.0, ge=1, le=86400, description="lease time to live")
     max_retries: int = Field(3, ge=0, le=100, description="re-runs of a lost or failed job")
+    pause_after_failures: int = Field(
+        PAUSE_AFTER_FAILURES, ge=0, le=10_000,
+        description="pause the experiment after this many jobs in a row failed with none "
+        "succeeding (a script that cannot run); 0: never",
+    )
     description: str = Field("", max_length=10_000)
     tags: dict[str, str] = Field(default_factory=dict, max_length=50)
 

@@ -7,7 +7,11 @@
 | a stop or a cancel was asked | :func:`stop_asked` |
 | the step is in the job's range | :func:`in_range` |
 | a report of a stored step repeats it, or conflicts | :func:`same_value` |
+| a retry's report of a step an ended job reported replaces it | :func:`supersedes` |
+| a repeat is answered while live, or after the decision that ended it | :func:`answers_repeat` |
+| output is kept while live, or after a decision until the trial runs on | :func:`keeps_output` |
 | the step reaches a rung (the stopping form judges there) | :func:`plan_report` |
+| jobs failing in a row pause their experiment (the breaker) | :func:`breaker_trips` |
 | a non-finite value is judged at once (and stops the trial) | :func:`plan_report` |
 
 Every caller works from these: the coordinator (:mod:`tuner.coordinator.report`), the
@@ -23,9 +27,19 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tuner.domain import Experiment, ExperimentState, Job, JobState, Trial, ValueKind
+from tuner.domain import (
+    Experiment,
+    ExperimentState,
+    Job,
+    JobState,
+    Report,
+    Trial,
+    TrialState,
+    ValueKind,
+)
 from tuner.schedulers.base import Scheduler
 from tuner.store import StepBounds
 
@@ -60,6 +74,50 @@ def same_value(stored: float, value: float) -> bool:
     equal, or non-finite of the same kind (NaN is NaN here); otherwise it is a conflict."""
     return ValueKind.of(stored) is ValueKind.of(value) and (
         not math.isfinite(value) or stored == value
+    )
+
+
+def supersedes(job: Job, stored: Report) -> bool:
+    """A report by ``job`` of a step its trial has stored already replaces the stored one
+    when an earlier job of the trial wrote it: the job is a retry from an earlier checkpoint
+    (its worker was lost, or it failed) and trained the step again, with values that a
+    non-deterministic run changes. The replaced report stays in the trial's history; a rung
+    judgement made from it stands. Within one job a step is stored once (:func:`same_value`)."""
+    return stored.job_id < job.id
+
+
+def answers_repeat(job: Job, now: float) -> bool:
+    """A repeated call of a job (a report of a step it stored, a completion) is answered
+    as before while the job's lease is live, or after a decision ended the job (the answer
+    was lost on its way); a job that was released, failed, expired or cancelled is no
+    longer its worker's to speak for."""
+    return lease_is_live(job, now) or job.state is JobState.DONE
+
+
+def keeps_output(job: Job, trial: Trial, now: float) -> bool:
+    """A job's output is appended to its trial's while its lease is live, and after a
+    decision ended it (a stop, a pause at a rung, the end) until the trial runs another job:
+    the script's last lines, sent once it exited. Never after a release, a failure or an
+    expiry, when another worker may be writing the trial's output already."""
+    if lease_is_live(job, now):
+        return True
+    return job.state is JobState.DONE and trial.state not in _RUNS_AGAIN
+
+
+_RUNS_AGAIN = (TrialState.PENDING, TrialState.RUNNING, TrialState.LOST)
+
+
+def breaker_trips(recent: Sequence[JobState], threshold: int) -> bool:
+    """A script that cannot run (a missing module, a wrong path) fails every job: once the
+    last ``threshold`` jobs that ended since the experiment's state last changed all failed,
+    with none done among them, the experiment pauses itself rather than spend its budget on
+    retries (``recent``: their states, latest first; ``threshold`` 0: never). A lost worker's
+    job (an expired lease) is not the script's failure and does not count; a resume starts
+    the count again."""
+    return (
+        threshold > 0
+        and len(recent) >= threshold
+        and all(state is JobState.FAILED for state in recent[:threshold])
     )
 
 

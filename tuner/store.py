@@ -124,8 +124,14 @@ class Store(Protocol):
         until the transaction ends (PostgreSQL: ``SELECT ... FOR UPDATE``)."""
 
     def set_experiment_state(
-        self, experiment_id: int, state: ExperimentState, now: float
-    ) -> None: ...
+        self, experiment_id: int, state: ExperimentState, now: float, reason: str | None = None
+    ) -> None:
+        """Also records why, when the service chose the state itself (``reason``); any
+        other change clears it."""
+
+    def recent_job_ends(self, experiment_id: int, limit: int) -> list[JobState]:
+        """The states of the experiment's jobs that ended DONE or FAILED since its state
+        last changed, latest first, at most ``limit``."""
 
     def set_scheduler_state(self, experiment_id: int, state: dict[str, Any]) -> None: ...
 
@@ -237,6 +243,11 @@ class Store(Protocol):
 
     def add_report(self, report: Report) -> None:
         """Insert; ConflictError if (trial, step) exists."""
+
+    def supersede_report(self, stored: Report, by_job_id: int, now: float) -> None:
+        """Move ``stored`` (the trial's report at its step, written by ``stored.job_id``) to
+        the trial's history, as replaced by job ``by_job_id``; the step is then free for that
+        job's report. Nothing happens if another transaction moved it first."""
 
     def record_step(
         self,

@@ -31,7 +31,46 @@ MAX_METRICS = 32
 #: How much of a trial's output the server keeps (its last characters).
 OUTPUT_TAIL_CHARS = 16 * 1024
 
-_IN = ConfigDict(extra="forbid")
+_IN = ConfigDict(extra="forbid", strict=True)
+
+
+def nul_path(data: Any, path: str = "") -> str | None:
+    """Where ``data`` holds a NUL character (U+0000) in a string or a key: a dotted path
+    (``"" `` for ``data`` itself), or None. Databases keep text without it (PostgreSQL's
+    ``text`` refuses it), so the API refuses it up front."""
+    stack: list[tuple[str, Any]] = [(path, data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return where
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                inner = f"{where}.{key}" if where else str(key)
+                if isinstance(key, str) and "\x00" in key:
+                    return inner
+                stack.append((inner, item))
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{where}.{i}" if where else str(i), v) for i, v in enumerate(value))
+    return None
+
+
+class _In(BaseModel):
+    """A request body: unknown fields are refused, nothing is coerced (``"1.5"`` is not a
+    number, ``true`` is not 1; an integer is a float), and no text holds a NUL character."""
+
+    model_config = _IN
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        where = nul_path(data)
+        if where is not None:
+            raise ValueError(
+                f"{where or 'the body'} contains a NUL character (\\u0000), which cannot be "
+                "stored; remove it"
+            )
+        return data
 
 Token = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -50,10 +89,8 @@ class ErrorOut(BaseModel):
 
 
 # ---- the job protocol ----------------------------------------------------------------------
-class ClaimIn(BaseModel):
+class ClaimIn(_In):
     """Ask for a job; wait up to ``wait_s`` seconds for one to appear (long poll)."""
-
-    model_config = _IN
 
     worker_id: Name | None = None
     wait_s: float = Field(0.0, ge=0, le=60, allow_inf_nan=False)
@@ -79,10 +116,8 @@ class JobOut(BaseModel):
     lease_expires_at: datetime
 
 
-class _ValueIn(BaseModel):
+class _ValueIn(_In):
     """A metric value: a finite ``value``, or a ``value_kind`` naming a non-finite one."""
-
-    model_config = _IN
 
     value: FiniteFloat | None = None
     value_kind: ValueKindName = "finite"
@@ -107,7 +142,7 @@ class _ValueIn(BaseModel):
         ]
 
 
-class NextIn(BaseModel):
+class NextIn(_In):
     """Ask for the next job in the same call: when the answer ends this job (``stop``,
     ``pause`` or ``complete``), the server also leases the worker the next job of the same
     experiment, in the same transaction, as a claim without waiting would. It saves a worker
@@ -117,8 +152,6 @@ class NextIn(BaseModel):
     the job handed out the first time is never trained and is handed out again once its
     lease expires.
     """
-
-    model_config = _IN
 
     worker_id: Name | None = None
 
@@ -143,9 +176,7 @@ class DecisionOut(BaseModel):
     next: JobOut | None = None
 
 
-class HeartbeatIn(BaseModel):
-    model_config = _IN
-
+class HeartbeatIn(_In):
     lease_token: Token
 
 
@@ -161,9 +192,7 @@ class CompleteIn(_ValueIn):
         return False
 
 
-class FailIn(BaseModel):
-    model_config = _IN
-
+class FailIn(_In):
     lease_token: Token
     error: str = Field("", max_length=10_000)
 
@@ -176,10 +205,8 @@ class FailOut(BaseModel):
     retries: int
 
 
-class OutputIn(BaseModel):
+class OutputIn(_In):
     """A chunk of the trial's console output; the server keeps the last 16 Ki characters."""
-
-    model_config = _IN
 
     lease_token: Token
     text: str = Field(..., max_length=256 * 1024)
@@ -203,9 +230,13 @@ class ProgressOut(BaseModel):
 
 
 class ExperimentOut(BaseModel):
+    """An experiment; ``state_reason`` says why, when the service chose its state itself
+    (a pause after too many failed jobs in a row)."""
+
     id: int
     name: str
     state: str
+    state_reason: str | None = None
     config: dict[str, Any] = Field(description="the experiment document as stored")
     n_trials: int
     resource_used: int
@@ -249,12 +280,17 @@ class TrialPageOut(BaseModel):
 
 
 class ReportOut(BaseModel):
+    """A stored report. ``superseded_by_job_id``: a later job of the trial (a retry from an
+    earlier checkpoint) reported this step again and its value is the current one; this
+    one is kept as history."""
+
     step: int
     value: float | None
     value_kind: ValueKindName
     metrics: dict[str, Any]
     job_id: int
     created_at: datetime
+    superseded_by_job_id: int | None = None
 
 
 class RungValueOut(BaseModel):
@@ -330,10 +366,8 @@ class CurvesOut(BaseModel):
 
 
 # ---- workers, tokens, health -----------------------------------------------------------------
-class WorkerIn(BaseModel):
+class WorkerIn(_In):
     """A worker agent announces itself (repeating it updates the record)."""
-
-    model_config = _IN
 
     worker_id: Name
     host: Annotated[str, StringConstraints(min_length=1, max_length=255)]
@@ -367,9 +401,7 @@ class WorkerPageOut(BaseModel):
     offset: int
 
 
-class TokenIn(BaseModel):
-    model_config = _IN
-
+class TokenIn(_In):
     role: Role
     name: Name
 

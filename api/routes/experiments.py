@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Query
 from api import views
 from api.auth import Admin, Viewer
 from api.deps import Id, Limit, Offset, RuntimeDep
-from api.validation import reject_non_finite
+from api.validation import reject_unstorable
 from tuner import coordinator
 from tuner.domain import ExperimentState, TrialState
 from tuner.storage import queries
@@ -31,7 +31,7 @@ def create_experiment(
     document: Annotated[dict[str, Any], Body(description="an experiment document")],
 ) -> ExperimentOut:
     """Create a running experiment from an experiment document (see ``tuner.config``)."""
-    reject_non_finite(document)
+    reject_unstorable(document)
 
     def run(store: SqlStore) -> ExperimentOut:
         created = coordinator.create_experiment(store, document, runtime.now())

@@ -211,10 +211,14 @@ async def release(job_id: Id, body: HeartbeatIn, runtime: RuntimeDep) -> FailOut
 
 @router.post("/jobs/{job_id}/output", response_model=OutputOut, responses=_LEASED)
 async def output(job_id: Id, body: OutputIn, runtime: RuntimeDep) -> OutputOut:
-    """Append to the trial's output; the last 16 Ki characters are kept for the dashboard."""
+    """Append to the trial's output; the last 16 Ki characters are kept for the dashboard.
+
+    Taken while the lease is live, and after a decision ended the job (a stop, a pause, the
+    end) until the trial runs another job; refused (409) after a release, a failure or an
+    expiry."""
 
     def run(store: SqlStore) -> OutputOut:
-        job = coordinator.held_job(store, job_id, body.lease_token)
+        job = coordinator.held_job(store, job_id, body.lease_token, runtime.now())
         tail = (queries.get_output_tail(store.session, job.trial_id) or "") + body.text
         tail = tail[-OUTPUT_TAIL_CHARS:]
         queries.set_output_tail(store.session, job.trial_id, tail)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import text
 
+from api.errors import install_error_handlers
 from tests.api.conftest import Api, bearer, experiment_document
+from tests.conftest import POSTGRES_ENV
+from tuner.storage.database import make_engine
 
 JSON = {"Content-Type": "application/json"}
 
@@ -60,6 +67,19 @@ REPORT_CASES = [
      ["body.next"]),
     ("next-empty-worker", {"step": 1, "value": 1.0, "next": {"worker_id": ""}}, 422,
      "invalid_request", ["body.next.worker_id"]),
+    # No coercion: a number in a string, or a boolean, is not a value (or a step).
+    ("value-numeric-string", {"step": 1, "value": "1.5"}, 422, "invalid_request",
+     ["body.value"]),
+    ("value-true", {"step": 1, "value": True}, 422, "invalid_request", ["body.value"]),
+    ("step-numeric-string", {"step": "1", "value": 1.0}, 422, "invalid_request", ["body.step"]),
+    ("step-float", {"step": 1.0, "value": 1.0}, 422, "invalid_request", ["body.step"]),
+    # NUL cannot be stored (PostgreSQL's text refuses it): 422 on every database, not 503.
+    ("checkpoint-nul", {"step": 1, "value": 1.0, "checkpoint": "ck\x00pt"}, 422,
+     "invalid_request", ["checkpoint", "NUL"]),
+    ("metric-name-nul", {"step": 1, "value": 1.0, "metrics": {"a\x00": 1.0}}, 422,
+     "invalid_request", ["metrics", "NUL"]),
+    ("metric-text-nul", {"step": 1, "value": 1.0, "metrics": {"note": "x\x00"}}, 422,
+     "invalid_request", ["metrics.note", "NUL"]),
     ("not-json", "{step: 1", 422, "invalid_request", ["JSON"]),
     ("not-an-object", "[1, 2]", 422, "invalid_request", ["body"]),
     ("stale-token", {"step": 1, "value": 1.0, "lease_token": "stale"}, 409, "lease_expired",
@@ -127,6 +147,48 @@ OTHER_CASES = [
      {"worker_id": "w", "host": "h", "slots": -1}, 422, "invalid_request"),
     ("token-bad-role", "POST", "/api/v1/tokens", {"role": "root", "name": "x"}, 422,
      "invalid_request"),
+    # NUL characters, anywhere a client sends text.
+    ("experiment-name-nul", "POST", "/api/v1/experiments",
+     experiment_document(name="a\x00b"), 422, "invalid_request"),
+    ("experiment-choice-nul", "POST", "/api/v1/experiments",
+     experiment_document(space={"opt": {"type": "categorical", "choices": ["adam", "s\x00"]}}),
+     422, "invalid_request"),
+    ("worker-id-nul", "POST", "/api/v1/workers", {"worker_id": "w\x00", "host": "h"}, 422,
+     "invalid_request"),
+    ("worker-host-nul", "POST", "/api/v1/workers", {"worker_id": "w", "host": "h\x00"}, 422,
+     "invalid_request"),
+    ("token-name-nul", "POST", "/api/v1/tokens", {"role": "viewer", "name": "t\x00"}, 422,
+     "invalid_request"),
+    ("claim-worker-nul", "POST", "/api/v1/claims", {"worker_id": "w\x00"}, 422,
+     "invalid_request"),
+    ("worker-slots-string", "POST", "/api/v1/workers",
+     {"worker_id": "w", "host": "h", "slots": "2"}, 422, "invalid_request"),
+    # Magnitudes no parameter needs, that break sampling or storage (docs/LIMITS.md).
+    ("int-range-1e30", "POST", "/api/v1/experiments",
+     experiment_document(space={"n": {"type": "int", "low": 0, "high": 1e30}}), 422,
+     "invalid_config"),
+    ("int-range-10-30", "POST", "/api/v1/experiments",
+     experiment_document(space={"n": {"type": "int", "low": 0, "high": 10**30}}), 422,
+     "invalid_config"),
+    ("int-range-int64", "POST", "/api/v1/experiments",
+     experiment_document(space={"n": {"type": "int", "low": -(2**63), "high": 2**63}}), 422,
+     "invalid_config"),
+    ("float-range-1e308", "POST", "/api/v1/experiments",
+     experiment_document(space={"x": {"type": "float", "low": -1e308, "high": 1e308}}), 422,
+     "invalid_config"),
+    ("float-step-too-fine", "POST", "/api/v1/experiments",
+     experiment_document(space={"x": {"type": "float", "low": 0, "high": 1e300, "step": 1e-10}},
+                         sampler={"type": "grid"}), 422, "invalid_config"),
+    ("grid-count-huge", "POST", "/api/v1/experiments",
+     experiment_document(sampler={"type": "grid", "grid_count": 10**9}), 422, "invalid_config"),
+    ("resource-units-2-70", "POST", "/api/v1/experiments",
+     experiment_document(budget={"max_resource_units": 2**70}), 422, "invalid_config"),
+    ("too-many-params", "POST", "/api/v1/experiments",
+     experiment_document(space={f"p{i}": {"type": "float", "low": 0, "high": 1}
+                                for i in range(501)}), 422, "invalid_config"),
+    ("too-many-choices", "POST", "/api/v1/experiments",
+     experiment_document(space={"c": {"type": "categorical", "choices": list(range(10_001))}}),
+     422, "invalid_config"),
 ]
 
 
@@ -204,3 +266,60 @@ def test_heartbeat_wrong_token_header_scheme(api: Api) -> None:
     assert answer.status_code == 401 and answer.json()["error"] == "unauthorized"
     answer = api.client.get("/api/v1/experiments", headers=bearer("x" * 5000))
     assert answer.status_code == 401
+
+
+def test_the_limits_name_the_field_and_the_rule(api: Api) -> None:
+    doc = experiment_document(space={"n": {"type": "int", "low": 0, "high": 10**30}})
+    detail = api.post("/experiments", doc, role="admin").json()["detail"]
+    assert "space.n" in detail and "docs/LIMITS.md" in detail, detail
+    doc = experiment_document(space={f"p{i}": {"type": "fixed", "value": i} for i in range(501)})
+    detail = api.post("/experiments", doc, role="admin").json()["detail"]
+    assert "501 parameters" in detail and "500" in detail, detail
+
+
+def test_the_largest_allowed_ranges_sample_and_claim(api: Api) -> None:
+    """At the limits themselves, claims work (the bounds are inclusive)."""
+    experiment = api.create_experiment(
+        space={
+            "n": {"type": "int", "low": -(2**53), "high": 2**53},
+            "x": {"type": "float", "low": -1e300, "high": 1e300},
+        },
+        sampler={"type": "grid", "grid_count": 10_000},
+    )
+    answer = api.claim(experiment["id"], worker_id="w")
+    assert answer.status_code == 200, answer.text
+    params = answer.json()["params"]
+    assert -(2**53) <= params["n"] <= 2**53 and -1e300 <= params["x"] <= 1e300
+
+
+@pytest.mark.parametrize("path", ["output", "fail"])
+def test_nul_in_a_jobs_text_is_refused(api: Api, job: dict[str, Any], path: str) -> None:
+    field = "text" if path == "output" else "error"
+    body = {"lease_token": job["lease_token"], field: "line\x00"}
+    answer = api.post(f"/jobs/{job['job_id']}/{path}", body)
+    assert answer.status_code == 422, answer.text
+    assert field in answer.json()["detail"] and "NUL" in answer.json()["detail"]
+    trial = api.get(f"/trials/{job['trial_id']}").json()
+    assert trial["state"] == "running" and not trial["output_tail"]
+
+
+@pytest.mark.skipif(not os.environ.get(POSTGRES_ENV), reason=f"{POSTGRES_ENV} is not set")
+def test_a_value_the_database_refuses_is_422_not_retry_later() -> None:
+    """The net under the API's own checks: PostgreSQL's DataError (here a NUL in a text
+    parameter, as a route that missed the check would send it) is a 422, never the
+    retryable 503 that a retrying client would loop on."""
+    engine = make_engine(os.environ[POSTGRES_ENV])
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/store")
+    def store() -> None:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT CAST(:v AS TEXT)"), {"v": "a\x00b"})
+
+    try:
+        answer = TestClient(app).get("/store")
+    finally:
+        engine.dispose()
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == "invalid_request" and "Retry-After" not in answer.headers

@@ -6,9 +6,11 @@ import math
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import update
 
 from api.settings import Settings
 from tests.api.conftest import Api, _open_api
+from tuner.storage.models import ExperimentRow
 
 
 def _run_job(api: Api, job: dict, value_at: float = 0.5) -> dict:
@@ -327,3 +329,158 @@ def test_worker_token_from_the_environment_has_the_worker_role(db_url: str) -> N
         assert claim.status_code == 200
     with TestClient(create_app(settings)) as client:  # a restart stores it only once
         assert client.get("/api/v1/experiments", headers=worker).status_code == 200
+
+
+def test_a_retry_supersedes_the_steps_an_ended_job_reported(api: Api) -> None:
+    """A lost worker's job is queued again from the last checkpoint; its retry trains the
+    steps after it again, with other values (real training is not deterministic). The
+    retry's values become the current ones, the old ones stay as superseded history, and
+    the rung judgement made from the old value stands."""
+    experiment = api.create_experiment(scheduler=STOPPING, max_retries=1)
+    first = api.claim(experiment["id"], worker_id="w1").json()
+    for step, value in [(1, 0.5), (2, 0.4), (3, 0.3), (4, 0.25)]:
+        checkpoint = "ckpt-2" if step == 2 else None
+        extra = {"checkpoint": checkpoint} if checkpoint else {}
+        assert _report(api, first, step, value, **extra)["decision"] == "continue"
+    # The worker gives up (it would be the same after a lost lease): one retry, from step 2.
+    failed = api.post(
+        f"/jobs/{first['job_id']}/fail", {"lease_token": first["lease_token"], "error": "oom"}
+    )
+    assert failed.status_code == 200 and failed.json()["trial_state"] == "pending"
+    retry = api.claim(experiment["id"], worker_id="w2").json()
+    assert (retry["trial_id"], retry["from_resource"]) == (first["trial_id"], 2)
+    assert retry["checkpoint"] == "ckpt-2"
+    for step, value in [(3, 0.35), (4, 0.27), (5, 0.2)]:
+        assert _report(api, retry, step, value)["decision"] == "continue"
+    # Within one job a step is stored once: another value is still a conflict.
+    again = api.post(
+        f"/jobs/{retry['job_id']}/reports",
+        {"lease_token": retry["lease_token"], "step": 3, "value": 0.9},
+    )
+    assert again.status_code == 409 and again.json()["error"] == "duplicate_report"
+    trial = api.get(f"/trials/{first['trial_id']}").json()
+    rows = [
+        (r["step"], r["value"], r["job_id"], r["superseded_by_job_id"]) for r in trial["reports"]
+    ]
+    a, b = first["job_id"], retry["job_id"]
+    assert rows == [
+        (1, 0.5, a, None), (2, 0.4, a, None),
+        (3, 0.3, a, b), (3, 0.35, b, None),
+        (4, 0.25, a, b), (4, 0.27, b, None),
+        (5, 0.2, b, None),
+    ]
+    assert trial["state"] == "running" and trial["last_value"] == 0.2
+    # Rung 1 (resource 3) was judged from the first job's 0.3: that judgement stands.
+    rung_1 = [r for r in trial["rung_values"] if r["rung"] == 1]
+    assert [r["value"] for r in rung_1] == [0.3]
+
+
+def test_a_stale_token_is_refused_for_a_step_it_stored(api: Api) -> None:
+    """After a release, the old token's repeat of a stored report is refused (409), not
+    answered ``continue`` as if the worker still held the job."""
+    experiment = api.create_experiment(scheduler=STOPPING)
+    job = api.claim(experiment["id"]).json()
+    body = {"lease_token": job["lease_token"], "step": 1, "value": 0.5}
+    assert api.post(f"/jobs/{job['job_id']}/reports", body).status_code == 200
+    released = api.post(f"/jobs/{job['job_id']}/release", {"lease_token": job["lease_token"]})
+    assert released.status_code == 200
+    answer = api.post(f"/jobs/{job['job_id']}/reports", body)
+    assert answer.status_code == 409 and answer.json()["error"] == "lease_expired"
+
+
+def test_a_repeat_after_the_decision_that_ended_the_job_gets_that_decision(api: Api) -> None:
+    """A report whose answer (a stop) was lost is sent again: same answer, even though the
+    stop ended the job's lease."""
+    experiment = api.create_experiment(scheduler=STOPPING)
+    jobs = [api.claim(experiment["id"]).json() for _ in range(3)]
+    for job, value in zip(jobs, [0.3, 0.2, 0.9], strict=True):
+        _report(api, job, 1, value)
+    body = {"lease_token": jobs[2]["lease_token"], "step": 1, "value": 0.9}
+    answer = api.post(f"/jobs/{jobs[2]['job_id']}/reports", body)
+    assert answer.status_code == 200 and answer.json()["decision"] == "stop"
+
+
+def test_output_is_kept_only_while_the_job_may_speak_for_its_trial(api: Api) -> None:
+    """Output is appended while the lease is live and after a decision ended the job (the
+    script's last lines); after a release the job is queued again and its old worker's
+    output is refused."""
+    experiment = api.create_experiment(scheduler=STOPPING)
+    jobs = [api.claim(experiment["id"]).json() for _ in range(4)]
+
+    def output(job: dict, text: str) -> int:
+        body = {"lease_token": job["lease_token"], "text": text}
+        return api.post(f"/jobs/{job['job_id']}/output", body).status_code
+
+    assert output(jobs[0], "epoch 1\n") == 200
+    for job, value in zip(jobs[:3], [0.3, 0.2, 0.9], strict=True):
+        _report(api, job, 1, value)  # the third is stopped at rung 0
+    assert output(jobs[2], "stopped: bye\n") == 200
+    token = {"lease_token": jobs[3]["lease_token"]}
+    released = api.post(f"/jobs/{jobs[3]['job_id']}/release", token)
+    assert released.status_code == 200
+    assert output(jobs[3], "late line\n") == 409
+    stopped = api.get(f"/trials/{jobs[2]['trial_id']}").json()
+    assert stopped["output_tail"] == "stopped: bye\n"
+    assert api.get(f"/trials/{jobs[3]['trial_id']}").json()["output_tail"] in (None, "")
+
+
+def test_one_broken_experiment_does_not_break_the_shared_claim_route(api: Api) -> None:
+    """An experiment whose claims fail (here its stored document has a range beyond today's
+    limits, as one stored by an older version may) is skipped by ``POST /claims``: the
+    other experiments' work is still handed out, and the route never answers 5xx."""
+    broken = api.create_experiment(name="broken")
+    healthy = api.create_experiment(name="healthy")
+    document = dict(broken["config"], space={"n": {"type": "int", "low": 0, "high": 10**30}})
+    runtime = api.client.app.state.runtime  # type: ignore[attr-defined]
+    with runtime.engine.begin() as connection:
+        connection.execute(
+            update(ExperimentRow).where(ExperimentRow.id == broken["id"]).values(config=document)
+        )
+    handed = []
+    for _ in range(4):  # the round robin starts at each experiment in turn
+        answer = api.post("/claims", {"worker_id": "w"})
+        assert answer.status_code == 200, answer.text
+        handed.append(answer.json()["experiment_id"])
+    assert set(handed) == {healthy["id"]}
+    own = api.claim(broken["id"])
+    assert 400 <= own.status_code < 500 and "space.n" in own.json()["detail"], own.text
+
+
+def _fail(api: Api, job: dict) -> None:
+    body = {"lease_token": job["lease_token"], "error": "ModuleNotFoundError: No module named 'x'"}
+    assert api.post(f"/jobs/{job['job_id']}/fail", body).status_code == 200
+
+
+def test_jobs_failing_in_a_row_pause_the_experiment_until_resumed(api: Api) -> None:
+    """A script that cannot run fails every job: after ``pause_after_failures`` failures in
+    a row with no success the experiment pauses itself, says why, and hands out nothing;
+    a resume clears the reason and starts the count again."""
+    experiment = api.create_experiment(pause_after_failures=3, max_retries=10)
+    eid = experiment["id"]
+    # A success between failures resets the count: fail, fail, done, fail, fail.
+    for _ in range(2):
+        _fail(api, api.claim(eid).json())
+    done = api.claim(eid).json()
+    _report(api, done, 1, 0.5)
+    completed = api.post(f"/jobs/{done['job_id']}/complete", {"lease_token": done["lease_token"]})
+    assert completed.status_code == 200
+    for _ in range(2):
+        _fail(api, api.claim(eid).json())
+    assert api.get(f"/experiments/{eid}").json()["state"] == "running"
+    _fail(api, api.claim(eid).json())  # the third in a row
+    paused = api.get(f"/experiments/{eid}").json()
+    assert paused["state"] == "paused"
+    assert "last 3 jobs failed" in paused["state_reason"]
+    assert "No module named 'x'" in paused["state_reason"]
+    assert api.claim(eid).status_code == 204  # nothing is handed out while paused
+    resumed = api.post(f"/experiments/{eid}/resume", role="admin").json()
+    assert (resumed["state"], resumed["state_reason"]) == ("running", None)
+    _fail(api, api.claim(eid).json())  # the count starts again after a resume
+    assert api.get(f"/experiments/{eid}").json()["state"] == "running"
+
+
+def test_the_breaker_can_be_turned_off(api: Api) -> None:
+    experiment = api.create_experiment(pause_after_failures=0, max_retries=10)
+    for _ in range(4):
+        _fail(api, api.claim(experiment["id"]).json())
+    assert api.get(f"/experiments/{experiment['id']}").json()["state"] == "running"

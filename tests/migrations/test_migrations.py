@@ -31,6 +31,7 @@ TABLES = {
     "brackets",
     "jobs",
     "reports",
+    "superseded_reports",
     "rung_results",
     "rungs",
     "decisions",

@@ -351,6 +351,28 @@ def test_store_report_round_trip_and_conflict(store_factory: StoreFactory, value
         assert store.get_report(trial.id, 2) is not None
 
 
+def test_store_supersede_report_frees_the_step_once(store_factory: StoreFactory) -> None:
+    """A retry's report replaces the report an ended job stored at the step: the old row
+    leaves ``reports`` (the step is free again) once, however often it is asked."""
+    with store_factory() as store:
+        experiment_id = new_experiment(store)
+        trial = store.create_trial(experiment_id, 0, {}, "k", 1.0)
+        old_job = store.create_job(trial, 0, 0, 3, None, 0, 1.0)
+        store.end_job(old_job.id, JobState.FAILED, 1.8)
+        new_job = store.create_job(trial, 0, 1, 3, None, 0, 2.0)
+        stored = Report(trial.id, old_job.id, 2, 0.5, {"acc": 0.7}, 1.5)
+        store.add_report(stored)
+        store.supersede_report(stored, new_job.id, 3.0)
+        store.supersede_report(stored, new_job.id, 3.5)  # moved already: nothing happens
+        assert store.get_report(trial.id, 2) is None
+        store.add_report(Report(trial.id, new_job.id, 2, 0.6, {}, 4.0))
+        # Only the report of the job it names is moved.
+        store.supersede_report(stored, new_job.id, 5.0)
+    with store_factory() as store:
+        current = store.get_report(trial.id, 2)
+        assert current is not None and (current.job_id, current.value) == (new_job.id, 0.6)
+
+
 # ---- rungs and decisions ----------------------------------------------------------------------
 def test_store_rung_results_promote_and_close(store_factory: StoreFactory) -> None:
     with store_factory() as store:

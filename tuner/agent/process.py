@@ -86,7 +86,9 @@ class TrialProcess:
         if stream is None:  # pragma: no cover - stdout is a pipe
             return
         for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", errors="replace")
+            # NUL cannot be stored as text (the server refuses it): shown as U+FFFD, like
+            # the bytes that are not UTF-8.
+            line = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
             if len(line) > MAX_LINE_CHARS:
                 line = line[: MAX_LINE_CHARS - 4] + "...\n"
             with self._lock:

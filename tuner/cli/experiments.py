@@ -95,6 +95,8 @@ def render_experiment(info: ExperimentOut, rungs: RungsOut, best: list[TrialOut]
         f"{scheduler.get('type', '?')} eta={scheduler.get('eta', '?')} "
         f"r={scheduler.get('min_resource', '?')} R={scheduler.get('max_resource', '?')}"
     )
+    if info.state_reason:
+        stdout.print(f"[yellow]{escape(info.state_reason)}[/]")
     states = ", ".join(f"{k} {v}" for k, v in sorted(info.progress.trials_by_state.items()))
     stdout.print(
         f"trials: {info.n_trials} ({states or 'none yet'}); resource used: {info.resource_used}"

@@ -35,7 +35,7 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import DuplicateReport, LeaseExpired, OutOfRange
-from tuner.protocol import same_value
+from tuner.protocol import breaker_trips, same_value
 from tuner.store import Store
 
 
@@ -117,7 +117,25 @@ def fail(store: Store, job_id: int, lease_token: str, error: str, now: float) ->
         raise LeaseExpired(f"the lease of job {job.id} has ended")
     trial = store.get_trial(job.trial_id)
     reason = Reason("job_failed", bracket=trial.bracket, rung=job.rung, note=error[:500])
-    return retry_or_fail(store, ctx, trial, job, reason, now, lost=False)
+    trial = retry_or_fail(store, ctx, trial, job, reason, now, lost=False)
+    _pause_if_failing(store, ctx, error, now)
+    return trial
+
+
+def _pause_if_failing(store: Store, ctx: Context, error: str, now: float) -> None:
+    """The breaker (:func:`tuner.protocol.breaker_trips`): pause the experiment, saying why,
+    when its jobs keep failing."""
+    threshold = ctx.config.pause_after_failures
+    if ctx.experiment.state is not ExperimentState.RUNNING or threshold == 0:
+        return
+    if not breaker_trips(store.recent_job_ends(ctx.experiment.id, threshold), threshold):
+        return
+    last = error.strip().splitlines()[-1][:300] if error.strip() else "no error text"
+    store.set_experiment_state(
+        ctx.experiment.id, ExperimentState.PAUSED, now,
+        reason=f"paused by the service: the last {threshold} jobs failed and none succeeded "
+        f"(last error: {last}); fix the training command, then resume",
+    )
 
 
 def release(store: Store, job_id: int, lease_token: str, now: float) -> Trial:

@@ -22,7 +22,7 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import LeaseExpired
-from tuner.protocol import hash_token, holds_token, lease_is_live, stop_asked
+from tuner.protocol import hash_token, holds_token, keeps_output, lease_is_live, stop_asked
 from tuner.schedulers.base import Snapshot
 from tuner.store import JobContext, Store
 
@@ -48,10 +48,17 @@ def require_live_lease(job: Job, now: float) -> None:
         )
 
 
-def held_job(store: Store, job_id: int, lease_token: str) -> Job:
-    """The job, if ``lease_token`` is its lease token (LeaseExpired if not), whether its
-    lease is still live or not (a worker's last output of a job that a stop ended)."""
-    return job_for(store, job_id, lease_token).job
+def held_job(store: Store, job_id: int, lease_token: str, now: float) -> Job:
+    """The job whose output ``lease_token`` sends, if its output is still kept
+    (:func:`tuner.protocol.keeps_output`: a live lease, or a job a decision ended, until
+    its trial runs again); LeaseExpired if not."""
+    found = job_for(store, job_id, lease_token)
+    if not keeps_output(found.job, found.trial, now):
+        raise LeaseExpired(
+            f"the lease of job {job_id} has ended ({found.job.state}) and its trial went on "
+            "without it: its output is not kept"
+        )
+    return found.job
 
 
 def settled_decision(trial: Trial) -> Decision:

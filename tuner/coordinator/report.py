@@ -31,7 +31,16 @@ from tuner.coordinator.outcomes import (
 )
 from tuner.domain import Decision, DecisionKind, Job, JobState, Report, Trial, to_loss
 from tuner.errors import ConflictError, DuplicateReport, OutOfRange
-from tuner.protocol import ReportPlan, hash_token, plan_report, same_value, stop_asked
+from tuner.protocol import (
+    ReportPlan,
+    answers_repeat,
+    hash_token,
+    lease_is_live,
+    plan_report,
+    same_value,
+    stop_asked,
+    supersedes,
+)
 from tuner.store import Judging, StepBounds, Store
 
 #: How often a report reads its job again after its writes were refused by a change that
@@ -53,8 +62,11 @@ def report(
 ) -> Decision:
     """Store the value at ``step`` once and answer ``continue`` or ``stop``.
 
-    The same value again for a stored step is answered as before (idempotent); another value
-    is a :class:`DuplicateReport`. A step outside ``(from_resource, to_resource]`` is
+    The same value again for a stored step is answered as before (idempotent) while the
+    lease is live or after the decision that ended the job; another value is a
+    :class:`DuplicateReport`. A step that an earlier job of the trial reported (this job is
+    a retry from an earlier checkpoint) is stored again: the old report is kept as
+    superseded history (:func:`tuner.protocol.supersedes`). A step outside ``(from_resource, to_resource]`` is
     :class:`OutOfRange`. A non-finite value stops the trial (ranked worst at its rung). In the
     stopping form, a report at or past a rung's resource is judged at each rung it reached,
     in order (:func:`tuner.protocol.plan_report` says which).
@@ -75,8 +87,8 @@ def report(
     for _ in range(_REREADS):
         found = job_for(store, job_id, lease_token, step)
         job, trial, existing = found.job, found.trial, found.report
-        if existing is not None:
-            return _repeat(trial, existing, step, value)
+        if existing is not None and not supersedes(job, existing):
+            return _repeat(job, trial, existing, step, value, now)
         require_live_lease(job, now)
         ctx = Context.of(found.experiment)
         plan = plan_report(ctx.scheduler, job, step, value)
@@ -87,6 +99,8 @@ def report(
             )
         # Whether the experiment's lock comes next (a judgement, a stop): the store may take
         # it with the writes. Only a hint: what follows decides from the trial as written.
+        if existing is not None:  # a retry trained the step again: the history keeps both
+            store.supersede_report(existing, job.id, now)
         lock_next = (
             not plan.finite
             or stop_asked(trial, ctx.experiment)
@@ -112,10 +126,17 @@ def report(
     )
 
 
-def _repeat(trial: Trial, existing: Report, step: int, value: float) -> Decision:
-    """The answer to a report of a step the trial has stored already."""
+def _repeat(
+    job: Job, trial: Trial, existing: Report, step: int, value: float, now: float
+) -> Decision:
+    """The answer to a report of a step that ``job`` (or, for a stale token, a later job of
+    the trial) stored already."""
+    if not answers_repeat(job, now):
+        require_live_lease(job, now)  # raises: the job is no longer this worker's
     if same_value(existing.value, value):
-        return settled_decision(trial) if trial.state.is_finished() else CONTINUE
+        if lease_is_live(job, now) and not trial.state.is_finished():
+            return CONTINUE
+        return settled_decision(trial)
     raise DuplicateReport(
         f"trial {trial.number} already has value {existing.value!r} at step {step}; "
         f"refusing {value!r}"

@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tuner.space import Params, SearchSpace
 
+#: Points per continuous axis of a grid (docs/LIMITS.md).
+MAX_GRID_COUNT = 10_000
+
 
 class SamplerConfig(BaseModel):
     """Which sampler proposes new configurations, and its knobs.
@@ -23,7 +26,7 @@ class SamplerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["random", "grid", "quasi", "bohb"] = "random"
-    grid_count: int = Field(default=5, ge=2)
+    grid_count: int = Field(default=5, ge=2, le=MAX_GRID_COUNT)
     quasi_method: Literal["sobol", "halton"] = "sobol"
     top_fraction: float = Field(default=0.15, gt=0.0, lt=1.0)
     random_fraction: float = Field(default=1 / 3, gt=0.0, lt=1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,7 @@ class GridSampler:
     ) -> Params:
         size = space.grid_size(self.count)
         start = min(history.n_trials, size)
-        for index in [*range(start, size), *range(start)]:
+        for index in itertools.chain(range(start, size), range(start)):  # never listed
             params = space.grid_point(index, self.count)
             if is_unseen(history, params):
                 return params

@@ -137,11 +137,9 @@ def spaced_values(param: Numeric, count: int) -> list[int | float]:
     if n is not None and n <= count:
         return [level_value(param, k) for k in range(n)]
     lo, hi = _forward(param, param.low), _forward(param, param.high)
-    values: list[int | float] = []
+    values: dict[int | float, None] = {}  # ordered, and a repeat costs nothing
     for j in range(count):
         raw = _inverse(param, lo + (hi - lo) * j / (count - 1))
         raw = param.low if j == 0 else param.high if j == count - 1 else raw
-        value = _snap(param, tidy_float(raw) if n is None else raw)
-        if value not in values:
-            values.append(value)
-    return values
+        values[_snap(param, tidy_float(raw) if n is None else raw)] = None
+    return list(values)

@@ -15,6 +15,19 @@ from tuner.space.keys import JSONScalar, scalar_key
 
 _MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True)
 
+# ---- limits (docs/LIMITS.md) -----------------------------------------------------------------
+#: Int bounds: integers every JSON client reads exactly (a double's 53-bit mantissa).
+MAX_INT_MAGNITUDE = 2**53
+#: Float bounds: far beyond any hyperparameter, and ``high - low`` stays finite.
+MAX_FLOAT_MAGNITUDE = 1e300
+#: Values of a discrete parameter (an int's range over its step, a stepped float's levels).
+MAX_LEVELS = 2**53
+#: Choices of a categorical parameter.
+MAX_CHOICES = 10_000
+#: Parameters of one space: sampling, encoding and storing a trial's params cost time per
+#: parameter inside a claim (which holds the experiment's lock).
+MAX_PARAMS = 500
+
 
 def _is_integral(value: object) -> bool:
     if isinstance(value, bool):
@@ -35,9 +48,13 @@ def _check_unique(values: list[JSONScalar], what: str) -> None:
         seen.add(key)
 
 
-def _check_range(low: float, high: float, log: bool, step: float | None) -> None:
+def _check_range(
+    low: float, high: float, log: bool, step: float | None, limit: float = MAX_FLOAT_MAGNITUDE
+) -> None:
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("bounds must be finite")
+    if max(abs(low), abs(high)) > limit:
+        raise ValueError(f"bounds must be within -{limit:g}..{limit:g} (docs/LIMITS.md)")
     if low >= high:
         raise ValueError("low must be < high")
     if log and low <= 0:
@@ -47,6 +64,11 @@ def _check_range(low: float, high: float, log: bool, step: float | None) -> None
             raise ValueError("step must be > 0")
         if step > (high - low) * (1 + 1e-9):
             raise ValueError("step must be <= high - low")
+        if (high - low) / step > MAX_LEVELS:
+            raise ValueError(
+                f"step is too small: more than {MAX_LEVELS} values from low to high "
+                "(docs/LIMITS.md); drop the step for a continuous range"
+            )
 
 
 class Condition(BaseModel):
@@ -126,7 +148,7 @@ class Int(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> Int:
-        _check_range(self.low, self.high, self.log, self.step)
+        _check_range(self.low, self.high, self.log, self.step, MAX_INT_MAGNITUDE)
         return self
 
 
@@ -147,6 +169,8 @@ class Categorical(BaseModel):
     def _check_choices(cls, choices: list[JSONScalar]) -> list[JSONScalar]:
         if not choices:
             raise ValueError("choices must not be empty")
+        if len(choices) > MAX_CHOICES:
+            raise ValueError(f"{len(choices)} choices, but at most {MAX_CHOICES} (docs/LIMITS.md)")
         _check_unique(choices, "choices")
         return choices
 

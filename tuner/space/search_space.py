@@ -16,7 +16,7 @@ from tuner.errors import ConfigError
 from tuner.space.encoding import AnyParam, decode_value, encode_value, kind, n_levels
 from tuner.space.grid import GridPlan
 from tuner.space.keys import JSONScalar, Params
-from tuner.space.params import Param
+from tuner.space.params import MAX_PARAMS, Param
 from tuner.space.rules import Problem, condition_problems, name_problems, topological_order
 
 
@@ -37,6 +37,12 @@ class SearchSpace(RootModel[dict[str, Param]]):
     @classmethod
     def _validate_together(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         problems: list[Problem] = []
+        if isinstance(data, Mapping) and len(data) > MAX_PARAMS:
+            message = f"{len(data)} parameters, but at most {MAX_PARAMS} (docs/LIMITS.md)"
+            detail = InitErrorDetails(
+                type="value_error", loc=(), input=len(data), ctx={"error": message}
+            )
+            raise ValidationError.from_exception_data(cls.__name__, [detail])
         if isinstance(data, Mapping):
             problems.extend(name_problems(list(data)))
         errors: list[InitErrorDetails] = []

@@ -64,6 +64,9 @@ class _ExperimentData:
     results: dict[tuple[int, int], RungResult] = field(default_factory=dict)  # (number, rung)
     queued: dict[int, None] = field(default_factory=dict)  # insertion-ordered job ids
     n_active: int = 0
+    state_since: float = 0.0
+    state_reason: str | None = None
+    ends: list[tuple[float, JobState]] = field(default_factory=list)  # DONE or FAILED jobs
 
 
 class MemoryStore:
@@ -76,6 +79,8 @@ class MemoryStore:
         self._leased: dict[int, None] = {}
         self._live_job: dict[int, int] = {}  # trial id -> its queued or leased job
         self._reports: dict[tuple[int, int], Report] = {}
+        #: Reports that a newer job of their trial replaced, with that job's id.
+        self.superseded: list[tuple[Report, int]] = []
         self._decisions: list[DecisionRecord] = []
         self._ids = itertools.count(1)
 
@@ -107,9 +112,22 @@ class MemoryStore:
         data = self._data(experiment_id)
         data.experiment = dataclasses.replace(data.experiment, **changes)
 
-    def set_experiment_state(self, experiment_id: int, state: ExperimentState, now: float) -> None:
+    def set_experiment_state(
+        self, experiment_id: int, state: ExperimentState, now: float, reason: str | None = None
+    ) -> None:
         ended = now if state.is_finished() else None
         self._replace_experiment(experiment_id, state=state, ended_at=ended)
+        data = self._data(experiment_id)
+        data.state_since, data.state_reason = now, reason
+
+    def state_reason(self, experiment_id: int) -> str | None:
+        """Why the service gave the experiment its state (tests and summaries)."""
+        return self._data(experiment_id).state_reason
+
+    def recent_job_ends(self, experiment_id: int, limit: int) -> list[JobState]:
+        data = self._data(experiment_id)
+        ends = [state for at, state in reversed(data.ends) if at >= data.state_since]
+        return ends[:limit]
 
     def set_scheduler_state(self, experiment_id: int, state: dict[str, Any]) -> None:
         self._replace_experiment(experiment_id, scheduler_state=dict(state))
@@ -284,6 +302,8 @@ class MemoryStore:
         if add_resource_used:
             self.add_resource_used(job.experiment_id, add_resource_used)
         self._jobs[job_id] = dataclasses.replace(job, state=state)
+        if state in (JobState.DONE, JobState.FAILED):
+            self._data(job.experiment_id).ends.append((now, state))
         self._leased.pop(job_id, None)
         self._data(job.experiment_id).queued.pop(job_id, None)
         self._live_job.pop(job.trial_id, None)
@@ -307,6 +327,12 @@ class MemoryStore:
     # ---- reports -----------------------------------------------------------------------
     def get_report(self, trial_id: int, step: int) -> Report | None:
         return self._reports.get((trial_id, step))
+
+    def supersede_report(self, stored: Report, by_job_id: int, now: float) -> None:
+        key = (stored.trial_id, stored.step)
+        current = self._reports.get(key)
+        if current is not None and current.job_id == stored.job_id:
+            self.superseded.append((self._reports.pop(key), by_job_id))
 
     def add_report(self, report: Report) -> None:
         key = (report.trial_id, report.step)

@@ -92,6 +92,8 @@ class ExperimentRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float)
+    #: Why the experiment is in its state, when the service put it there (a breaker's pause).
+    state_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class TrialRow(Base):
@@ -187,6 +189,28 @@ class ReportRow(Base):
     value_kind: Mapped[ValueKind] = mapped_column(_enum(ValueKind))
     metrics: Mapped[dict[str, Any]]
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class SupersededReportRow(Base):
+    """A report that a newer job of the same trial replaced: the newer job (a retry from an
+    earlier checkpoint) trained the step again. Kept as history; never read by a scheduler."""
+
+    __tablename__ = "superseded_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(
+        ForeignKey("trials.id", ondelete="CASCADE"), index=True
+    )
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    value: Mapped[float | None] = mapped_column(Float)
+    value_kind: Mapped[ValueKind] = mapped_column(_enum(ValueKind))
+    metrics: Mapped[dict[str, Any]]
+    created_at: Mapped[float] = mapped_column(Float)
+    superseded_by_job_id: Mapped[int] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE")
+    )
+    superseded_at: Mapped[float] = mapped_column(Float)
 
 
 class RungResultRow(Base):

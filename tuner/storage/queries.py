@@ -41,6 +41,7 @@ from tuner.storage.models import (
     ReportRow,
     RungResultRow,
     RungRow,
+    SupersededReportRow,
     TokenRow,
     TrialRow,
     WorkerRow,
@@ -96,6 +97,7 @@ class ExperimentSummary:
     ended_at: float | None
     trials_by_state: dict[str, int]
     best: BestTrial | None
+    state_reason: str | None = None  # why the service gave it its state (a breaker's pause)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,8 @@ class ReportPoint:
     metrics: dict[str, Any]
     job_id: int
     created_at: float
+    #: The later job of the trial that reported the step again (a retry), if any.
+    superseded_by_job_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +222,7 @@ def _summaries(session: Session, rows: list[ExperimentRow]) -> list[ExperimentSu
             ended_at=row.ended_at,
             trials_by_state=counts[row.id],
             best=_best_trial(session, row.id),
+            state_reason=row.state_reason,
         )
         for row in rows
     ]
@@ -295,6 +300,17 @@ def trial_detail(session: Session, trial_id: int, max_reports: int = 10_000) -> 
             .limit(max(0, max_reports))
         )
     ]
+    superseded = [
+        _superseded_point(r)
+        for r in session.scalars(
+            select(SupersededReportRow)
+            .where(SupersededReportRow.trial_id == trial_id)
+            .order_by(SupersededReportRow.step, SupersededReportRow.id)
+            .limit(max(0, max_reports))
+        )
+    ]
+    if superseded:  # each before the report that replaced it (a stable sort keeps that)
+        reports = sorted(superseded + reports, key=lambda point: point.step)
     rung_results = [
         rung_result_of(r)
         for r in session.scalars(
@@ -327,6 +343,19 @@ def _point(row: ReportRow) -> ReportPoint:
         metrics=dict(row.metrics),
         job_id=row.job_id,
         created_at=row.created_at,
+    )
+
+
+def _superseded_point(row: SupersededReportRow) -> ReportPoint:
+    value = join_value(row.value, row.value_kind)
+    return ReportPoint(
+        step=row.step,
+        value=math.nan if value is None else value,
+        value_kind=ValueKind(row.value_kind),
+        metrics=dict(row.metrics),
+        job_id=row.job_id,
+        created_at=row.created_at,
+        superseded_by_job_id=row.superseded_by_job_id,
     )
 
 

@@ -41,6 +41,10 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
   main.append(el("nav", { className: "crumbs", "aria-label": "Breadcrumb" },
     el("a", { href: "/ui" }, "Experiments"), " / ", el("span", null, "#" + id)));
   main.append(el("div", { className: "title-row" }, title, stateBadge, actions));
+  // Why the service paused it (the breaker), while it says so.
+  const stateReason = el("p", { id: "exp-state-reason", className: "state-reason" });
+  stateReason.hidden = true;
+  main.append(stateReason);
 
   // ---- summary ------------------------------------------------------------------------
   const f = {};
@@ -290,6 +294,8 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
     document.title = e.name + " · tuner";
     T.setText(title, e.name);
     T.setBadge(stateBadge, e.state);
+    T.setText(stateReason, e.state_reason || "");
+    stateReason.hidden = !e.state_reason;
     buttons.pause.hidden = e.state !== "running";
     buttons.resume.hidden = e.state !== "paused";
     buttons.cancel.hidden = !(e.state === "running" || e.state === "paused");

@@ -103,11 +103,13 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
       T.setText(tr._c[1], typeof p[1] === "number" ? T.fmtValue(p[1]) : JSON.stringify(p[1]));
     });
 
-    const xs = t.reports.map((r) => r.step);
-    const ys = t.reports.map((r) => r.value);
+    const current = t.reports.filter((r) => r.superseded_by_job_id == null);
+    const replaced = t.reports.filter((r) => r.superseded_by_job_id != null);
+    const xs = current.map((r) => r.step);
+    const ys = current.map((r) => r.value);
     const rungX = [];
     const rungY = [];
-    const stepValue = new Map(t.reports.map((r) => [r.step, r.value]));
+    const stepValue = new Map(current.map((r) => [r.step, r.value]));
     for (const j of t.jobs) {
       if (stepValue.has(j.to_resource) && !rungX.includes(j.to_resource)) {
         rungX.push(j.to_resource);
@@ -119,6 +121,9 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
     Plotly.react(curveDiv, [
       { type, mode: "lines", x: xs, y: ys, name: "reports", line: { color: "#2563eb", width: 2 },
         hovertemplate: "step %{x}<br>value %{y}<extra></extra>" },
+      { type, mode: "markers", x: replaced.map((r) => r.step), y: replaced.map((r) => r.value),
+        name: "superseded", marker: { size: 5, color: "#9ca3af" },
+        hovertemplate: "step %{x}<br>value %{y}<br>superseded by a retry<extra></extra>" },
       { type, mode: "markers", x: rungX, y: rungY, name: "rungs",
         marker: { size: 9, color: "#facc15", line: { color: "#111827", width: 1 } },
         hovertemplate: "rung at %{x}<br>value %{y}<extra></extra>" },
@@ -126,8 +131,9 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", showlegend: false,
       xaxis: { title: { text: "resource (step)" } }, yaxis: { title: { text: "value" } } },
     T.plotConfig);
-    T.setText(curveNote, t.reports.length + " reports; yellow markers: the end of each job "
-      + "(a rung).");
+    T.setText(curveNote, current.length + " reports; yellow markers: the end of each job "
+      + "(a rung)" + (replaced.length ? "; grey: " + replaced.length + " values a retry "
+      + "reported again (superseded)." : "."));
 
     T.patchRows(rungs.tbody, t.rung_values, (r) => r.bracket + "." + r.rung, cells(5), (tr, r) => {
       T.setText(tr._c[0], r.bracket); T.setText(tr._c[1], r.rung);

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Select,
     Update,
     bindparam,
+    delete,
     exists,
     func,
     insert,
@@ -48,6 +49,7 @@ from tuner.storage.sql.tables import (
     RESULT,
     RUNG_RESULTS,
     RUNGS,
+    SUPERSEDED_REPORTS,
     TRIAL,
     TRIAL_COLUMNS,
     TRIALS,
@@ -187,6 +189,18 @@ END_JOB = (
     .where(JOB.id == JOB_ID, one_of(JOB.state, LIVE_JOB_STATES))
     .values(state=bindparam("v_state"), ended_at=bindparam("v_now"))
 )
+#: The states of an experiment's jobs that ended DONE or FAILED since its state changed.
+RECENT_JOB_ENDS = (
+    select(JOB.state)
+    .join(EXPERIMENTS, EXP.id == JOB.experiment_id)
+    .where(
+        JOB.experiment_id == EXPERIMENT_ID,
+        one_of(JOB.state, (JobState.DONE, JobState.FAILED)),
+        JOB.ended_at >= EXP.updated_at,
+    )
+    .order_by(JOB.ended_at.desc(), JOB.id.desc())
+    .limit(bindparam("limit_", type_=Integer))
+)
 EXPIRE_JOB = (
     update(JOBS)
     .where(JOB.id == JOB_ID, *guards.lease_has_expired())
@@ -207,6 +221,17 @@ ACTIVE_JOB_OF_TRIAL = (
 GET_REPORT = select(*REPORT_COLUMNS).where(
     REPORT.trial_id == TRIAL_ID, REPORT.step == bindparam("step_", type_=Integer)
 )
+#: A report taken out of ``reports`` (by the job that wrote it), to be kept as superseded.
+TAKE_REPORT = (
+    delete(REPORTS)
+    .where(
+        REPORT.trial_id == TRIAL_ID,
+        REPORT.step == bindparam("step_", type_=Integer),
+        REPORT.job_id == JOB_ID,
+    )
+    .returning(REPORT.value, REPORT.value_kind, REPORT.metrics, REPORT.created_at)
+)
+KEEP_SUPERSEDED = insert(SUPERSEDED_REPORTS)
 GET_RUNG_RESULT = select(RUNG_RESULTS).where(
     RESULT.trial_id == TRIAL_ID, RESULT.rung == bindparam("rung_", type_=Integer)
 )

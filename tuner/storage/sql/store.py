@@ -68,6 +68,7 @@ from tuner.storage.sql.statements import (
     GET_TRIAL_BY_NUMBER,
     HAS_PARAMS,
     INSERT_DECISION,
+    KEEP_SUPERSEDED,
     LEASE_JOB,
     LEAVE_RUNG,
     LOAD_JOB_AT_END,
@@ -75,8 +76,10 @@ from tuner.storage.sql.statements import (
     LOCK_EXPERIMENT,
     NEXT_QUEUED,
     NUMBER_TRIAL,
+    RECENT_JOB_ENDS,
     RENEW_FOR_STEP,
     RENEW_LEASE,
+    TAKE_REPORT,
     UNFINISHED,
     WHY_NOT_LEFT,
     statements_for,
@@ -222,9 +225,17 @@ class SqlStore:
         experiment = self.cache.experiments.get(experiment_id)
         return experiment if experiment is not None else self.get_experiment(experiment_id)
 
-    def set_experiment_state(self, experiment_id: int, state: ExperimentState, now: float) -> None:
+    def set_experiment_state(
+        self, experiment_id: int, state: ExperimentState, now: float, reason: str | None = None
+    ) -> None:
         ended = now if state.is_finished() else None
-        self._experiment_changed(experiment_id, state=state, ended_at=ended, updated_at=now)
+        self._experiment_changed(
+            experiment_id, state=state, ended_at=ended, updated_at=now, state_reason=reason
+        )
+
+    def recent_job_ends(self, experiment_id: int, limit: int) -> list[JobState]:
+        rows = self.execute(RECENT_JOB_ENDS, {"e_id": experiment_id, "limit_": limit})
+        return [JobState(state) for (state,) in rows]
 
     def set_scheduler_state(self, experiment_id: int, state: dict[str, Any]) -> None:
         self._experiment_changed(experiment_id, scheduler_state=dict(state))
@@ -480,6 +491,23 @@ class SqlStore:
             return None
         job_id, step, value, kind, metrics, created_at = tuple(row)
         return Report(trial_id, job_id, step, report_value(value, kind), dict(metrics), created_at)
+
+    def supersede_report(self, stored: Report, by_job_id: int, now: float) -> None:
+        # DELETE ... RETURNING: of two transactions moving the same row, one gets it.
+        params = {"t_id": stored.trial_id, "step_": stored.step, "j_id": stored.job_id}
+        row = self.execute(TAKE_REPORT, params).first()
+        if row is None:
+            return
+        value, kind, metrics, created_at = tuple(row)
+        self.execute(
+            KEEP_SUPERSEDED,
+            {
+                "trial_id": stored.trial_id, "job_id": stored.job_id, "step": stored.step,
+                "value": value, "value_kind": kind, "metrics": metrics,
+                "created_at": created_at, "superseded_by_job_id": by_job_id,
+                "superseded_at": now,
+            },
+        )
 
     def add_report(self, report: Report) -> None:
         value, kind = split_value(report.value)

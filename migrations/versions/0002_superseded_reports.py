@@ -1,0 +1,66 @@
+"""Superseded reports (a retry's report of a step an ended job reported keeps the old value
+as history) and the reason the service gave an experiment its state (a breaker's pause).
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-05
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_VALUE_KINDS = ("finite", "nan", "inf", "-inf")
+
+
+def _fk(column: str, table: str, target: str) -> sa.ForeignKeyConstraint:
+    return sa.ForeignKeyConstraint(
+        [column], [f"{target}.id"], name=f"fk_{table}_{column}_{target}", ondelete="CASCADE"
+    )
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("experiments") as batch:
+        batch.add_column(sa.Column("state_reason", sa.Text(), nullable=True))
+    op.create_table(
+        "superseded_reports",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("trial_id", sa.Integer(), nullable=False),
+        sa.Column("job_id", sa.Integer(), nullable=False),
+        sa.Column("step", sa.Integer(), nullable=False),
+        sa.Column("value", sa.Float(), nullable=True),
+        sa.Column(
+            "value_kind",
+            sa.Enum(
+                *_VALUE_KINDS, name="valuekind", native_enum=False, length=32,
+                create_constraint=False,
+            ),
+            nullable=False,
+        ),
+        sa.Column("metrics", sa.JSON(), nullable=False),
+        sa.Column("created_at", sa.Float(), nullable=False),
+        sa.Column("superseded_by_job_id", sa.Integer(), nullable=False),
+        sa.Column("superseded_at", sa.Float(), nullable=False),
+        _fk("job_id", "superseded_reports", "jobs"),
+        _fk("superseded_by_job_id", "superseded_reports", "jobs"),
+        _fk("trial_id", "superseded_reports", "trials"),
+        sa.PrimaryKeyConstraint("id", name="pk_superseded_reports"),
+    )
+    op.create_index(
+        "ix_superseded_reports_trial_id", "superseded_reports", ["trial_id"]
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_superseded_reports_trial_id", table_name="superseded_reports")
+    op.drop_table("superseded_reports")
+    with op.batch_alter_table("experiments") as batch:
+        batch.drop_column("state_reason")
