@@ -146,6 +146,55 @@ def test_agent_killed_mid_job_trial_resumes_from_checkpoint_elsewhere(
     assert resumed["cuda"] == ""  # a CPU slot hides the GPUs
 
 
+def test_a_lost_workers_retry_reports_again_and_the_trial_goes_on(
+    shared_server: Server, agents: Agents
+) -> None:
+    """The retry of a lost worker's job starts from the last checkpoint (step 3), so it
+    reports steps 4 and 5 again with other values (the noise differs per run). Those are
+    stored as the current values, the first run's kept as superseded history, and the trial
+    is trained to its rung instead of failing on ``duplicate_report``."""
+    server = shared_server
+    doc = small_document(
+        name="agent-retry-values",
+        budget={"max_trials": 1},
+        lease_ttl_s=3,
+        max_retries=1,
+        scheduler={"type": "asha", "eta": 3, "min_resource": 8, "max_resource": 9},
+    )
+    env = {"NOISE": "1", "CHECKPOINT_EVERY": "3"}
+    with server.client() as client:
+        experiment = client.submit(doc)
+        first = agents.start(server, experiment.id, STEP_S="0.4", **env)
+        agents.wait_for(lambda: len(agents.events("report")) >= 5, 30, "five reports")
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        started = agents.events("start")[0]
+        agents.wait_for(lambda: not _alive(started["pid"]), 5, "the orphan to die")
+        reported_first = {e["step"]: e["value"] for e in agents.events("report")}
+
+        second = agents.start(server, experiment.id, "--exit-when-done", STEP_S="0.05", **env)
+        assert second.wait(60) == 0
+        info = client.get_experiment(experiment.id)
+        trial = client.get_trial(started["trial_id"])
+    # Trained to its rung (a rung of one promotes nothing, so it ends stopped), not failed.
+    assert info.state == "completed" and trial.state == "stopped" and trial.retries == 1
+    assert [j.state for j in trial.jobs] == ["expired", "done"]
+    resumed = agents.events("start")[1]
+    assert resumed["from_resource"] == 3 and resumed["checkpoint"].endswith("step-3.txt")
+    second_job = resumed["job_id"]
+    again = sorted(s for s in reported_first if s > 3)
+    assert again, "the first run was killed before it passed its checkpoint"
+    superseded = [r for r in trial.reports if r.superseded_by_job_id is not None]
+    assert [(r.step, r.job_id, r.superseded_by_job_id) for r in superseded] == [
+        (step, started["job_id"], second_job) for step in again
+    ]
+    for r in superseded:  # the first run's values, kept
+        assert r.value == pytest.approx(reported_first[r.step])
+    current = {r.step: r for r in trial.reports if r.superseded_by_job_id is None}
+    assert sorted(current) == list(range(1, 9))
+    assert all(current[step].job_id == second_job for step in again)
+
+
 def test_agent_stop_decision_ends_the_command_within_two_seconds(
     shared_server: Server, agents: Agents
 ) -> None:

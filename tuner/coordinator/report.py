@@ -66,7 +66,8 @@ def report(
     lease is live or after the decision that ended the job; another value is a
     :class:`DuplicateReport`. A step that an earlier job of the trial reported (this job is
     a retry from an earlier checkpoint) is stored again: the old report is kept as
-    superseded history (:func:`tuner.protocol.supersedes`). A step outside ``(from_resource, to_resource]`` is
+    superseded history (:func:`tuner.protocol.supersedes`). A step outside
+    ``(from_resource, to_resource]`` is
     :class:`OutOfRange`. A non-finite value stops the trial (ranked worst at its rung). In the
     stopping form, a report at or past a rung's resource is judged at each rung it reached,
     in order (:func:`tuner.protocol.plan_report` says which).

@@ -1,11 +1,13 @@
-"""A training script for agent tests: one step every STEP_S seconds, a checkpoint file per
-step, and a JSON line per event in RUN_LOG (what it was given, what it reported)."""
+"""A training script for agent tests: one step every STEP_S seconds, a checkpoint file every
+CHECKPOINT_EVERY steps (default 1), and a JSON line per event in RUN_LOG (what it was given,
+what it reported). NOISE=1 adds noise that differs between runs, as real training does."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -40,13 +42,19 @@ def main() -> int:
         log(event="resumed", step=resumed)
     directory = Path(job.checkpoint_dir or ".")
     lr = float(job.params.get("lr", 0.01))
+    every = int(os.environ.get("CHECKPOINT_EVERY", "1"))
+    noise = random.Random().uniform(0, 1e-3) if os.environ.get("NOISE") == "1" else 0.0
+    checkpoint: Path | None = None
     for step in range(job.from_resource + 1, job.to_resource + 1):
         time.sleep(step_s)
-        checkpoint = directory / f"step-{step}.txt"
-        checkpoint.write_text(str(step))
-        loss = abs(math.log10(lr) + 2.0) + 1.0 / step
-        decision = job.report(step, loss, checkpoint=str(checkpoint))
-        log(event="report", step=step, decision=str(decision.kind))
+        saved = None
+        if step % every == 0:
+            checkpoint = directory / f"step-{step}.txt"
+            checkpoint.write_text(str(step))
+            saved = str(checkpoint)
+        loss = abs(math.log10(lr) + 2.0) + 1.0 / step + noise
+        decision = job.report(step, loss, checkpoint=saved)
+        log(event="report", step=step, job_id=job.job_id, value=loss, decision=str(decision.kind))
         print(f"step {step} loss {loss:.4f}", flush=True)  # noqa: T201 - the output under test
         if job.should_stop and not ignore_stop:
             return 0
@@ -54,7 +62,7 @@ def main() -> int:
         while True:
             time.sleep(0.1)
     if os.environ.get("NO_COMPLETE") != "1":
-        job.complete(checkpoint=str(checkpoint))
+        job.complete(checkpoint=None if checkpoint is None else str(checkpoint))
     return int(os.environ.get("EXIT_CODE", "0"))
 
 
