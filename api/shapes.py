@@ -149,6 +149,7 @@ def trial_detail_out(detail: TrialDetail, sign: float) -> TrialDetailOut:
                 id=j.id, rung=j.rung, from_resource=j.from_resource, to_resource=j.to_resource,
                 state=j.state.value, attempt=j.attempt, worker_id=j.worker_id,
                 lease_expires_at=iso_or_none(j.lease_expires_at), created_at=iso(j.created_at),
+                ended_at=iso_or_none(detail.jobs_ended_at.get(j.id)),
             )
             for j in detail.jobs
         ],

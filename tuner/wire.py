@@ -321,6 +321,7 @@ class JobSummaryOut(BaseModel):
     worker_id: str | None
     lease_expires_at: datetime | None
     created_at: datetime
+    ended_at: datetime | None = None
 
 
 class TrialDetailOut(TrialOut):

@@ -113,7 +113,7 @@ def test_every_page_loads_without_errors(browser: Any, seeded: Seeded, viewport:
         tab.shot(f"experiment-running-{size[0]}x{size[1]}")
         best = api(seeded, f"/api/v1/experiments/{seeded.finished}")["progress"]["best"]
         page = tab.open(f"/ui/trials/{best['trial_id']}")
-        assert chart_traces(page, "#trial-curve") == 2
+        assert chart_traces(page, "#trial-curve") == 3  # reports, superseded, rungs
         assert page.locator("#decisions-table tbody tr").count() >= 3
         assert "<b>loss</b>" in page.inner_text("#trial-output")  # output shown as text
         tab.shot(f"trial-{size[0]}x{size[1]}")
@@ -215,6 +215,75 @@ def test_live_updates_patch_the_page_without_reload(browser: Any, seeded: Seeded
             timeout=5_000)  # one poll (2 s) later
         assert page.locator("#decisions-table tbody tr:not(.empty)").count() > n
         assert page.evaluate("() => window.__marker") == 1
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def test_a_paused_experiment_says_why_until_resumed(browser: Any, seeded: Seeded) -> None:
+    """The breaker's pause shows its reason on the experiment page (with the last error);
+    Resume clears it."""
+    doc = {**driver.asha_document("breaker-demo", max_trials=5), "pause_after_failures": 2}
+    experiment_id = driver.create_experiment(seeded.base, doc)
+    with driver.client(seeded.base) as c:
+        for _ in range(2):
+            job = c.post(f"/api/v1/experiments/{experiment_id}/claims", json={}).json()
+            c.post(f"/api/v1/jobs/{job['job_id']}/fail", json={
+                "lease_token": job["lease_token"],
+                "error": "Traceback ...\nModuleNotFoundError: No module named 'torch'",
+            }).raise_for_status()
+    tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["desktop"])
+    try:
+        page = tab.open(f"/ui/experiments/{experiment_id}")
+        reason = page.locator("#exp-state-reason")
+        reason.wait_for(state="visible")
+        assert "last 2 jobs failed" in reason.inner_text()
+        assert "No module named 'torch'" in reason.inner_text()
+        assert page.inner_text("#exp-state") == "paused"
+        tab.shot("experiment-paused-by-breaker-1280x800")
+        page.click("#action-resume")
+        page.click("#confirm-yes")
+        reason.wait_for(state="hidden")
+        assert api(seeded, f"/api/v1/experiments/{experiment_id}")["state_reason"] is None
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def test_a_retrys_values_replace_the_first_runs_on_the_trial_page(
+    browser: Any, seeded: Seeded
+) -> None:
+    """Steps a retry reported again show the current value on the line and the first run's
+    as grey markers, and the note says how many."""
+    experiment_id = driver.create_experiment(
+        seeded.base, driver.asha_document("retry-demo", form="stopping", max_trials=1)
+    )
+    with driver.client(seeded.base) as c:
+        job = c.post(f"/api/v1/experiments/{experiment_id}/claims", json={}).json()
+        for step, value in [(1, 0.9), (2, 0.8), (3, 0.7)]:
+            body = {"lease_token": job["lease_token"], "step": step, "value": value}
+            if step == 1:
+                body["checkpoint"] = "ckpt-1"
+            c.post(f"/api/v1/jobs/{job['job_id']}/reports", json=body).raise_for_status()
+        c.post(f"/api/v1/jobs/{job['job_id']}/fail",
+               json={"lease_token": job["lease_token"], "error": "oom"}).raise_for_status()
+        retry = c.post(f"/api/v1/experiments/{experiment_id}/claims", json={}).json()
+        for step, value in [(2, 0.85), (3, 0.75), (4, 0.6)]:
+            body = {"lease_token": retry["lease_token"], "step": step, "value": value}
+            c.post(f"/api/v1/jobs/{retry['job_id']}/reports", json=body).raise_for_status()
+    tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["desktop"])
+    try:
+        page = tab.open(f"/ui/trials/{job['trial_id']}")
+        page.wait_for_function("() => document.querySelector('#trial-curve').data")
+        ys = page.evaluate(
+            "() => document.querySelector('#trial-curve').data.map(t => Array.from(t.y))")
+        assert ys[0] == [0.9, 0.85, 0.75, 0.6]  # the current values
+        assert ys[1] == [0.8, 0.7]  # the first run's, superseded
+        assert "2 values a retry reported again" in page.inner_text("main")
+        first_job = page.locator("#jobs-table tbody tr").first  # failed: it shows its end
+        assert "failed" in first_job.inner_text()
+        assert "UTC" in first_job.locator("td").last.inner_text()
+        tab.shot("trial-superseded-1280x800")
         assert tab.errors == []
     finally:
         tab.close()

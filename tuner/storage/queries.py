@@ -127,6 +127,7 @@ class TrialDetail:
     decisions: list[DecisionRecord]
     jobs: list[Job]
     output_tail: str | None
+    jobs_ended_at: dict[int, float | None] = field(default_factory=dict)  # by job id
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,13 +326,14 @@ def trial_detail(session: Session, trial_id: int, max_reports: int = 10_000) -> 
             select(DecisionRow).where(DecisionRow.trial_id == trial_id).order_by(DecisionRow.id)
         )
     ]
-    jobs = [
-        job_from_row(j)
-        for j in session.scalars(
-            select(JobRow).where(JobRow.trial_id == trial_id).order_by(JobRow.id)
-        )
-    ]
-    return TrialDetail(trial_from_row(row), reports, rung_results, decisions, jobs, row.output_tail)
+    job_rows = list(
+        session.scalars(select(JobRow).where(JobRow.trial_id == trial_id).order_by(JobRow.id))
+    )
+    return TrialDetail(
+        trial_from_row(row), reports, rung_results, decisions,
+        [job_from_row(j) for j in job_rows], row.output_tail,
+        {j.id: j.ended_at for j in job_rows},
+    )
 
 
 def _point(row: ReportRow) -> ReportPoint:
