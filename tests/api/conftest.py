@@ -4,6 +4,7 @@ a real uvicorn server in a subprocess (``live_server``)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,23 +109,22 @@ class LiveServer(UvicornServer):
     def __init__(self, db_url: str, log_path: Path, **env: str) -> None:
         super().__init__(db_url, log_path, ADMIN_TOKEN, **{"TUNER_REAPER_INTERVAL_S": "0.5", **env})
 
-    def start(self, timeout_s: float = 30.0) -> LiveServer:
-        super().start(timeout_s)
-        return self
-
 
 @pytest.fixture
 def live_server_factory(db_url: str, tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    servers: list[LiveServer] = []
+    """Start servers on the test's database; every one is stopped afterwards, whatever the
+    test did (a failed start stops its own)."""
+    with ExitStack() as stopping:
+        count = 0
 
-    def start(**env: str) -> LiveServer:
-        server = LiveServer(db_url, tmp_path / f"server{len(servers)}.log", **env).start()
-        servers.append(server)
-        return server
+        def start(**env: str) -> LiveServer:
+            nonlocal count
+            server = LiveServer(db_url, tmp_path / f"server{count}.log", **env)
+            count += 1
+            stopping.callback(server.stop)  # registered before it starts: nothing escapes
+            return server.start()
 
-    yield start
-    for server in servers:
-        server.stop()
+        yield start
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,6 @@ class Server(ServerProcess):
     def command(self) -> list[str]:
         return tuner_command("server", "--port", str(self.port), "--db", self.db_url)
 
-    def start(self, timeout_s: float = 60.0) -> Server:
-        super().start(timeout_s)
-        return self
-
     def client(self, token: str = ADMIN_TOKEN, **kwargs: Any) -> Client:
         return Client(self.url, token, **kwargs)
 
@@ -72,26 +69,30 @@ class Server(ServerProcess):
 ServerFactory = Callable[..., Server]
 
 
-def _make_factory(template: Path, directory: Path) -> tuple[ServerFactory, list[Server]]:
-    servers: list[Server] = []
+@contextmanager
+def _servers(template: Path, directory: Path) -> Iterator[ServerFactory]:
+    """A factory of servers, each on a fresh copy of ``template``; on leaving, every server
+    it made is stopped, whatever happened (a failed start stops its own)."""
+    with ExitStack() as stopping:
+        count = 0
 
-    def start(**env: str) -> Server:
-        db = directory / f"server{len(servers)}.db"
-        shutil.copy(template, db)
-        server = Server(db, directory / f"server{len(servers)}.log", **env).start()
-        servers.append(server)
-        return server
+        def start(**env: str) -> Server:
+            nonlocal count
+            db = directory / f"server{count}.db"
+            shutil.copy(template, db)
+            server = Server(db, directory / f"server{count}.log", **env)
+            count += 1
+            stopping.callback(server.stop)  # registered before it starts: nothing escapes
+            return server.start()
 
-    return start, servers
+        yield start
 
 
 @pytest.fixture
 def server_factory(sqlite_template: Path, tmp_path: Path) -> Iterator[ServerFactory]:
     """Start fresh servers (each on its own database); all are stopped afterwards."""
-    start, servers = _make_factory(sqlite_template, tmp_path)
-    yield start
-    for server in servers:
-        server.stop()
+    with _servers(sqlite_template, tmp_path) as start:
+        yield start
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,5 @@ def shared_server(
     sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """One server for a whole test module (tests use their own experiments)."""
-    start, servers = _make_factory(sqlite_template, tmp_path_factory.mktemp("server"))
-    yield start()
-    for server in servers:
-        server.stop()
+    with _servers(sqlite_template, tmp_path_factory.mktemp("server")) as start:
+        yield start()
