@@ -16,6 +16,7 @@ logs, the database and the API.
 Usage::
 
     .venv/bin/python bench/faults.py [--seconds 50] [--only postgres,sqlite,postgres-2]
+        [--faults kill_worker,zombie,kill_server,pg_terminate] [--client-faults dup,reorder,drop]
         [--postgres URL] [--keep DIR] [--source DIR]
 
 ``--source``: run the servers from another checkout (e.g. ``git archive HEAD``), so that
@@ -130,6 +131,12 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(SCENARIOS),
                         help="comma-separated runs: " + ", ".join(SCENARIOS))
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES)
+    parser.add_argument("--faults", default=",".join(FAULTS),
+                        help="server-side faults, in turn: " + ", ".join(FAULTS) + " (or none)")
+    parser.add_argument("--client-faults", default="dup,reorder,drop",
+                        help="what workers do to their own calls: dup (send twice), reorder "
+                        "(two steps swapped, an old step sent again later), drop (answer "
+                        "dropped, sent again), or none; each at 5%% of reports")
     parser.add_argument("--fault-every", type=float, default=4.0, help="seconds between faults")
     parser.add_argument("--workers", type=int, default=6, help="worker processes per run")
     parser.add_argument("--same-values", action="store_true",
@@ -147,17 +154,28 @@ def main() -> int:
     ok = False
     with interrupt_as_exception():
         try:
+            wanted = set(args.faults.split(",")) - {"none", ""}
+            client = set(args.client_faults.split(",")) - {"none", ""}
+            unknown = (wanted - set(FAULTS)) | (client - {"dup", "reorder", "drop"})
+            if unknown:
+                parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
             for label in args.only.split(","):
+                base = SCENARIOS[label]
                 cfg = replace(
-                    SCENARIOS[label], seconds=args.seconds, postgres=args.postgres,
+                    base, faults=tuple(f for f in base.faults if f in wanted),
+                    p_dup=0.05 * ("dup" in client), p_reorder=0.05 * ("reorder" in client),
+                    p_drop=0.05 * ("drop" in client),
+                    seconds=args.seconds, postgres=args.postgres,
                     fault_every_s=args.fault_every, worker_processes=args.workers,
                     per_job_values=not args.same_values, source=args.source.resolve(),
                     seed=args.seed,
                 )
                 t0 = time.monotonic()
                 console.print(f"[bold]{label}[/bold]: {cfg.replicas} server process(es), "
-                              f"{cfg.worker_processes} workers, faults {', '.join(cfg.faults)} "
-                              f"every {cfg.fault_every_s:.0f} s for {cfg.seconds:.0f} s")
+                              f"{cfg.worker_processes} workers, faults "
+                              f"{', '.join(cfg.faults) or 'none'} every "
+                              f"{cfg.fault_every_s:.0f} s for {cfg.seconds:.0f} s; workers' "
+                              f"own: {', '.join(sorted(client)) or 'none'}")
                 with Fleet(cfg, workdir / label, say=console.print) as fleet:
                     fleet.run()
                     console.print(f"[{label}] checking invariants")

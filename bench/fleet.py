@@ -295,6 +295,7 @@ class Fleet:
         self.pending: list[tuple[float, Callable[[], None]]] = []
         self.n_names = 0
         self.fault_index = 0
+        self.server_kills = 0  # the replica each server kill hits, in turn
         self.token = ""
         self.db_url = ""
         self.engine: Engine | None = None
@@ -475,7 +476,7 @@ class Fleet:
                     self.spawn_workers()
                 else:
                     w.proc.send_signal(signal.SIGSTOP)
-                    w.stopped_at = time.time()
+                    w.stopped_at = event["stop_t"] = time.time()
                     pause_s = self.cfg.lease_ttl_s + 2 * self.cfg.reaper_interval_s + 1.5
                     event["pause_s"] = pause_s
 
@@ -491,7 +492,8 @@ class Fleet:
             if not alive:
                 event["skipped"] = "no server up"
             else:
-                server = alive[self.fault_index % len(alive)]
+                server = alive[self.server_kills % len(alive)]
+                self.server_kills += 1
                 server.kill()
                 event.update(server=server.name)
 

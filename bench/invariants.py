@@ -150,7 +150,7 @@ def check_run(fleet: Fleet, api_sample: int | None = None) -> Findings:
         "checkpoints": _check_checkpoints(facts, leases, calls),
         "final": _check_final(facts, fleet.cfg.cancel_at_end),
         "budgets": _check_budgets(facts),
-        "repeat_answers": _check_repeat_answers(calls),
+        "repeat_answers": _check_repeat_answers(LeaseBounds(facts, leases, calls, ttl), calls),
     }
     claims = [{"kind": "claim", "status": 200, "code": "", "ts": x["ts"], "tr": x["tr"]}
               for x in leases]
@@ -225,6 +225,32 @@ def _check_acked(fleet: Fleet, facts: Facts, calls: list[dict[str, Any]],
 
 
 # ---- leases ------------------------------------------------------------------------------
+class LeaseBounds:
+    """The latest a job's lease can run out, as far as the calls before a moment show: the
+    claim's ``lease_expires_at``, each accepted call answered by then (renewed at most at
+    its answer) and each write of the job (renewed at its ``created_at``), plus TTL."""
+
+    def __init__(self, facts: Facts, leases: list[dict[str, Any]],
+                 calls: list[dict[str, Any]], ttl: float) -> None:
+        self.ttl = ttl
+        self.until = {lease["job"]: lease["until"] for lease in leases}
+        self.answered: dict[int, list[tuple[float, float]]] = defaultdict(list)
+        for c in calls:
+            if c["status"] == 200 and c.get("job") is not None:
+                self.answered[c["job"]].append((c["ts"], c["tr"]))
+        self.writes: dict[int, list[float]] = defaultdict(list)
+        for r in [*facts.reports, *facts.superseded]:
+            self.writes[r.job_id].append(r.created_at)
+
+    def upper(self, job: int, before: float, call: dict[str, Any] | None = None) -> float:
+        """Renewals that may have been handled before ``before`` (``call`` itself apart)."""
+        own = (call["ts"], call["tr"]) if call is not None and call["status"] == 200 else None
+        return max([self.until.get(job, -math.inf),
+                    *(tr + self.ttl for ts, tr in self.answered.get(job, [])
+                      if ts < before and (ts, tr) != own),
+                    *(t + self.ttl for t in self.writes.get(job, []) if t < before)])
+
+
 def _check_leases(facts: Facts, leases: list[dict[str, Any]], calls: list[dict[str, Any]],
                   ttl: float) -> dict[str, Check]:
     by_job: dict[int, list[dict[str, Any]]] = defaultdict(list)
@@ -245,6 +271,7 @@ def _check_leases(facts: Facts, leases: list[dict[str, Any]], calls: list[dict[s
                    if c["kind"] == "heartbeat" and c["status"] == 200
                    and c.get("decision") == "continue"] + writes.get(lease["job"], [])
         end = max([lease["until"], *(t + ttl for t in renewed)])
+        # Any completion sent (answered, dropped, or in flight when its worker was killed).
         ending = [c["ts"] for c in job_calls if c["kind"] == "complete" or (
             c["status"] == 200 and c.get("decision") in ("stop", "pause", "complete"))]
         if ending:
@@ -302,19 +329,18 @@ def _check_leases(facts: Facts, leases: list[dict[str, Any]], calls: list[dict[s
     # No call accepted after every bound on its lease had passed (a repeat apart).
     late = Check("accepted_after_lease_end")
     stored = {(r.trial_id, r.step): r for r in facts.reports}
-    until = {lease["job"]: lease["until"] for lease in leases}
+    bounds = LeaseBounds(facts, leases, calls, ttl)
     n_repeats = 0
     for job, job_calls in by_job.items():
-        if job not in until:
+        if job not in bounds.until:
             continue
-        accepted = [c for c in job_calls if c["status"] == 200]
-        for c in accepted:
+        for c in job_calls:
+            if c["status"] != 200:
+                continue
             late.checked += 1
-            # Renewals before c was handled: answered calls sent before c's answer came
-            # (renewed at most at their answer), and writes of the job (dropped calls too).
-            bound = max([until[job], *(r["tr"] + ttl for r in accepted
-                                       if r is not c and r["ts"] < c["tr"]),
-                         *(t + ttl for t in writes.get(job, []) if t < c["tr"])])
+            # Renewals that may have been handled before c was: calls sent before c's answer
+            # came, and writes of the job (a dropped call's too).
+            bound = bounds.upper(job, c["tr"], c)
             if c["ts"] <= bound + EPS:
                 continue
             row = stored.get((c["trial"], c.get("step")))
@@ -460,14 +486,21 @@ def _check_budgets(facts: Facts) -> Check:
     return check
 
 
-def _check_repeat_answers(calls: list[dict[str, Any]]) -> Check:
-    """A call sent again (its answer dropped, or sent twice on purpose) is answered as the
-    first was: the same decision. Soft: a different answer loses nothing, but misleads."""
+def _check_repeat_answers(bounds: LeaseBounds, calls: list[dict[str, Any]]) -> Check:
+    """A call sent again (its answer dropped, or sent twice on purpose) while its lease may
+    still be live is answered as the first was: the same decision. Soft: a different answer
+    loses nothing, but misleads."""
     check = Check("repeat_answers", hard=False)
     answers: Counter[str] = Counter()
+    dropped: dict[tuple[int, str, int | None], float] = {}
     for c in calls:
+        if c.get("fault") == "dropped":
+            dropped[(c["job"], c["kind"], c.get("step"))] = c["ts"]
         if c.get("fault") not in ("dup2", "drop"):
             continue
+        if c["fault"] == "drop" and \
+                c["ts"] - dropped.get((c["job"], c["kind"], c.get("step")), -math.inf) > 1.0:
+            continue  # sent again after an outage: its lease may have run out meanwhile
         check.checked += 1
         if c["fault"] == "dup2":
             same = c["status"] == 200 and c.get("decision") == c.get("first")
@@ -477,8 +510,10 @@ def _check_repeat_answers(calls: list[dict[str, Any]]) -> Check:
             same = c["status"] == 200
             label = f"{c['kind']} sent again after a dropped answer: " + (
                 c.get("decision") if c["status"] == 200 else f"{c['status']} {c['code']}")
-        if c["status"] == 0:
-            check.checked -= 1  # no answer at all (a server down): nothing to compare
+        if c["status"] == 0 or c["ts"] > bounds.upper(c["job"], c["ts"]) + EPS:
+            # No answer at all (a server down), or sent after the lease surely ran out (its
+            # worker was stopped meanwhile): a refusal is the right answer then.
+            check.checked -= 1
             continue
         answers[label] += 1
         if not same:
@@ -511,10 +546,11 @@ def _fault_counts(fleet: Fleet, facts: Facts,
                 first_call[c["job"]] = min(first_call.get(c["job"], math.inf), c["ts"])
         after: Counter[str] = Counter()
         for e in zombies:
-            cont = e.get("cont_t", math.inf)
+            # A stopped process sends nothing: what it sent after the stop, it sent awake.
+            stopped = e.get("stop_t", e["t"]) + 0.01
             names = set(e["names"])
             for c in calls:
-                if c["w"] in names and c["ts"] > cont and c.get("job") and \
+                if c["w"] in names and c["ts"] > stopped and c.get("job") and \
                         first_call.get(c["job"], math.inf) < e["t"] and c["status"] >= 0:
                     after[f"{c['kind']} {c['status']} {c['code'] or c.get('decision')}"] += 1
         out["zombie"] = {"injected": len(zombies), "skipped": skipped["zombie"],
@@ -537,7 +573,7 @@ def _fault_counts(fleet: Fleet, facts: Facts,
         out["pg_terminate"] = {"injected": len(terms),
                                "connections terminated": sum(e["terminated"] for e in terms),
                                "5xx or no answer within 3 s": dict(errors)}
-    dups = [c for c in calls if c.get("fault") == "dup2"]
+    dups = [c for c in calls if c.get("fault") == "dup2" and c["status"] != 0]
     out["duplicate"] = {"sent twice": len(dups),
                         "same answer": sum(1 for c in dups if c["status"] == 200
                                            and c.get("decision") == c.get("first")),
@@ -564,6 +600,8 @@ def _call_counts(calls: list[dict[str, Any]]) -> dict[str, Any]:
     by_kind: dict[str, list[float]] = defaultdict(list)
     status: Counter[str] = Counter()
     for c in calls:
+        if c["status"] == -2:
+            continue  # a completion about to be sent (bench/trainer.py)
         by_kind[c["kind"]].append(c["tr"] - c["ts"])
         status[f"{c['kind']} {c['status']}{' ' + c['code'] if c['code'] else ''}"] += 1
     return {"n": len(calls), "by_status": dict(status),

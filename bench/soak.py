@@ -64,7 +64,7 @@ def server_errors(workdir: Path) -> dict[str, int]:
 def figures(fleet: Fleet, leases: int, calls: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [c for c in calls if c["status"] == 200]
     errors = Counter(f"{c['kind']} {c['status']} {c['code']}".strip() for c in calls
-                     if c["status"] != 200)
+                     if c["status"] not in (200, -2))
     duration = max((c["tr"] for c in calls), default=fleet.started_at) - fleet.started_at
     start = {s.name: s.starts[0][1] for s in fleet.servers}
     end = next(x for x in reversed(fleet.samples) if x["when"] == "end")

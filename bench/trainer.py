@@ -11,9 +11,12 @@ raw socket that is closed without reading the answer, then sent again).
 
 Every call is written, as one JSON line flushed at once, to the process's log: what was
 sent, when (``time.time()`` before sending and after the answer, the clock the server's
-leases use), and what came back. ``bench/invariants.py`` checks the service against these
-logs, so a line is written after its answer arrives and before anything else happens: a
-worker killed with SIGKILL loses at most the record of its last call.
+leases use), and what came back (status -1: an answer dropped on purpose, 0: none came).
+``bench/invariants.py`` checks the service against these logs, so a line is written after
+its answer arrives and before anything else happens: a worker killed with SIGKILL loses at
+most the record of its last call. A completion, the one call that ends a job here, is also
+written before it is sent (status -2), so that a completion in flight when its worker was
+killed is known to have perhaps ended the job.
 
 Usage (started by ``bench/fleet.py``)::
 
@@ -296,6 +299,10 @@ class Worker:
                 await self.drop("complete", job, path, body, step=end, fault="dropped")
             elif u < opts.p_drop + opts.p_dup:
                 fault = "dup"
+            # Written before the call: a worker killed while its completion is in flight
+            # leaves this line, so the checks know the job may have ended then.
+            now = time.time()
+            self.record("complete", job, Answer(-2, None, now, now, "sending"), step=end)
             ans = await self.call("complete", job, path, body, step=end, fault=fault)
             if fault == "dup" and ans.status == 200:
                 await self.call("complete", job, path, body, step=end, fault="dup2",
