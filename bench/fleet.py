@@ -6,8 +6,9 @@ database, or a SQLite file), makes a worker token, starts worker processes
 (``bench/trainer.py``), keeps a few small experiments running (a new one when one ends),
 injects faults on a timer and, at the end, drains: no more faults, every experiment runs to
 its end, the workers exit. Every process it starts is stopped on every way out (the
-``with`` block, ``atexit``, Ctrl-C): servers with SIGTERM then SIGKILL, workers with SIGCONT
-then SIGKILL.
+``with`` block, ``atexit``, Ctrl-C, SIGTERM): servers with SIGTERM then SIGKILL, workers with
+SIGCONT then SIGKILL; and if the bench itself is killed, the kernel kills them
+(``PR_SET_PDEATHSIG``).
 
 Faults (:data:`FAULTS`): ``kill_worker`` (SIGKILL of a worker process that holds a job; a
 new one replaces it), ``zombie`` (SIGSTOP of a busy worker for longer than a lease plus a
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -78,6 +80,14 @@ def rss_kib(pid: int) -> int | None:
 
 
 # ---- processes ---------------------------------------------------------------------------
+def die_with_parent() -> None:
+    """In a child before it execs (Linux): SIGKILL it when the bench process dies, even by
+    SIGKILL, when no ``finally`` or ``atexit`` runs."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class Reaper:
     """Every process this module starts, stopped on the way out, whatever the way out is."""
 
@@ -145,6 +155,7 @@ class Server:
                  "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
                  "--log-level", "warning"],
                 cwd=self.source, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
             )
         REAPER.add(self.proc, gentle=True)
         while time.monotonic() - t0 < timeout_s:
@@ -361,7 +372,8 @@ class Fleet:
         }
         with (self.workdir / f"worker{index}.err").open("ab") as err:
             proc = subprocess.Popen([sys.executable, str(BENCH / "trainer.py"), json.dumps(opts)],
-                                    cwd=ROOT, stdout=err, stderr=subprocess.STDOUT)
+                                    cwd=ROOT, stdout=err, stderr=subprocess.STDOUT,
+                                    preexec_fn=die_with_parent)
         REAPER.add(proc, gentle=False)
         worker = WorkerProc(index, names, proc, log)
         self.workers.append(worker)
