@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tuner.coordinator import hash_token
 from tuner.errors import AuthError, Forbidden
+from tuner.storage.database import read_once_more_if_dead
 from tuner.tokens import RANK, Role, lookup_role
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,8 @@ class Authenticator:
         if role is not None:
             return role
         generation = self._generation
-        with self._factory.begin() as session:
-            role = lookup_role(session, token)
+        # Once more on a fresh connection if the pooled one died (a terminated backend).
+        role = read_once_more_if_dead(self._factory, lambda session: lookup_role(session, token))
         if role is not None:
             with self._lock:
                 if generation != self._generation:

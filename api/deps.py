@@ -14,12 +14,12 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Query, Request
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.metrics import Metrics
 from api.settings import Settings
 from api.writer import Writer
+from tuner.storage.database import read_once_more_if_dead
 
 T = TypeVar("T")
 
@@ -94,15 +94,10 @@ class Runtime:
     def read(self, operation: str, fn: Callable[[Session], T]) -> T:
         """Run ``fn`` in one read-only transaction (SQLite: a WAL snapshot, no write lock);
         once more on a fresh connection if the pooled one turned out dead."""
-        for attempt in (1, 2):
-            try:
-                with self.timed(operation), self.read_factory.begin() as session:
-                    return fn(session)
-            except DBAPIError as exc:
-                if attempt == 2 or not exc.connection_invalidated:
-                    raise
-                self.metrics.db_retries.labels(operation).inc()
-        raise AssertionError("unreachable")  # pragma: no cover
+        with self.timed(operation):
+            return read_once_more_if_dead(
+                self.read_factory, fn, self.metrics.db_retries.labels(operation).inc
+            )
 
 
 async def get_runtime(request: Request) -> Runtime:

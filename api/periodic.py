@@ -7,6 +7,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from sqlalchemy.exc import DBAPIError
+
 log = logging.getLogger(__name__)
 
 
@@ -36,5 +38,10 @@ class Periodic:
         while not self._stop.wait(self._interval_s):
             try:
                 self._fn(self._stop)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    log.exception("event=%s_failed", self.name)
+                else:  # a dropped connection: expected, and the next pass takes a fresh one
+                    log.warning("event=%s_failed detail=connection_lost", self.name)
             except Exception:
                 log.exception("event=%s_failed", self.name)

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from api.settings import Settings
 from tests.api.conftest import Api, _open_api
+from tests.conftest import DB_PARAMS
+from tuner import coordinator
+from tuner.domain import DecisionKind
+from tuner.storage.database import make_session_factory
 from tuner.storage.models import ExperimentRow
+from tuner.storage.sql import open_store
 
 
 def _run_job(api: Api, job: dict, value_at: float = 0.5) -> dict:
@@ -484,3 +492,72 @@ def test_the_breaker_can_be_turned_off(api: Api) -> None:
     for _ in range(4):
         _fail(api, api.claim(experiment["id"]).json())
     assert api.get(f"/experiments/{experiment['id']}").json()["state"] == "running"
+
+
+def test_a_completion_sent_again_after_a_promotion_gets_its_pause(api: Api) -> None:
+    """The first answer was ``pause``; the trial was then promoted and runs again. A resent
+    completion is answered ``pause`` again (the job's own decision), not ``continue`` (the
+    trial's state now), which would tell the worker to train a job that is over."""
+    experiment = api.create_experiment()
+    jobs = [api.claim(experiment["id"]).json() for _ in range(3)]
+    for job, value in zip(jobs, [0.1, 0.5, 0.9], strict=True):
+        _report(api, job, 1, value)
+        body = {"lease_token": job["lease_token"]}
+        assert api.post(f"/jobs/{job['job_id']}/complete", body).json()["decision"] == "pause"
+    promoted = api.claim(experiment["id"]).json()  # the best of three goes on
+    assert (promoted["trial_id"], promoted["rung"]) == (jobs[0]["trial_id"], 1)
+    again = api.post(f"/jobs/{jobs[0]['job_id']}/complete", {"lease_token": jobs[0]["lease_token"]})
+    assert again.status_code == 200 and again.json()["decision"] == "pause", again.text
+    assert again.json()["reason"]["rung"] == 0
+    repeat = api.post(
+        f"/jobs/{jobs[0]['job_id']}/reports",
+        {"lease_token": jobs[0]["lease_token"], "step": 1, "value": 0.1},
+    )
+    assert repeat.status_code == 200 and repeat.json()["decision"] == "pause"
+
+
+@pytest.mark.parametrize("db_url", [DB_PARAMS[1]], indirect=True)
+def test_a_completion_sent_again_while_the_first_is_handled_gets_its_answer(api: Api) -> None:
+    """PostgreSQL: the copy reads the job while the first copy holds the experiment's lock
+    (uncommitted), waits for the lock, then finds the job ended. It answers what the first
+    got, not 409 ``lease_expired``."""
+    experiment = api.create_experiment()
+    job = api.claim(experiment["id"]).json()
+    _report(api, job, 1, 0.5)
+    factory = make_session_factory(api.client.app.state.runtime.engine)  # type: ignore[attr-defined]
+    answers: list[object] = []
+
+    def copy() -> None:
+        try:
+            with factory.begin() as session:
+                answers.append(coordinator.complete(
+                    open_store(session), job["job_id"], job["lease_token"], time.time()
+                ))
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            answers.append(exc)
+
+    with factory.begin() as first:
+        decision = coordinator.complete(
+            open_store(first), job["job_id"], job["lease_token"], time.time()
+        )
+        second = threading.Thread(target=copy)
+        second.start()
+        _wait_for_a_lock_wait(first)  # the copy read the job and waits for the lock
+    second.join(60)
+    assert decision.kind is DecisionKind.PAUSE
+    assert [(a.kind, a.reason.rule, a.reason.rung) for a in answers] == [  # type: ignore[attr-defined]
+        (DecisionKind.PAUSE, "await_promotion", 0)
+    ], answers
+
+
+def _wait_for_a_lock_wait(session: Any) -> None:
+    """Until another backend of this database waits for a lock (no fixed sleep)."""
+    deadline = time.monotonic() + 120
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+    with session.get_bind().connect() as watcher:
+        while not watcher.execute(query).scalar():
+            assert time.monotonic() < deadline, "the second completion never waited"
+            time.sleep(0.02)

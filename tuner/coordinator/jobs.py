@@ -34,7 +34,7 @@ from tuner.domain import (
     Trial,
     TrialState,
 )
-from tuner.errors import DuplicateReport, LeaseExpired, OutOfRange
+from tuner.errors import ConflictError, DuplicateReport, LeaseExpired, OutOfRange
 from tuner.protocol import breaker_trips, same_value
 from tuner.store import Store
 
@@ -44,7 +44,7 @@ def heartbeat(store: Store, job_id: int, lease_token: str, now: float) -> Decisi
     found = job_for(store, job_id, lease_token)
     job, trial = found.job, found.trial
     if job.state is not JobState.LEASED and trial.state.is_finished():
-        return settled_decision(trial)
+        return settled_decision(trial, job)
     require_live_lease(job, now)
     stopped = stop_if_asked(store, job, trial, found.experiment, now)
     if stopped is not None:
@@ -73,14 +73,18 @@ def complete(
     found = job_for(store, job_id, lease_token)  # with the report at to_resource
     job, trial, stored = found.job, found.trial, found.report
     if job.state is JobState.DONE:
-        return settled_decision(trial)
+        return settled_decision(trial, job)
     require_live_lease(job, now)
     if value is None:
         if stored is None:
             raise OutOfRange(f"complete needs a value, or a report at step {job.to_resource} first")
         value = stored.value
     elif stored is None:
-        store.add_report(Report(trial.id, job.id, job.to_resource, value, metrics or {}, now))
+        report = Report(trial.id, job.id, job.to_resource, value, metrics or {}, now)
+        try:
+            store.add_report(report)
+        except ConflictError:  # stored meanwhile, by a copy of this completion most likely
+            return _completed_meanwhile(store, job_id, lease_token)
     elif not same_value(stored.value, value):
         raise DuplicateReport(
             f"trial {trial.number} already reported {stored.value!r} at step {job.to_resource}; "
@@ -92,7 +96,7 @@ def complete(
     ctx = Context.load(store, job.experiment_id, lock=True)
     trial = store.get_trial(trial.id)  # as it is under the lock
     if not store.end_job(job.id, JobState.DONE, now):
-        raise LeaseExpired(f"the lease of job {job.id} has ended; stop training it")
+        return _completed_meanwhile(store, job_id, lease_token)
     entry = record_result(store, ctx, trial, job.rung, value, now)
     decision = ctx.scheduler.judge(snapshot_for(store, ctx), trial.bracket, job.rung, entry)
     changes: dict[str, Any] = {"last_value": value, "best_loss": improved(trial, entry.loss)}
@@ -104,6 +108,16 @@ def complete(
         store, ctx, trial, decision, job.rung, job.to_resource, now, job.to_resource, **changes
     )
     return decision
+
+
+def _completed_meanwhile(store: Store, job_id: int, lease_token: str) -> Decision:
+    """The job ended while this completion waited for the experiment's lock: when a copy of
+    it did (a resend after a lost answer), the answer that copy got; LeaseExpired if the
+    job ended otherwise (expired, released)."""
+    found = job_for(store, job_id, lease_token)  # read again: the ending was committed
+    if found.job.state is JobState.DONE:
+        return settled_decision(found.trial, found.job)
+    raise LeaseExpired(f"the lease of job {job_id} has ended; stop training it")
 
 
 def fail(store: Store, job_id: int, lease_token: str, error: str, now: float) -> Trial:

@@ -17,6 +17,7 @@ from tuner.domain import (
     Experiment,
     ExperimentState,
     Job,
+    JobState,
     Reason,
     Trial,
     TrialState,
@@ -27,6 +28,7 @@ from tuner.schedulers.base import Snapshot
 from tuner.store import JobContext, Store
 
 CONTINUE = Decision(DecisionKind.CONTINUE, Reason("continue"))
+_RUNS_AGAIN = (TrialState.PENDING, TrialState.RUNNING, TrialState.LOST)
 
 
 def job_for(store: Store, job_id: int, lease_token: str, step: int | None = None) -> JobContext:
@@ -61,8 +63,15 @@ def held_job(store: Store, job_id: int, lease_token: str, now: float) -> Job:
     return found.job
 
 
-def settled_decision(trial: Trial) -> Decision:
-    """The answer for a repeated call once the trial moved on."""
+def settled_decision(trial: Trial, job: Job | None = None) -> Decision:
+    """The answer for a repeated call once the trial moved on. For a ``job`` that a decision
+    ended while its trial went on (ran again, or got a result at a higher rung), that
+    decision was a pause at the job's rung: only a pause lets a trial be promoted."""
+    if job is not None and job.state is JobState.DONE and (
+        trial.rung > job.rung or trial.state in _RUNS_AGAIN
+    ):
+        reason = Reason("await_promotion", bracket=job.bracket, rung=job.rung)
+        return Decision(DecisionKind.PAUSE, reason)
     if trial.state in (TrialState.STOPPED, TrialState.FAILED, TrialState.CANCELLED):
         return Decision(DecisionKind.STOP, Reason("already_stopped", note=str(trial.state)))
     if trial.state is TrialState.COMPLETED:

@@ -137,7 +137,7 @@ def _repeat(
     if same_value(existing.value, value):
         if lease_is_live(job, now) and not trial.state.is_finished():
             return CONTINUE
-        return settled_decision(trial)
+        return settled_decision(trial, job)
     raise DuplicateReport(
         f"trial {trial.number} already has value {existing.value!r} at step {step}; "
         f"refusing {value!r}"

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import site
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_URL = "sqlite:///./tuner.db"
@@ -29,6 +31,8 @@ SQLITE_BUSY_TIMEOUT_S = 30.0
 
 #: Execution option naming how a SQLite transaction begins (``IMMEDIATE`` or ``DEFERRED``).
 _BEGIN_OPTION = "tuner_sqlite_begin"
+
+T = TypeVar("T")
 
 def _migrations_dir() -> Path:
     """Where the Alembic environment and revisions live: the repository's ``migrations/``
@@ -127,6 +131,27 @@ def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionm
     if read_only and is_sqlite(engine):
         bind = engine.execution_options(**{_BEGIN_OPTION: "DEFERRED"})
     return sessionmaker(bind=bind, expire_on_commit=False, autoflush=True)
+
+
+def read_once_more_if_dead(
+    factory: sessionmaker[Session],
+    fn: Callable[[Session], T],
+    on_retry: Callable[[], None] | None = None,
+) -> T:
+    """Run ``fn`` in one transaction of ``factory``; once more, on a fresh connection, if
+    the pooled one turned out dead (a restarted database, a terminated backend: SQLAlchemy
+    then drops every pooled connection older than the failure). For reads; writes have
+    their own retries (:mod:`api.writer`)."""
+    for attempt in (1, 2):
+        try:
+            with factory.begin() as session:
+                return fn(session)
+        except DBAPIError as exc:
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+            if on_retry is not None:
+                on_retry()
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def alembic_config(url: str | URL, connection: Any = None) -> Any:
