@@ -118,6 +118,10 @@ async def _claim_any(runtime: Runtime, worker_id: str | None) -> ClaimResult:
     return NothingNow(Reason("no_work", note="no running experiment has work now"))
 
 
+_LOG_EVERY_S = 60.0
+_last_logged: dict[int, float] = {}
+
+
 async def _isolated(
     runtime: Runtime,
     experiment_id: int,
@@ -131,10 +135,13 @@ async def _isolated(
     try:
         return await _claim_in(runtime, experiment_id, worker_id, skip_locked=skip_locked)
     except Exception as exc:  # noqa: BLE001 - isolation is the point
-        log.warning(
-            "event=claim_failed experiment_id=%d error=%s detail=%r",
-            experiment_id, type(exc).__name__, str(exc)[:300],
-        )
+        now = time.monotonic()
+        if now - _last_logged.get(experiment_id, -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            _last_logged[experiment_id] = now  # once a minute: every worker's claim meets it
+            log.warning(
+                "event=claim_failed experiment_id=%d error=%s detail=%r",
+                experiment_id, type(exc).__name__, str(exc)[:300],
+            )
         failed.append(exc)
         return NothingNow(Reason("claim_failed", note=str(exc)[:200]))
 

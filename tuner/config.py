@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tuner.errors import ConfigError
 from tuner.samplers.base import SamplerConfig
 from tuner.space import SearchSpace
+from tuner.wire import MAX_STEP
 
 if TYPE_CHECKING:
     from tuner.schedulers.base import Scheduler
@@ -24,8 +25,9 @@ SCHEMA_VERSION: Literal[1] = 1
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 
-#: The most resource units an experiment may spend (its counters are 32-bit columns).
-MAX_RESOURCE_UNITS = 2**31 - 1
+#: The most resource units an experiment may be given as its budget (an integer every JSON
+#: client reads exactly; the experiment's counter is a 64-bit column).
+MAX_RESOURCE_UNITS = 2**53
 #: The default of ``pause_after_failures``.
 PAUSE_AFTER_FAILURES = 10
 
@@ -51,7 +53,7 @@ class SchedulerConfig(BaseModel):
     type: Literal["sha", "hyperband", "asha", "async_hyperband", "pasha"] = "asha"
     eta: int = Field(3, ge=2, le=100, description="reduction factor")
     min_resource: int = Field(1, ge=1, description="r: resource of the bottom rung")
-    max_resource: int = Field(..., ge=2, le=10**9, description="R: resource of the top rung")
+    max_resource: int = Field(..., ge=2, le=MAX_STEP, description="R: resource of the top rung")
     form: Literal["promotion", "stopping"] = "promotion"
     bracket: int = Field(0, ge=0, description="early-stopping rate s (sha, asha)")
     brackets: list[int] | None = Field(None, description="async_hyperband: the rates s to use")

@@ -86,25 +86,40 @@ def supersedes(job: Job, stored: Report) -> bool:
     return stored.job_id < job.id
 
 
+#: How a decision ends a job: done (stop, pause, end of training) or, by a cancel, cancelled.
+ENDED_BY_DECISION = (JobState.DONE, JobState.CANCELLED)
+
+
+def trial_went_on(job: Job, trial: Trial) -> bool:
+    """The trial went on without ``job`` after a decision ended it: it runs again, or has a
+    result at a higher rung. Only a pause at the job's rung (then a promotion) allows that."""
+    return trial.rung > job.rung or trial.state in _RUNS_AGAIN
+
+
 def answers_repeat(job: Job, now: float) -> bool:
     """A repeated call of a job (a report of a step it stored, a completion) is answered
     as before while the job's lease is live, or after a decision ended the job (the answer
-    was lost on its way); a job that was released, failed, expired or cancelled is no
-    longer its worker's to speak for."""
-    return lease_is_live(job, now) or job.state is JobState.DONE
+    was lost on its way); a job that was released, failed or expired is no longer its
+    worker's to speak for."""
+    return lease_is_live(job, now) or job.state in ENDED_BY_DECISION
 
 
 def keeps_output(job: Job, trial: Trial, now: float) -> bool:
     """A job's output is appended to its trial's while its lease is live, and after a
-    decision ended it (a stop, a pause at a rung, the end) until the trial runs another job:
-    the script's last lines, sent once it exited. Never after a release, a failure or an
-    expiry, when another worker may be writing the trial's output already."""
+    decision ended it (a stop, a pause at a rung, the end, a cancel) until the trial went on
+    (:func:`trial_went_on`): the script's last lines, sent once it exited. Never after a
+    release, a failure or an expiry, when another worker may be writing the trial's output
+    already."""
     if lease_is_live(job, now):
         return True
-    return job.state is JobState.DONE and trial.state not in _RUNS_AGAIN
+    return job.state in ENDED_BY_DECISION and not trial_went_on(job, trial)
 
 
 _RUNS_AGAIN = (TrialState.PENDING, TrialState.RUNNING, TrialState.LOST)
+
+#: The job endings the breaker counts: the script's own outcome (a lost worker's expired
+#: lease, a release or a cancel say nothing about the script).
+BREAKER_COUNTS = (JobState.DONE, JobState.FAILED)
 
 
 def breaker_trips(recent: Sequence[JobState], threshold: int) -> bool:

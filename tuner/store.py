@@ -130,8 +130,9 @@ class Store(Protocol):
         other change clears it."""
 
     def recent_job_ends(self, experiment_id: int, limit: int) -> list[JobState]:
-        """The states of the experiment's jobs that ended DONE or FAILED since its state
-        last changed, latest first, at most ``limit``."""
+        """The states of the experiment's jobs that ended in one of the states the breaker
+        counts (:data:`tuner.protocol.BREAKER_COUNTS`) since its state last changed, latest
+        first, at most ``limit``."""
 
     def set_scheduler_state(self, experiment_id: int, state: dict[str, Any]) -> None: ...
 

@@ -1,5 +1,6 @@
 """Superseded reports (a retry's report of a step an ended job reported keeps the old value
-as history) and the reason the service gave an experiment its state (a breaker's pause).
+as history), the reason the service gave an experiment its state (a breaker's pause), an
+index for the breaker's read of the latest job endings, and a 64-bit resource counter.
 
 Revision ID: 0002
 Revises: 0001
@@ -30,6 +31,11 @@ def _fk(column: str, table: str, target: str) -> sa.ForeignKeyConstraint:
 def upgrade() -> None:
     with op.batch_alter_table("experiments") as batch:
         batch.add_column(sa.Column("state_reason", sa.Text(), nullable=True))
+        batch.alter_column(
+            "resource_used", existing_type=sa.Integer(), type_=sa.BigInteger(),
+            existing_nullable=False,
+        )
+    op.create_index("ix_jobs_experiment_id_ended_at", "jobs", ["experiment_id", "ended_at"])
     op.create_table(
         "superseded_reports",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -62,5 +68,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_superseded_reports_trial_id", table_name="superseded_reports")
     op.drop_table("superseded_reports")
+    op.drop_index("ix_jobs_experiment_id_ended_at", table_name="jobs")
     with op.batch_alter_table("experiments") as batch:
+        batch.alter_column(
+            "resource_used", existing_type=sa.BigInteger(), type_=sa.Integer(),
+            existing_nullable=False,
+        )
         batch.drop_column("state_reason")

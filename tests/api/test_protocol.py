@@ -488,8 +488,8 @@ def test_jobs_failing_in_a_row_pause_the_experiment_until_resumed(api: Api) -> N
 
 
 def test_the_breaker_can_be_turned_off(api: Api) -> None:
-    experiment = api.create_experiment(pause_after_failures=0, max_retries=10)
-    for _ in range(4):
+    experiment = api.create_experiment(pause_after_failures=0, max_retries=20)
+    for _ in range(12):  # beyond the default of 10
         _fail(api, api.claim(experiment["id"]).json())
     assert api.get(f"/experiments/{experiment['id']}").json()["state"] == "running"
 
@@ -557,7 +557,69 @@ def _wait_for_a_lock_wait(session: Any) -> None:
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
         "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
     )
-    with session.get_bind().connect() as watcher:
+    # Autocommit: each poll its own transaction, so pg_stat_activity is read afresh (within
+    # one transaction PostgreSQL keeps the first snapshot of it).
+    with session.get_bind().connect().execution_options(isolation_level="AUTOCOMMIT") as watcher:
         while not watcher.execute(query).scalar():
             assert time.monotonic() < deadline, "the second completion never waited"
             time.sleep(0.02)
+
+
+def test_a_retrys_completion_supersedes_the_lost_jobs_value_at_its_end(api: Api) -> None:
+    """The lost job reported ``to_resource`` and died before completing; the retry (from an
+    earlier checkpoint) completes with its own value: stored, the old one superseded. A
+    completion without a value is refused until the retry itself reported that step."""
+    experiment = api.create_experiment(
+        scheduler={"type": "asha", "eta": 3, "min_resource": 3, "max_resource": 9}
+    )
+    first = api.claim(experiment["id"]).json()
+    assert first["to_resource"] == 3
+    for step, value in [(1, 0.9), (2, 0.8), (3, 0.7)]:
+        extra = {"checkpoint": "ckpt-1"} if step == 1 else {}
+        _report(api, first, step, value, **extra)
+    failed = api.post(f"/jobs/{first['job_id']}/fail", {"lease_token": first["lease_token"]})
+    assert failed.status_code == 200
+    retry = api.claim(experiment["id"]).json()
+    assert (retry["trial_id"], retry["from_resource"]) == (first["trial_id"], 1)
+    _report(api, retry, 2, 0.85)
+    token = {"lease_token": retry["lease_token"]}
+    bare = api.post(f"/jobs/{retry['job_id']}/complete", token)
+    assert bare.status_code == 422 and bare.json()["error"] == "out_of_range", bare.text
+    done = api.post(f"/jobs/{retry['job_id']}/complete", {**token, "value": 0.65})
+    assert done.status_code == 200 and done.json()["decision"] == "pause", done.text
+    trial = api.get(f"/trials/{first['trial_id']}").json()
+    at_end = [(r["value"], r["job_id"], r["superseded_by_job_id"])
+              for r in trial["reports"] if r["step"] == 3]
+    assert at_end == [(0.7, first["job_id"], retry["job_id"]), (0.65, retry["job_id"], None)]
+    assert [r["value"] for r in trial["rung_values"]] == [0.65]
+
+
+def test_a_repeat_after_a_cancel_gets_the_cancels_stop(api: Api) -> None:
+    experiment = api.create_experiment(scheduler=STOPPING)
+    job = api.claim(experiment["id"]).json()
+    assert api.post(f"/experiments/{experiment['id']}/cancel", role="admin").status_code == 200
+    body = {"lease_token": job["lease_token"], "step": 1, "value": 0.5}
+    first = api.post(f"/jobs/{job['job_id']}/reports", body)
+    again = api.post(f"/jobs/{job['job_id']}/reports", body)
+    assert first.status_code == again.status_code == 200, again.text
+    assert first.json()["decision"] == again.json()["decision"] == "stop"
+
+
+def test_a_jobs_output_is_refused_once_its_trial_went_on(api: Api) -> None:
+    """A job paused at its rung keeps its output until the trial is promoted and a later
+    job ends: then a late chunk of the first job's output would land after the later one's."""
+    experiment = api.create_experiment()
+    jobs = [api.claim(experiment["id"]).json() for _ in range(3)]
+    for job, value in zip(jobs, [0.1, 0.5, 0.9], strict=True):
+        _report(api, job, 1, value)
+        api.post(f"/jobs/{job['job_id']}/complete", {"lease_token": job["lease_token"]})
+    first = jobs[0]
+    body = {"lease_token": first["lease_token"], "text": "last words\n"}
+    assert api.post(f"/jobs/{first['job_id']}/output", body).status_code == 200
+    promoted = api.claim(experiment["id"]).json()
+    assert promoted["trial_id"] == first["trial_id"]
+    assert api.post(f"/jobs/{first['job_id']}/output", body).status_code == 409
+    _report(api, promoted, 3, 0.05)
+    token = {"lease_token": promoted["lease_token"]}
+    assert api.post(f"/jobs/{promoted['job_id']}/complete", token).json()["decision"] == "pause"
+    assert api.post(f"/jobs/{first['job_id']}/output", body).status_code == 409  # rung 1 now

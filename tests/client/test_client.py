@@ -213,3 +213,24 @@ def test_client_heartbeat_thread_stops_with_the_job(shared_server: Server) -> No
             thread.join(2)
         assert job.is_closed and not any(t.is_alive() for t in beats)
         experiment.cancel()
+
+
+def test_client_sends_what_the_strict_server_takes(shared_server: Server) -> None:
+    """A float step (an epoch counter kept as a float) is sent as an integer, and a NUL in
+    an error or a text metric as U+FFFD: the server refuses both as they are."""
+    with shared_server.client() as client:
+        experiment = client.submit(small_document(name="sdk-strict", lease_ttl_s=30))
+        answer = client.claim(experiment.id, wait_s=5)
+        assert answer.job is not None
+        job = Job(client, answer.job, heartbeat=False)
+        decision = client.report(job.job_id, job.lease_token, 1.0, 0.5, note="a\x00b")  # type: ignore[arg-type]
+        assert decision.kind is DecisionKind.CONTINUE  # promotion form: judged at completion
+        trial = client.get_trial(job.trial_id)
+        assert [(r.step, r.value, r.metrics) for r in trial.reports] == [
+            (1, 0.5, {"note": "a\ufffdb"})
+        ]
+        out = job.fail(RuntimeError("bad byte \x00 in a message"))
+        assert out.trial_state == "pending"
+        trial = client.get_trial(job.trial_id)
+        assert trial.retries == 1
+        experiment.cancel()

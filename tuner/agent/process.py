@@ -15,6 +15,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from tuner.client.job import wire_text
+
 log = logging.getLogger(__name__)
 
 #: Lines of output kept per trial.
@@ -88,7 +90,7 @@ class TrialProcess:
         for raw in iter(stream.readline, b""):
             # NUL cannot be stored as text (the server refuses it): shown as U+FFFD, like
             # the bytes that are not UTF-8.
-            line = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+            line = wire_text(raw.decode("utf-8", errors="replace"))
             if len(line) > MAX_LINE_CHARS:
                 line = line[: MAX_LINE_CHARS - 4] + "...\n"
             with self._lock:

@@ -344,7 +344,7 @@ class Client:
         """One report without a :class:`Job` object (see :meth:`Job.report`)."""
         body = {
             "lease_token": lease_token,
-            "step": step,
+            "step": int(step),
             **value_fields(value),
             "metrics": metric_fields(metrics),
         }

@@ -81,8 +81,14 @@ def metric_fields(metrics: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(value, int | float):
             clean[name] = float(value) if math.isfinite(value) else str(float(value))
         else:
-            clean[name] = str(value)
+            clean[name] = wire_text(str(value))
     return clean
+
+
+def wire_text(text: str) -> str:
+    """Text as the server stores it: a NUL character (which no database column holds, and
+    the server refuses) shown as U+FFFD, as the worker agent shows it in output."""
+    return text.replace("\x00", "\ufffd")
 
 
 def heartbeat_interval_s(lease_expires_at: datetime | None, now: datetime | None = None) -> float:
@@ -216,7 +222,7 @@ class Job:
         """Give the job up: it is retried (from the last checkpoint) or the trial fails."""
         text = _describe(error) if isinstance(error, BaseException) else str(error)
         try:
-            out = self._client.fail_job(self.job_id, self.lease_token, text[-10_000:])
+            out = self._client.fail_job(self.job_id, self.lease_token, wire_text(text[-10_000:]))
         finally:
             self._close()
         return out

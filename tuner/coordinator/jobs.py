@@ -4,6 +4,7 @@ failure, release), and the reaper that ends the leases nobody renews.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tuner.coordinator.lease import (
@@ -35,7 +36,7 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, DuplicateReport, LeaseExpired, OutOfRange
-from tuner.protocol import breaker_trips, same_value
+from tuner.protocol import breaker_trips, lease_is_live, same_value, supersedes
 from tuner.store import Store
 
 
@@ -75,6 +76,10 @@ def complete(
     if job.state is JobState.DONE:
         return settled_decision(trial, job)
     require_live_lease(job, now)
+    if stored is not None and supersedes(job, stored):  # a lost job's, not this retry's
+        if value is not None:
+            store.supersede_report(stored, job.id, now)
+        stored = None
     if value is None:
         if stored is None:
             raise OutOfRange(f"complete needs a value, or a report at step {job.to_resource} first")
@@ -83,8 +88,12 @@ def complete(
         report = Report(trial.id, job.id, job.to_resource, value, metrics or {}, now)
         try:
             store.add_report(report)
-        except ConflictError:  # stored meanwhile, by a copy of this completion most likely
-            return _completed_meanwhile(store, job_id, lease_token)
+        except ConflictError:  # stored meanwhile: by a copy of this completion, or a report
+            return _completed_meanwhile(
+                store, job_id, lease_token, now, lambda: complete(
+                    store, job_id, lease_token, now, value, checkpoint, metrics
+                ),
+            )
     elif not same_value(stored.value, value):
         raise DuplicateReport(
             f"trial {trial.number} already reported {stored.value!r} at step {job.to_resource}; "
@@ -96,7 +105,7 @@ def complete(
     ctx = Context.load(store, job.experiment_id, lock=True)
     trial = store.get_trial(trial.id)  # as it is under the lock
     if not store.end_job(job.id, JobState.DONE, now):
-        return _completed_meanwhile(store, job_id, lease_token)
+        return _completed_meanwhile(store, job_id, lease_token, now, None)
     entry = record_result(store, ctx, trial, job.rung, value, now)
     decision = ctx.scheduler.judge(snapshot_for(store, ctx), trial.bracket, job.rung, entry)
     changes: dict[str, Any] = {"last_value": value, "best_loss": improved(trial, entry.loss)}
@@ -110,13 +119,22 @@ def complete(
     return decision
 
 
-def _completed_meanwhile(store: Store, job_id: int, lease_token: str) -> Decision:
-    """The job ended while this completion waited for the experiment's lock: when a copy of
-    it did (a resend after a lost answer), the answer that copy got; LeaseExpired if the
-    job ended otherwise (expired, released)."""
-    found = job_for(store, job_id, lease_token)  # read again: the ending was committed
+def _completed_meanwhile(
+    store: Store,
+    job_id: int,
+    lease_token: str,
+    now: float,
+    again: Callable[[], Decision] | None,
+) -> Decision:
+    """Another transaction changed the job while this completion ran: read it again. A
+    copy of this completion ended it (a resend after a lost answer): the answer that copy
+    got. Still live (a report of the same step landed first): ``again``, the completion
+    once more, now with that report stored. LeaseExpired if the job ended otherwise."""
+    found = job_for(store, job_id, lease_token)  # read again: the change was committed
     if found.job.state is JobState.DONE:
         return settled_decision(found.trial, found.job)
+    if again is not None and lease_is_live(found.job, now):
+        return again()
     raise LeaseExpired(f"the lease of job {job_id} has ended; stop training it")
 
 

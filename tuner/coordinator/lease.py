@@ -23,12 +23,18 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import LeaseExpired
-from tuner.protocol import hash_token, holds_token, keeps_output, lease_is_live, stop_asked
+from tuner.protocol import (
+    hash_token,
+    holds_token,
+    keeps_output,
+    lease_is_live,
+    stop_asked,
+    trial_went_on,
+)
 from tuner.schedulers.base import Snapshot
 from tuner.store import JobContext, Store
 
 CONTINUE = Decision(DecisionKind.CONTINUE, Reason("continue"))
-_RUNS_AGAIN = (TrialState.PENDING, TrialState.RUNNING, TrialState.LOST)
 
 
 def job_for(store: Store, job_id: int, lease_token: str, step: int | None = None) -> JobContext:
@@ -67,9 +73,7 @@ def settled_decision(trial: Trial, job: Job | None = None) -> Decision:
     """The answer for a repeated call once the trial moved on. For a ``job`` that a decision
     ended while its trial went on (ran again, or got a result at a higher rung), that
     decision was a pause at the job's rung: only a pause lets a trial be promoted."""
-    if job is not None and job.state is JobState.DONE and (
-        trial.rung > job.rung or trial.state in _RUNS_AGAIN
-    ):
+    if job is not None and job.state is JobState.DONE and trial_went_on(job, trial):
         reason = Reason("await_promotion", bracket=job.bracket, rung=job.rung)
         return Decision(DecisionKind.PAUSE, reason)
     if trial.state in (TrialState.STOPPED, TrialState.FAILED, TrialState.CANCELLED):

@@ -30,7 +30,7 @@ from tuner.coordinator.outcomes import (
     record_result,
 )
 from tuner.domain import Decision, DecisionKind, Job, JobState, Report, Trial, to_loss
-from tuner.errors import ConflictError, DuplicateReport, OutOfRange
+from tuner.errors import ConflictError, DuplicateReport, LeaseExpired, OutOfRange
 from tuner.protocol import (
     ReportPlan,
     answers_repeat,
@@ -133,7 +133,10 @@ def _repeat(
     """The answer to a report of a step that ``job`` (or, for a stale token, a later job of
     the trial) stored already."""
     if not answers_repeat(job, now):
-        require_live_lease(job, now)  # raises: the job is no longer this worker's
+        raise LeaseExpired(
+            f"the lease of job {job.id} has ended ({job.state}); the trial goes to another "
+            "worker: stop training it"
+        )
     if same_value(existing.value, value):
         if lease_is_live(job, now) and not trial.state.is_finished():
             return CONTINUE

@@ -32,7 +32,7 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, NotFound
-from tuner.protocol import holds_token, lease_is_live, stop_asked
+from tuner.protocol import BREAKER_COUNTS, holds_token, lease_is_live, stop_asked
 from tuner.store import (
     JobContext,
     Judging,
@@ -66,7 +66,7 @@ class _ExperimentData:
     n_active: int = 0
     state_since: float = 0.0
     state_reason: str | None = None
-    ends: list[tuple[float, JobState]] = field(default_factory=list)  # DONE or FAILED jobs
+    ends: list[tuple[float, JobState]] = field(default_factory=list)  # as the breaker counts
 
 
 class MemoryStore:
@@ -302,7 +302,7 @@ class MemoryStore:
         if add_resource_used:
             self.add_resource_used(job.experiment_id, add_resource_used)
         self._jobs[job_id] = dataclasses.replace(job, state=state)
-        if state in (JobState.DONE, JobState.FAILED):
+        if state in BREAKER_COUNTS:
             self._data(job.experiment_id).ends.append((now, state))
         self._leased.pop(job_id, None)
         self._data(job.experiment_id).queued.pop(job_id, None)

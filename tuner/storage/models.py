@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Enum,
     Float,
@@ -88,7 +89,7 @@ class ExperimentRow(Base):
     state: Mapped[ExperimentState] = mapped_column(_enum(ExperimentState), index=True)
     scheduler_state: Mapped[dict[str, Any]]
     n_trials: Mapped[int] = mapped_column(Integer, default=0)
-    resource_used: Mapped[int] = mapped_column(Integer, default=0)
+    resource_used: Mapped[int] = mapped_column(BigInteger, default=0)  # beyond 2**31 units
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float)
@@ -149,6 +150,8 @@ class JobRow(Base):
         Index("ix_jobs_state_lease_expires_at", "state", "lease_expires_at"),
         Index("ix_jobs_experiment_id_state_id", "experiment_id", "state", "id"),
         Index("ix_jobs_trial_id", "trial_id"),
+        # The breaker's read: an experiment's latest job endings (tuner.protocol.breaker_trips).
+        Index("ix_jobs_experiment_id_ended_at", "experiment_id", "ended_at"),
         # At most one QUEUED or LEASED job per trial.
         Index(
             "uq_jobs_active_trial_id",

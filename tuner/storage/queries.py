@@ -287,8 +287,8 @@ def list_trials(
 
 
 def trial_detail(session: Session, trial_id: int, max_reports: int = 10_000) -> TrialDetail:
-    """One trial with its reports (the first ``max_reports`` by step), rung results,
-    decisions and jobs."""
+    """One trial with its reports (the first ``max_reports`` by step, superseded ones
+    included), rung results, decisions and jobs."""
     row = session.get(TrialRow, trial_id, populate_existing=True)
     if row is None:
         raise NotFound(f"trial {trial_id} does not exist")
@@ -311,7 +311,7 @@ def trial_detail(session: Session, trial_id: int, max_reports: int = 10_000) -> 
         )
     ]
     if superseded:  # each before the report that replaced it (a stable sort keeps that)
-        reports = sorted(superseded + reports, key=lambda point: point.step)
+        reports = sorted(superseded + reports, key=lambda point: point.step)[:max_reports]
     rung_results = [
         rung_result_of(r)
         for r in session.scalars(

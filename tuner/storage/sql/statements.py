@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tuner.domain import JobState, TrialState
+from tuner.protocol import BREAKER_COUNTS
 from tuner.storage.models import RUNG_OPEN
 from tuner.storage.sql import guards
 from tuner.storage.sql.tables import (
@@ -189,16 +190,17 @@ END_JOB = (
     .where(JOB.id == JOB_ID, one_of(JOB.state, LIVE_JOB_STATES))
     .values(state=bindparam("v_state"), ended_at=bindparam("v_now"))
 )
-#: The states of an experiment's jobs that ended DONE or FAILED since its state changed.
+#: The states of an experiment's jobs that ended as the breaker counts (the protocol's
+#: BREAKER_COUNTS) since its state changed, latest first (ix_jobs_experiment_id_ended_at).
 RECENT_JOB_ENDS = (
     select(JOB.state)
     .join(EXPERIMENTS, EXP.id == JOB.experiment_id)
     .where(
         JOB.experiment_id == EXPERIMENT_ID,
-        one_of(JOB.state, (JobState.DONE, JobState.FAILED)),
+        one_of(JOB.state, BREAKER_COUNTS),
         JOB.ended_at >= EXP.updated_at,
     )
-    .order_by(JOB.ended_at.desc(), JOB.id.desc())
+    .order_by(JOB.ended_at.desc())
     .limit(bindparam("limit_", type_=Integer))
 )
 EXPIRE_JOB = (
