@@ -119,3 +119,30 @@ def test_migrations_downgrade_base_then_upgrade(empty_url: str) -> None:
     upgrade(empty_url)
     assert _tables(empty_url) == TABLES
     assert _diff(empty_url) == []
+
+
+def test_migration_0002_keeps_the_rows_and_widens_the_counter(empty_url: str) -> None:
+    """0002 rebuilds ``experiments`` on SQLite (batch mode) and alters a column type on
+    PostgreSQL: a stored experiment comes through whole, and its resource counter then
+    holds more than 2**31."""
+    upgrade(empty_url, "0001")
+    engine = make_engine(empty_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO experiments (id, name, config, state, scheduler_state, n_trials, "
+                "resource_used, created_at, updated_at, ended_at) VALUES (7, 'kept', "
+                "'{\"name\": \"kept\"}', 'running', '{}', 3, 2147483000, 1.5, 2.5, NULL)"
+            ))
+        upgrade(empty_url)
+        with engine.begin() as conn:
+            row = conn.execute(text(
+                "SELECT name, n_trials, resource_used, created_at, state_reason "
+                "FROM experiments WHERE id = 7"
+            )).one()
+            assert tuple(row) == ("kept", 3, 2147483000, 1.5, None)
+            conn.execute(text("UPDATE experiments SET resource_used = resource_used + 2000000"))
+            used = conn.execute(text("SELECT resource_used FROM experiments")).scalar()
+            assert used == 2147483000 + 2000000  # past 2**31 - 1
+    finally:
+        engine.dispose()
