@@ -26,8 +26,6 @@ edits in progress in this one do not change the code under test halfway.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 import tempfile
 import time
@@ -37,7 +35,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fleet import DEFAULT_POSTGRES, FAULTS, ROOT, Fleet, FleetConfig, interrupt_as_exception  # noqa: E402
+from fleet import (  # noqa: E402
+    DEFAULT_POSTGRES,
+    FAULTS,
+    ROOT,
+    Fleet,
+    FleetConfig,
+    interrupt_as_exception,
+    save_run,
+    verdict,
+)
 from invariants import Findings, check_run  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -190,14 +197,8 @@ def main() -> int:
             console.print("interrupted: every process it started is stopped")
             return 130
         finally:
-            (workdir / "faults.json").write_text(json.dumps(summaries, indent=1, default=str))
-            if ok and args.keep is None:
-                shutil.rmtree(workdir, ignore_errors=True)
-            else:
-                console.print(f"logs and faults.json in {workdir}")
-    console.print("[green]all invariants held[/green]" if ok else "[red]an invariant failed"
-                  "[/red]")
-    return 0 if ok else 1
+            save_run(console.print, workdir, "faults.json", summaries, ok, args.keep)
+    return verdict(console.print, ok)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -599,3 +600,20 @@ def interrupt_as_exception() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def save_run(say: Callable[[str], None], workdir: Path, name: str, summary: Any, ok: bool,
+             keep: Path | None) -> None:
+    """Write the run's JSON summary to ``workdir/name``; delete the logs of a clean run
+    unless they were asked for (``keep``), else say where they are."""
+    (workdir / name).write_text(json.dumps(summary, indent=1, default=str))
+    if ok and keep is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        say(f"logs and {name} in {workdir}")
+
+
+def verdict(say: Callable[[str], None], ok: bool) -> int:
+    """Say how the run ended; its exit code."""
+    say("[green]all invariants held[/green]" if ok else "[red]an invariant failed[/red]")
+    return 0 if ok else 1

@@ -124,18 +124,12 @@ def as_dict(value: Any) -> dict[str, Any]:
 
 
 def history_from_api(fleet: Fleet, trial_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    """Each trial's reports as ``GET /api/v1/trials/{id}`` shows them (current ones and,
-    where the detail lists them, superseded ones with ``superseded_by_job_id``)."""
-    found: dict[int, list[dict[str, Any]]] = {}
-    for tid in trial_ids:
-        detail = fleet.request("GET", f"/api/v1/trials/{tid}")
-        entries = list(detail.get("reports", []))
-        for key, value in detail.items():
-            if key != "reports" and "supersed" in key and isinstance(value, list):
-                entries.extend(dict(e, superseded_by_job_id=e.get("superseded_by_job_id", -1))
-                               for e in value)
-        found[tid] = entries
-    return found
+    """Each trial's reports as ``GET /api/v1/trials/{id}`` shows them: current ones and
+    superseded ones (``superseded_by_job_id`` set)."""
+    return {
+        tid: list(fleet.request("GET", f"/api/v1/trials/{tid}").get("reports", []))
+        for tid in trial_ids
+    }
 
 
 def check_run(fleet: Fleet, api_sample: int | None = None) -> Findings:
@@ -168,6 +162,13 @@ def _check_acked(fleet: Fleet, facts: Facts, calls: list[dict[str, Any]],
     for r in facts.superseded:
         db[(r.trial_id, r.step)].append((r.value, r.job_id, r.superseded_by_job_id))
     acked = [c for c in calls if c["kind"] == "report" and c["status"] == 200]
+    # A retry may report again what a lost job reported (it supersedes it); within one job
+    # the trainer never sends two values for a step. So any duplicate_report is a refused
+    # retry: the defect that failed trials whose worker was lost.
+    for c in calls:
+        if c["kind"] == "report" and c["status"] == 409 and c.get("code") == "duplicate_report":
+            check.fail(f"job {c['job']}: its report of step {c.get('step')} was refused as a "
+                       "duplicate of another job's")
     trial_ids = sorted({c["trial"] for c in acked})
     if api_sample is not None:
         trial_ids = trial_ids[:: max(1, len(trial_ids) // max(api_sample, 1))][:api_sample]

@@ -19,9 +19,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -32,7 +30,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from faults import print_tables  # noqa: E402
-from fleet import DEFAULT_POSTGRES, FAULTS, ROOT, Fleet, FleetConfig, interrupt_as_exception  # noqa: E402
+from fleet import (  # noqa: E402
+    DEFAULT_POSTGRES,
+    FAULTS,
+    ROOT,
+    Fleet,
+    FleetConfig,
+    interrupt_as_exception,
+    save_run,
+    verdict,
+)
 from invariants import check_run, read_logs  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
@@ -142,14 +149,8 @@ def main() -> int:
             console.print("interrupted: every process it started is stopped")
             return 130
         finally:
-            (workdir / "soak.json").write_text(json.dumps(summary, indent=1, default=str))
-            if ok and args.keep is None:
-                shutil.rmtree(workdir, ignore_errors=True)
-            else:
-                console.print(f"logs and soak.json in {workdir}")
-    console.print("[green]all invariants held[/green]" if ok else "[red]an invariant failed"
-                  "[/red]")
-    return 0 if ok else 1
+            save_run(console.print, workdir, "soak.json", summary, ok, args.keep)
+    return verdict(console.print, ok)
 
 
 def print_figures(console: Console, figs: dict[str, Any], calls: dict[str, Any]) -> None:

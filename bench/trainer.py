@@ -238,9 +238,7 @@ class Worker:
                 job.last_checkpoint = max(job.last_checkpoint, step)
             if ans.body.get("decision") == "stop":
                 job.stop = True
-        elif ans.status == 409 and ans.code == "duplicate_report":
-            pass  # another job's value is stored at this step: go on training
-        else:
+        else:  # refused (bench/invariants.py fails the run on a retry's duplicate_report)
             job.lost = True
 
     async def heartbeats(self, job: Job) -> None:
