@@ -26,7 +26,7 @@ from api.errors import install_error_handlers
 from api.metrics import ASGIApp, LatencyMiddleware, Message, Metrics, Receive, Scope, Send
 from api.periodic import Periodic
 from api.reaper import reap_backlog
-from api.routes import experiments, health, jobs, tokens, trials, workers
+from api.routes import experiments, export, health, jobs, tokens, trials, workers
 from api.settings import Settings
 from api.upkeep import upkeep_once
 from api.writer import Writer
@@ -189,7 +189,7 @@ def create_app(
     app.state.clock = runtime.clock
     app.state.authenticator = Authenticator(runtime.read_factory)
     install_error_handlers(app)
-    for module in (experiments, trials, jobs, workers, tokens):
+    for module in (experiments, export, trials, jobs, workers, tokens):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.include_router(dashboard.router)

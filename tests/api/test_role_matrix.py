@@ -74,6 +74,7 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", f"{EXPERIMENT}/trials"): viewer(),
     ("GET", f"{EXPERIMENT}/rungs"): viewer(),
     ("GET", f"{EXPERIMENT}/curves"): viewer(),
+    ("GET", f"{EXPERIMENT}/export"): viewer(),
     ("GET", f"{V1}/trials/{{trial_id}}"): viewer(),
     ("POST", f"{V1}/trials/{{trial_id}}/stop"): admin(),
     # the job protocol

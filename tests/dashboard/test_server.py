@@ -151,3 +151,60 @@ def test_json_endpoints_need_a_token(seeded: Seeded) -> None:
 def test_the_xss_name_comes_back_verbatim(seeded: Seeded) -> None:
     exp = get(seeded, f"/api/v1/experiments/{seeded.finished}").json()
     assert exp["name"] == XSS_NAME
+
+
+def test_export_json_lists_every_trial_best_first_with_params_and_metrics(
+    seeded: Seeded,
+) -> None:
+    table = get(seeded, f"/api/v1/experiments/{seeded.finished}/export?format=json").json()
+    assert table["experiment_id"] == seeded.finished
+    assert (table["metric"], table["mode"]) == ("val_loss", "min")
+    assert table["params"] == ["lr", "layers", "optimizer"]
+    assert table["metrics"] == ["accuracy"]
+    rows = table["trials"]
+    assert len(rows) == 15
+    ranked = get(seeded, f"/api/v1/experiments/{seeded.finished}/trials?order_by=value&limit=50")
+    api_rows = ranked.json()["items"]
+    assert [r["number"] for r in rows] == [t["number"] for t in api_rows]
+    for row, trial in zip(rows, api_rows, strict=True):
+        assert row["params"] == trial["params"]
+        assert row["state"] == trial["state"] and row["best_value"] == trial["best_value"]
+        assert set(row["metrics"]) == {"accuracy"}
+        assert row["created_at"].endswith("Z")
+
+
+def test_export_csv_rows_equal_the_json_rows(seeded: Seeded) -> None:
+    import csv
+    import io
+
+    path = f"/api/v1/experiments/{seeded.finished}/export"
+    r = get(seeded, path + "?format=csv", token=seeded.viewer_token)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/csv")
+    assert r.headers["content-disposition"] == (
+        f'attachment; filename="experiment-{seeded.finished}-trials.csv"')
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert list(rows[0])[:3] == ["number", "state", "bracket"]
+    assert list(rows[0])[-4:] == ["param.lr", "param.layers", "param.optimizer",
+                                  "metric.accuracy"]
+    table = get(seeded, path).json()
+    assert [int(r["number"]) for r in rows] == [t["number"] for t in table["trials"]]
+    for row, trial in zip(rows, table["trials"], strict=True):
+        assert float(row["param.lr"]) == trial["params"]["lr"]
+        assert row["param.optimizer"] == trial["params"]["optimizer"]
+        assert float(row["best_value"]) == trial["best_value"]
+        assert float(row["metric.accuracy"]) == trial["metrics"]["accuracy"]
+        assert row["state"] == trial["state"]
+
+
+def test_export_refuses_a_bad_format_and_an_unknown_experiment(seeded: Seeded) -> None:
+    bad = get(seeded, f"/api/v1/experiments/{seeded.finished}/export?format=xml")
+    assert bad.status_code == 422 and "format" in bad.json()["detail"]
+    missing = get(seeded, "/api/v1/experiments/9999/export")
+    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    assert get(seeded, f"/api/v1/experiments/{seeded.finished}/export",
+               token=None).status_code == 401
+    first = get(seeded, f"/api/v1/experiments/{seeded.finished}/export")
+    again = get(seeded, f"/api/v1/experiments/{seeded.finished}/export",
+                headers={"If-None-Match": first.headers["etag"]})
+    assert again.status_code == 304
