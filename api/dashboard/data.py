@@ -22,6 +22,7 @@ from sklearn.ensemble import RandomForestRegressor  # type: ignore[import-untype
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from api import shapes
 from tuner.config import ExperimentConfig, build_scheduler, parse_config
 from tuner.errors import NotFound
 from tuner.space.keys import scalar_key
@@ -36,6 +37,7 @@ from tuner.storage.models import (
     TrialRow,
     WorkerRow,
 )
+from tuner.storage.sql.tables import trial_from_row
 
 #: Most trials drawn in the parallel coordinates (an even spread over trial ids beyond).
 MAX_PARCOORDS = 1000
@@ -175,6 +177,89 @@ def curves(
         "max_points": max_points, "groups": sorted(groups.values(), key=lambda g: g["state"]),
         "best": best_curve,
     }
+
+
+# ---- best so far ----------------------------------------------------------------------------
+def best_so_far(session: Session, experiment_id: int) -> dict[str, Any]:
+    """The best value at a rung so far, over wall time and over resource spent: one point
+    per improvement (the rung results read in the order they were recorded, through the
+    experiment's index). Resource spent counts the training each result stands for (its
+    rung's resource minus the trial's previous rung's): the work up to rungs, not the work
+    of trials stopped between two of them."""
+    config = experiment_config(session, experiment_id)
+    levels = _levels(config)
+    rr = RungResultRow.__table__.c
+    created = session.scalar(
+        select(ExperimentRow.created_at).where(ExperimentRow.id == experiment_id))
+    reached: dict[int, int] = {}
+    spent = 0
+    best: float | None = None
+    out: dict[str, list[Any]] = {k: [] for k in ("time", "resource", "value", "number", "rung")}
+    n = 0
+    last_time = created
+    for trial_id, number, rung, loss, kind, at in session.connection().execute(
+        select(rr.trial_id, rr.trial_number, rr.rung, rr.loss, rr.value_kind, rr.created_at)
+        .where(rr.experiment_id == experiment_id).order_by(rr.created_at, rr.id)
+    ):
+        n += 1
+        level = levels[min(rung, len(levels) - 1)]
+        spent += max(0, level - reached.get(trial_id, 0))
+        reached[trial_id] = level
+        last_time = at
+        if kind != "finite" or loss is None or (best is not None and loss >= best):
+            continue
+        best = float(loss)
+        for key, value in (("time", at), ("resource", spent), ("value", config.sign * best),
+                           ("number", number), ("rung", rung)):
+            out[key].append(value)
+    return {
+        "experiment_id": experiment_id, "metric": config.metric, "mode": config.mode,
+        "started_at": created, "last_time": last_time, "resource_spent": spent,
+        "n_results": n, **out,
+    }
+
+
+# ---- comparing a few trials ---------------------------------------------------------------
+#: Most trials compared side by side.
+MAX_COMPARE = 8
+
+
+def compare(
+    session: Session, experiment_id: int, numbers: list[int], max_points: int = 200
+) -> dict[str, Any]:
+    """A few trials by number, side by side: their fields (as the trials list gives them),
+    their learning curves (downsampled to about ``max_points`` points) and rung values."""
+    config = experiment_config(session, experiment_id)
+    wanted = list(dict.fromkeys(numbers))[:MAX_COMPARE]
+    rows = {row.number: row for row in session.scalars(
+        select(TrialRow).where(TrialRow.experiment_id == experiment_id,
+                               TrialRow.number.in_(wanted)))}
+    for number in wanted:
+        if number not in rows:
+            raise NotFound(f"experiment {experiment_id} has no trial {number}")
+    trials = {number: trial_from_row(row) for number, row in rows.items()}
+    curves = {c.trial_id: c for c in queries.learning_curves(
+        session, experiment_id, max_points=max_points,
+        trial_ids=[t.id for t in trials.values()])}
+    rr = RungResultRow.__table__.c
+    rung_values: dict[int, dict[str, float | None]] = {t.id: {} for t in trials.values()}
+    for trial_id, rung, value, kind in session.connection().execute(
+        select(rr.trial_id, rr.rung, rr.value, rr.value_kind)
+        .where(rr.trial_id.in_(list(rung_values))).order_by(rr.rung)
+    ):
+        rung_values[trial_id][str(rung)] = finite(value) if kind == "finite" else None
+    items = []
+    for number in wanted:
+        trial = trials[number]
+        fields = shapes.trial_out(trial, config.sign).model_dump(mode="json")
+        curve = curves.get(trial.id)
+        points = curve.points if curve is not None else []
+        fields.update(x=[step for step, _ in points], y=[finite(v) for _, v in points],
+                      rung_values=rung_values[trial.id])
+        items.append(fields)
+    return {"experiment_id": experiment_id, "metric": config.metric, "mode": config.mode,
+            "levels": list(_levels(config)), "params": list(config.space.root),
+            "trials": items}
 
 
 # ---- values at each trial's highest rung ---------------------------------------------------

@@ -10,6 +10,9 @@ from JSON routes that check the bearer token like the rest of the API:
 - ``GET /ui/api/experiments/{id}/parcoords``: parameters against the value at each trial's
   highest rung, as Plotly ``parcoords`` dimensions.
 - ``GET /ui/api/experiments/{id}/importance``: parameter importances and the method.
+- ``GET /ui/api/experiments/{id}/best-so-far``: the best rung value so far, over wall time
+  and over resource spent (one point per improvement).
+- ``GET /ui/api/experiments/{id}/compare?trial=N&trial=M``: a few trials side by side.
 - ``GET /ui/api/workers``: workers with their leased jobs and lost leases.
 - ``GET /ui/api/trials/{id}/workers``: the workers that ran a trial's jobs.
 
@@ -200,6 +203,30 @@ def importance(experiment_id: Id, request: Request, runtime: RuntimeDep) -> Resp
     return _versioned(
         request, runtime, "dashboard_importance", experiment_id,
         lambda s: data.importance(s, experiment_id),
+    )
+
+
+@router.get("/ui/api/experiments/{experiment_id}/best-so-far", dependencies=[Viewer])
+def best_so_far(experiment_id: Id, request: Request, runtime: RuntimeDep) -> Response:
+    """The best value at a rung so far, over wall time and over resource spent."""
+    return _versioned(
+        request, runtime, "dashboard_best_so_far", experiment_id,
+        lambda s: data.best_so_far(s, experiment_id),
+    )
+
+
+@router.get("/ui/api/experiments/{experiment_id}/compare", dependencies=[Viewer])
+def compare(
+    experiment_id: Id, request: Request, runtime: RuntimeDep,
+    trial: Annotated[list[Annotated[int, Query(ge=0, le=2**31 - 1)]], Query(
+        min_length=1, max_length=data.MAX_COMPARE,
+        description="trial numbers (repeat the parameter: ?trial=3&trial=7)")],
+    max_points: Annotated[int, Query(ge=2, le=2000)] = 200,
+) -> Response:
+    """A few trials side by side: fields, learning curves and rung values."""
+    return _versioned(
+        request, runtime, "dashboard_compare", experiment_id,
+        lambda s: data.compare(s, experiment_id, trial, max_points),
     )
 
 

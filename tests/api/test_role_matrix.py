@@ -108,6 +108,8 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/ui/api/experiments/{experiment_id}/curves"): viewer(),
     ("GET", "/ui/api/experiments/{experiment_id}/parcoords"): viewer(),
     ("GET", "/ui/api/experiments/{experiment_id}/importance"): viewer(),
+    ("GET", "/ui/api/experiments/{experiment_id}/best-so-far"): viewer(),
+    ("GET", "/ui/api/experiments/{experiment_id}/compare"): viewer(),  # 422 without ?trial=
     ("GET", "/ui/api/workers"): viewer(),
     ("GET", "/ui/api/trials/{trial_id}/workers"): viewer(),
     # FastAPI's documentation

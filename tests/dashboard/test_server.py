@@ -208,3 +208,33 @@ def test_export_refuses_a_bad_format_and_an_unknown_experiment(seeded: Seeded) -
     again = get(seeded, f"/api/v1/experiments/{seeded.finished}/export",
                 headers={"If-None-Match": first.headers["etag"]})
     assert again.status_code == 304
+
+
+def test_best_so_far_improves_over_time_and_resource(seeded: Seeded) -> None:
+    b = get(seeded, f"/ui/api/experiments/{seeded.finished}/best-so-far").json()
+    assert b["metric"] == "val_loss" and b["n_results"] >= 15
+    n = len(b["value"])
+    assert n >= 1 and all(len(b[k]) == n for k in ("time", "resource", "number", "rung"))
+    assert b["value"] == sorted(b["value"], reverse=True)  # min: each point beats the last
+    assert b["time"] == sorted(b["time"]) and b["resource"] == sorted(b["resource"])
+    assert 0 < b["resource"][-1] <= b["resource_spent"]
+    table = get(seeded, f"/api/v1/experiments/{seeded.finished}/export").json()
+    best_rung_value = min(
+        v for t in table["trials"] for v in [t["ranked_value"], t["best_value"]] if v is not None)
+    assert b["value"][-1] >= best_rung_value
+
+
+def test_compare_gives_the_trials_side_by_side(seeded: Seeded) -> None:
+    path = f"/ui/api/experiments/{seeded.finished}/compare?trial=3&trial=0"
+    c = get(seeded, path).json()
+    assert [t["number"] for t in c["trials"]] == [3, 0]
+    assert c["params"] == ["lr", "layers", "optimizer"] and c["levels"] == [1, 3, 9, 27]
+    for t in c["trials"]:
+        assert len(t["x"]) == len(t["y"]) >= 1 and t["x"] == sorted(t["x"])
+        assert "0" in t["rung_values"] and set(t["params"]) == {"lr", "layers", "optimizer"}
+    missing = get(seeded, f"/ui/api/experiments/{seeded.finished}/compare?trial=999")
+    assert missing.status_code == 404
+    assert missing.json()["detail"] == f"experiment {seeded.finished} has no trial 999"
+    for bad in ["", "?trial=x", "?" + "&".join(f"trial={i}" for i in range(9))]:
+        r = get(seeded, f"/ui/api/experiments/{seeded.finished}/compare{bad}")
+        assert r.status_code == 422 and "trial" in r.json()["detail"]
