@@ -6,12 +6,16 @@ Invalid documents are refused with the field path and the reason (:func:`load_co
 
 from __future__ import annotations
 
+import difflib
 import json
+import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from tuner.errors import ConfigError
 from tuner.samplers.base import SamplerConfig
@@ -139,12 +143,61 @@ class ExperimentConfig(BaseModel):
         return now + self.lease_ttl_s
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models an annotation names (``X | None``, a tagged union, ``Annotated[...]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in typing.get_args(annotation) for model in _models_in(arg)]
+
+
+def _tag(model: type[BaseModel]) -> object:
+    field = model.model_fields.get("type")
+    return None if field is None else field.default
+
+
+def _walk(loc: Sequence[str | int]) -> tuple[list[str | int], list[type[BaseModel]]]:
+    """Follow ``loc`` through the document's models: (the path without tagged unions' tags,
+    the models that may sit at its end; [] where the path leaves the models)."""
+    path: list[str | int] = []
+    models: list[type[BaseModel]] = [ExperimentConfig]
+    for part in loc:
+        if len(models) > 1:  # a tagged union (a parameter): the path names the tag
+            models = [m for m in models if _tag(m) == part]
+            continue
+        path.append(part)
+        if not models:
+            continue
+        if issubclass(models[0], RootModel):  # the space: the path names a parameter
+            models = _models_in(typing.get_args(models[0].model_fields["root"].annotation)[-1])
+            continue
+        field = models[0].model_fields.get(str(part))
+        models = [] if field is None else _models_in(field.annotation)
+    return path, models
+
+
+def describe_error(error: ErrorDetails) -> tuple[list[str | int], str]:
+    """The document path of one validation error (``space.lr.high``, without the union's
+    tag) and its sentence; an unknown key gets the key it probably meant
+    (``scheduler.etta: Extra inputs are not permitted (did you mean 'eta'?)``)."""
+    loc = [p for p in error["loc"] if isinstance(p, str | int)]
+    path, _ = _walk(loc)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden" and loc:
+        _, parents = _walk(loc[:-1])
+        known = list(parents[0].model_fields) if len(parents) == 1 else []
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+        if close:
+            message += f" (did you mean {close[0]!r}?)"
+        elif known:
+            message += f" (the keys here are: {', '.join(known)})"
+    return path, message
+
+
 def _format_errors(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "(document)"
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{path}: {msg}")
+        path, message = describe_error(err)
+        parts.append(f"{'.'.join(str(p) for p in path) or '(document)'}: {message}")
     return "; ".join(parts)
 
 
@@ -160,8 +213,34 @@ def parse_config(data: Any) -> ExperimentConfig:
         raise ConfigError(_format_errors(exc)) from None
 
 
+def find_line(node: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
+    """The 1-based line of the deepest key (or list item) along ``loc`` in a composed YAML
+    tree. A key the mapping lacks (a tagged union's tag, a missing field) is skipped: a
+    missing field points at the key of the mapping that lacks it."""
+    line = None if node is None else node.start_mark.line + 1
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(key):
+                    node, line = value_node, key_node.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
+            node = node.value[key] if 0 <= key < len(node.value) else None
+            if node is not None:
+                line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
-    """Read a YAML or JSON experiment document from disk."""
+    """Read a YAML or JSON experiment document from disk (``tuner submit``, ``tuner
+    simulate`` and the SDK read files with this).
+
+    Raises:
+        ConfigError: unreadable, not YAML/JSON, or invalid: one line per problem, each
+            ``FILE:LINE: field.path: reason``.
+    """
     path = Path(path)
     try:
         text = path.read_text()
@@ -169,12 +248,32 @@ def load_config(path: str | Path) -> ExperimentConfig:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML/JSON: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: an experiment document must be a mapping, not {type(data).__name__}"
+        )
     try:
-        return parse_config(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc.detail}") from None
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        try:
+            # JSON is (nearly always) YAML too: the same tree gives the lines of both.
+            tree: yaml.Node | None = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError:
+            tree = None
+        problems = []
+        for err in exc.errors():
+            loc, message = describe_error(err)
+            line = find_line(tree, loc)
+            where = f"{path}:{line}" if line is not None else str(path)
+            field = ".".join(str(p) for p in loc) or "(document)"
+            problems.append(f"{where}: {field}: {message}")
+        raise ConfigError("\n".join(problems)) from None
 
 
 def json_schema() -> dict[str, Any]:

@@ -121,5 +121,5 @@ def test_invalid_documents_are_refused_with_path_and_reason(patch, message):
 def test_load_config_names_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\nscheduler: {type: asha}\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: .*scheduler.max_resource: Field required"):
+    with pytest.raises(ConfigError, match=r"bad.yaml:2: scheduler.max_resource: Field required"):
         load_config(path)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Annotated
 
 import typer
 
@@ -36,29 +37,36 @@ app.command("pause")(experiments.pause)
 app.command("resume")(experiments.resume)
 app.command("cancel")(experiments.cancel)
 app.command("stop-trial")(experiments.stop_trial)
+app.command("export")(experiments.export)
 app.command("schema")(experiments.schema)
 app.command("quickstart")(quickstart)
 app.add_typer(server.db_app, name="db")
 app.add_typer(tokens.token_app, name="token")
 
 
-def _mount_simulate() -> None:
-    """``tuner simulate``: the simulator engineer's command (tuner.simulate.cli)."""
+@app.command(
+    "simulate",
+    context_settings={
+        "ignore_unknown_options": True,
+        "allow_extra_args": True,
+        "help_option_names": [],
+    },
+    add_help_option=False,
+)
+def simulate(
+    args: Annotated[
+        list[str] | None, typer.Argument(help="EXPERIMENT.yaml --workers N [options]")
+    ] = None,
+) -> None:
+    """Simulate an experiment on virtual workers (`tuner simulate --help` for its options)."""
+    # The simulator (numpy, the coordinator, the in-memory store) loads only for this
+    # command: `tuner --help` and `tuner show` stay quick. Its own command parses the rest.
     try:
-        from tuner.simulate.cli import simulate_command
+        from tuner.simulate.cli import app as simulate_app
     except ImportError as exc:  # the simulator is optional at import time
-        missing = str(exc)
-
-        @app.command("simulate", context_settings={"ignore_unknown_options": True})
-        def simulate_unavailable(_args: list[str] | None = None) -> None:
-            """Simulate an experiment (unavailable: tuner.simulate did not import)."""
-            raise TunerError(f"the simulator is not available: {missing}")
-
-        return
-    app.command("simulate")(simulate_command)
-
-
-_mount_simulate()
+        raise TunerError(f"the simulator is not available: {exc}") from None
+    command = typer.main.get_command(simulate_app)
+    command.main(args=list(args or []), prog_name="tuner simulate", standalone_mode=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tuner.client import DEFAULT_URL, Client, RetryPolicy
+if TYPE_CHECKING:  # the SDK (httpx, the wire models) loads when a command connects
+    from tuner.client import Client
 
 ServerOpt = Annotated[
     str,
@@ -35,12 +36,15 @@ VerboseOpt = Annotated[
     int, typer.Option("--verbose", "-v", count=True, help="log more (-v INFO, -vv DEBUG)")
 ]
 
-DEFAULT_SERVER = DEFAULT_URL
-
-
-#: A command line answers quickly when the server is down: a couple of quick retries only.
-CLI_RETRY = RetryPolicy(attempts=3, base_delay_s=0.2, max_delay_s=1.0)
+#: ``tuner.client.DEFAULT_URL``, written out so that ``--help`` need not load the SDK
+#: (tests/cli/test_startup.py checks that the two agree).
+DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 
 def connect(server: str, token: str | None) -> Client:
-    return Client(server, token or "", retry=CLI_RETRY)
+    """A client for one command: it answers quickly when the server is down (a couple of
+    quick retries only)."""
+    from tuner.client import Client, RetryPolicy
+
+    retry = RetryPolicy(attempts=3, base_delay_s=0.2, max_delay_s=1.0)
+    return Client(server, token or "", retry=retry)

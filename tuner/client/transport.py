@@ -92,6 +92,21 @@ class RetryPolicy:
         return rng.uniform(delay / 2, delay)
 
 
+def route_hint(base_url: str, error: TunerError) -> TunerError:
+    """``error`` with what to do when the server has no such route because ``base_url``
+    carries a path the API is not under (``TUNER_URL=http://host:8000/ui``)."""
+    url = httpx.URL(base_url)
+    path = url.path.rstrip("/")
+    if not path or not error.detail.startswith(("no route ", "method ")):
+        return error
+    root = str(url.copy_with(path="/", query=None, fragment=None)).rstrip("/")
+    drop = "drop '/ui'" if path == "/ui" else f"drop {path!r}"
+    return type(error)(
+        f"{error.detail}: the server URL {base_url} has a path the API is not under "
+        f"(it is at {root}/api/v1); {drop} from --server / TUNER_URL: {root}"
+    )
+
+
 def unreachable_message(base_url: str, exc: Exception) -> str:
     return (
         f"cannot reach the tuner server at {base_url} ({type(exc).__name__}: {exc}); "
@@ -171,7 +186,10 @@ class Transport:
                 if response.status_code < 400 or response.status_code == 410:
                     return response
                 if response.status_code not in _RETRY_STATUSES or last:
-                    raise error_from_response(response)
+                    error = error_from_response(response)
+                    if response.status_code in (404, 405):
+                        error = route_hint(self.base_url, error)
+                    raise error
                 log.debug(
                     "event=retry method=%s path=%s status=%d",
                     method,

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -154,7 +155,8 @@ def simulate_command(
                 horizon_s=None if opts["horizon"] is None else float(opts["horizon"]),
             )
     except ConfigError as exc:
-        err.print(f"[bold red]invalid:[/] {exc.detail}", highlight=False)
+        # One line per problem, as `tuner submit` prints them (FILE:LINE: field: reason).
+        err.print(f"[bold red]invalid:[/] {escape(exc.detail)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     if json_out:
         sys.stdout.write(result.to_json() + "\n")

@@ -28,6 +28,15 @@ MAX_CHOICES = 10_000
 #: parameter inside a claim (which holds the experiment's lock).
 MAX_PARAMS = 500
 
+#: A positional field not given. Pydantic calls a model's own ``__init__`` with the
+#: document's keys, so a missing one (``hihg:`` typed for ``high:``) must reach validation
+#: ("Field required"), not raise ``TypeError`` (a 500 on the create route).
+_UNSET: Any = object()
+
+
+def _given(**fields: Any) -> dict[str, Any]:
+    return {name: value for name, value in fields.items() if value is not _UNSET}
+
 
 def _is_integral(value: object) -> bool:
     if isinstance(value, bool):
@@ -79,8 +88,10 @@ class Condition(BaseModel):
     parent: str
     values: list[JSONScalar]
 
-    def __init__(self, parent: str, values: list[JSONScalar], **data: Any) -> None:
-        super().__init__(parent=parent, values=values, **data)
+    def __init__(
+        self, parent: str = _UNSET, values: list[JSONScalar] = _UNSET, **data: Any
+    ) -> None:
+        super().__init__(**_given(parent=parent, values=values), **data)
 
     @field_validator("values")
     @classmethod
@@ -108,8 +119,8 @@ class Float(BaseModel):
     step: float | None = None
     condition: Condition | None = None
 
-    def __init__(self, low: float, high: float, **data: Any) -> None:
-        super().__init__(low=low, high=high, **data)
+    def __init__(self, low: float = _UNSET, high: float = _UNSET, **data: Any) -> None:
+        super().__init__(**_given(low=low, high=high), **data)
 
     @model_validator(mode="after")
     def _check(self) -> Float:
@@ -129,8 +140,8 @@ class Int(BaseModel):
     step: int | None = None
     condition: Condition | None = None
 
-    def __init__(self, low: int, high: int, **data: Any) -> None:
-        super().__init__(low=low, high=high, **data)
+    def __init__(self, low: int = _UNSET, high: int = _UNSET, **data: Any) -> None:
+        super().__init__(**_given(low=low, high=high), **data)
 
     @field_validator("low", "high", mode="before")
     @classmethod
@@ -161,8 +172,8 @@ class Categorical(BaseModel):
     choices: list[JSONScalar]
     condition: Condition | None = None
 
-    def __init__(self, choices: list[JSONScalar], **data: Any) -> None:
-        super().__init__(choices=choices, **data)
+    def __init__(self, choices: list[JSONScalar] = _UNSET, **data: Any) -> None:
+        super().__init__(**_given(choices=choices), **data)
 
     @field_validator("choices")
     @classmethod
@@ -192,8 +203,8 @@ class Fixed(BaseModel):
     value: JSONScalar
     condition: Condition | None = None
 
-    def __init__(self, value: JSONScalar, **data: Any) -> None:
-        super().__init__(value=value, **data)
+    def __init__(self, value: JSONScalar = _UNSET, **data: Any) -> None:
+        super().__init__(**_given(value=value), **data)
 
     @field_validator("value")
     @classmethod
