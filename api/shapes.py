@@ -61,7 +61,8 @@ def job_out(found: Assignment) -> JobOut:
     job, trial = found.job, found.trial
     return JobOut(
         job_id=job.id, lease_token=found.lease_token, experiment_id=job.experiment_id,
-        trial_id=trial.id, trial_number=trial.number, params=trial.params,
+        trial_id=trial.id, trial_number=trial.number, metric=found.metric, mode=found.mode,
+        params=trial.params,
         from_resource=job.from_resource, to_resource=job.to_resource, rung=job.rung,
         bracket=job.bracket, checkpoint=job.checkpoint,
         lease_expires_at=iso(job.lease_expires_at or 0.0),
@@ -80,10 +81,11 @@ def experiment_out(
 ) -> ExperimentOut:
     best = None
     if summary.best is not None:
-        value = finite(summary.best.best_loss)
+        top = summary.best
         best = BestTrialOut(
-            trial_id=summary.best.trial_id, trial_number=summary.best.number,
-            value=None if value is None else sign_of(config) * value,
+            trial_id=top.trial_id, trial_number=top.number,
+            value=_signed(top.ranked_loss, sign_of(config)), step=top.ranked_step,
+            checkpoint=top.checkpoint, checkpoint_step=top.checkpoint_step,
         )
     return ExperimentOut(
         id=summary.id, name=summary.name, state=summary.state.value,
@@ -98,17 +100,25 @@ def experiment_detail_out(detail: ExperimentDetail) -> ExperimentOut:
     return experiment_out(detail.summary, detail.config)
 
 
+def _signed(loss: float | None, sign: float) -> float | None:
+    """A finite loss in the metric's own direction; None for none or a non-finite one."""
+    found = finite(loss)
+    return None if found is None else sign * found
+
+
 def _trial_fields(trial: Trial, sign: float) -> dict[str, Any]:
-    best = finite(trial.best_loss)
     last_kind = None if trial.last_value is None else ValueKind.of(trial.last_value).value
     return {
         "id": trial.id, "experiment_id": trial.experiment_id, "number": trial.number,
         "bracket": trial.bracket, "params": trial.params, "state": trial.state.value,
         "rung": trial.rung, "resource": trial.resource,
-        "best_value": None if best is None else sign * best,
+        "best_value": _signed(trial.best_loss, sign),
         "last_value": finite(trial.last_value), "last_value_kind": last_kind,
         "retries": trial.retries, "stop_requested": trial.stop_requested,
-        "checkpoint": trial.checkpoint, "created_at": iso(trial.created_at),
+        "checkpoint": trial.checkpoint,
+        "checkpoint_step": None if trial.checkpoint is None else trial.checkpoint_step,
+        "ranked_step": trial.ranked_step, "ranked_value": _signed(trial.ranked_loss, sign),
+        "created_at": iso(trial.created_at),
         "updated_at": iso(trial.updated_at), "ended_at": iso_or_none(trial.ended_at),
     }
 
@@ -157,9 +167,10 @@ def trial_detail_out(detail: TrialDetail, sign: float) -> TrialDetailOut:
     )
 
 
-def worker_out(info: WorkerInfo) -> WorkerOut:
+def worker_out(info: WorkerInfo, now: float) -> WorkerOut:
     return WorkerOut(
         worker_id=info.id, host=info.host, gpus=info.gpus, cpus=info.cpus, slots=info.slots,
         labels=info.labels, created_at=iso(info.created_at), last_seen_at=iso(info.last_seen_at),
-        lost_leases=info.lost_leases, current_jobs=info.leased_jobs,
+        lost_leases=info.lost_leases, current_jobs=info.leased_jobs, state=info.state(now),
+        gpu_stats=info.gpu_stats, jobs_done=info.jobs_done,
     )

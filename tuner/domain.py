@@ -185,6 +185,10 @@ class Trial:
     created_at: float
     updated_at: float
     ended_at: float | None = None
+    #: The trial's ranked result (:mod:`tuner.ranking`): the resource of the highest rung it
+    #: reached and its loss there (``inf``: non-finite); None, None before the first.
+    ranked_step: int | None = None
+    ranked_loss: float | None = None
 
     @classmethod
     def new(
@@ -251,6 +255,9 @@ class Report:
 
 @dataclass(frozen=True, slots=True)
 class RungResult:
+    """A trial's value at rung ``rung`` (whose resource is ``resource``, the same in every
+    bracket)."""
+
     bracket: int
     rung: int
     trial_number: int
@@ -260,6 +267,7 @@ class RungResult:
     promoted: bool
     closed: bool
     created_at: float
+    resource: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,9 @@ __all__ = [
     "ErrorOut", "ExperimentOut", "ExperimentPageOut", "FailIn", "FailOut", "HealthOut",
     "HeartbeatIn", "JobOut", "JobSummaryOut", "NextIn", "OutputIn", "OutputOut", "ProgressOut",
     "ReportIn", "ReportOut", "RungOut", "RungValueOut", "RungsOut", "TokenIn", "TokenInfoOut",
-    "TokenListOut", "TokenOut",
+    "TokenListOut", "TokenOut", "FailureOut", "FailuresOut",
     "TrialDetailOut", "TrialOut", "TrialPageOut", "WorkerIn", "WorkerOut",
-    "WorkerPageOut", "MAX_STEP", "MAX_METRICS", "OUTPUT_TAIL_CHARS", "BestTrialOut",
+    "WorkerPageOut", "GpuStat", "MAX_STEP", "MAX_METRICS", "OUTPUT_TAIL_CHARS", "BestTrialOut",
 ]
 
 #: The largest step (resource units) a report may name.
@@ -100,6 +100,7 @@ class JobOut(BaseModel):
     """A leased job: train ``trial_id`` from ``from_resource`` to ``to_resource``.
 
     ``lease_token`` is shown once; reports, heartbeats and the completion must carry it.
+    ``metric`` and ``mode``: what the experiment optimises; the values reported must be it.
     """
 
     job_id: int
@@ -107,6 +108,8 @@ class JobOut(BaseModel):
     experiment_id: int
     trial_id: int
     trial_number: int
+    metric: str
+    mode: Literal["min", "max"]
     params: dict[str, Any]
     from_resource: int
     to_resource: int
@@ -157,10 +160,13 @@ class NextIn(_In):
 
 
 class ReportIn(_ValueIn):
-    """The metric at ``step`` (resource units, within the job's range)."""
+    """The metric at ``step`` (resource units, within the job's range). ``metric``: the
+    name of the metric ``value`` is; when given, it must be the experiment's (else 422
+    ``metric_mismatch``)."""
 
     lease_token: Token
     step: int = Field(..., ge=1, le=MAX_STEP)
+    metric: MetricName | None = None
     metrics: dict[MetricName, MetricValue] = Field(default_factory=dict, max_length=MAX_METRICS)
     checkpoint: Checkpoint | None = None
     next: NextIn | None = None
@@ -181,9 +187,11 @@ class HeartbeatIn(_In):
 
 
 class CompleteIn(_ValueIn):
-    """The job reached ``to_resource``. ``value`` defaults to the report at that step."""
+    """The job reached ``to_resource``. ``value`` defaults to the report at that step;
+    ``metric``, when given, must be the experiment's (as in :class:`ReportIn`)."""
 
     lease_token: Token
+    metric: MetricName | None = None
     metrics: dict[MetricName, MetricValue] = Field(default_factory=dict, max_length=MAX_METRICS)
     checkpoint: Checkpoint | None = None
     next: NextIn | None = None
@@ -219,9 +227,16 @@ class OutputOut(BaseModel):
 
 # ---- experiments and trials ------------------------------------------------------------------
 class BestTrialOut(BaseModel):
+    """The top of the experiment's ranking (docs/RESULTS.md): ``value`` is its value at
+    ``step``, the resource of the highest rung it reached; ``checkpoint`` is where its
+    training is saved, at step ``checkpoint_step`` (which may be past ``step``)."""
+
     trial_id: int
     trial_number: int
     value: float | None
+    step: int | None = None
+    checkpoint: str | None = None
+    checkpoint_step: int | None = None
 
 
 class ProgressOut(BaseModel):
@@ -261,12 +276,23 @@ class TrialOut(BaseModel):
     state: str
     rung: int
     resource: int
-    best_value: float | None
+    best_value: float | None = Field(
+        description="the best value reported at any step (best seen); not what ranks it"
+    )
     last_value: float | None
     last_value_kind: ValueKindName | None
     retries: int
     stop_requested: bool
     checkpoint: str | None
+    checkpoint_step: int | None = Field(
+        None, description="the step the checkpoint was saved at (None: no checkpoint)"
+    )
+    ranked_step: int | None = Field(
+        None, description="the resource of the highest rung the trial reached (None: none yet)"
+    )
+    ranked_value: float | None = Field(
+        None, description="its value there, which ranks it (None: none, or not finite)"
+    )
     created_at: datetime
     updated_at: datetime
     ended_at: datetime | None
@@ -332,6 +358,32 @@ class TrialDetailOut(TrialOut):
     output_tail: str | None
 
 
+class FailureOut(BaseModel):
+    """A job that ended without a result: the trial (``trial_number`` of ``experiment_id``,
+    shown as ``EXP/NUM``), the job's ``attempt`` (0: the first run), ``outcome`` (``failed``:
+    the command failed; ``lost``: its worker stopped renewing the lease), and ``error``: the
+    end of the error text as the service keeps it (the last line says most)."""
+
+    experiment_id: int
+    trial_id: int
+    trial_number: int
+    job_id: int
+    attempt: int
+    rung: int
+    outcome: Literal["failed", "lost"]
+    worker_id: str | None
+    ended_at: datetime | None
+    error: str
+
+
+class FailuresOut(BaseModel):
+    """The latest failed or lost jobs of an experiment, newest first; ``total``: all of them."""
+
+    experiment_id: int
+    total: int
+    items: list[FailureOut]
+
+
 class RungOut(BaseModel):
     """One rung of one bracket. ``promotable_value`` is the value a trial must reach (or beat)
     to be in the rung's top ``floor(n / eta)`` now, in the metric's own direction."""
@@ -367,8 +419,35 @@ class CurvesOut(BaseModel):
 
 
 # ---- workers, tokens, health -----------------------------------------------------------------
+#: How often the worker agent registers again (with its GPU readings and job count).
+WORKER_REPORT_EVERY_S = 30.0
+#: A worker not seen for longer than this is ``offline``: three missed registrations. It is
+#: seen when it registers, leases a job, or heartbeats (every 10 s or less while it runs one).
+WORKER_OFFLINE_AFTER_S = 90.0
+#: Label keys with this prefix are the service's own (``tuner.agent``: the agent's readings).
+RESERVED_LABEL_PREFIX = "tuner."
+
+
+class GpuStat(BaseModel):
+    """One GPU as ``nvidia-smi`` last read it; a field it could not read is null."""
+
+    model_config = _IN
+
+    index: int = Field(ge=0, le=100_000)
+    name: Annotated[str, StringConstraints(max_length=200)] = ""
+    utilization: float | None = Field(None, ge=0, le=100, description="percent of the last sample")
+    memory_used_mb: float | None = Field(None, ge=0, description="MiB")
+    memory_total_mb: float | None = Field(None, ge=0, description="MiB")
+
+
 class WorkerIn(_In):
-    """A worker agent announces itself (repeating it updates the record)."""
+    """A worker agent announces itself (repeating it updates the record and its last-seen
+    time; the agent repeats it every ``WORKER_REPORT_EVERY_S``).
+
+    ``gpu_stats``: its GPUs' use now (null: unknown, e.g. no nvidia-smi). ``jobs_done``: the
+    jobs it has ended so far, any outcome (null: keep the count stored). ``exiting``: it is
+    leaving, so it is shown ``offline`` at once.
+    """
 
     worker_id: Name
     host: Annotated[str, StringConstraints(min_length=1, max_length=255)]
@@ -380,9 +459,25 @@ class WorkerIn(_In):
     labels: dict[MetricName, Annotated[str, StringConstraints(max_length=200)]] = Field(
         default_factory=dict, max_length=32
     )
+    gpu_stats: list[GpuStat] | None = Field(None, max_length=256)
+    jobs_done: int | None = Field(None, ge=0, le=2**53)
+    exiting: bool = False
+
+    @model_validator(mode="after")
+    def _check_labels(self) -> WorkerIn:
+        for key in self.labels:
+            if key.startswith(RESERVED_LABEL_PREFIX):
+                raise ValueError(
+                    f"labels.{key}: keys starting with {RESERVED_LABEL_PREFIX!r} are reserved "
+                    "for the service; rename the label"
+                )
+        return self
 
 
 class WorkerOut(BaseModel):
+    """A worker. ``state``: ``busy`` (holds a job), ``idle``, or ``offline`` (exited, or not
+    seen for ``WORKER_OFFLINE_AFTER_S`` seconds)."""
+
     worker_id: str
     host: str
     gpus: list[Any]
@@ -393,6 +488,11 @@ class WorkerOut(BaseModel):
     last_seen_at: datetime
     lost_leases: int
     current_jobs: list[int] = Field(description="ids of the jobs it holds now")
+    state: Literal["busy", "idle", "offline"]
+    gpu_stats: list[GpuStat] | None = Field(
+        None, description="per-GPU use at its last registration; null: unknown"
+    )
+    jobs_done: int = Field(0, description="jobs it ended (any outcome), as it last said")
 
 
 class WorkerPageOut(BaseModel):

@@ -37,6 +37,7 @@ from tuner.storage.models import (
     TrialRow,
     WorkerRow,
 )
+from tuner.storage.sql.ranking import ranking_order
 from tuner.storage.sql.tables import trial_from_row
 
 #: Most trials drawn in the parallel coordinates (an even spread over trial ids beyond).
@@ -111,8 +112,9 @@ def _levels(config: ExperimentConfig) -> tuple[int, ...]:
 def _curve_trial_ids(
     session: Session, experiment_id: int, max_trials: int
 ) -> tuple[list[int], int]:
-    """The best third of ``max_trials`` by best loss, plus the rest spread evenly over trial
-    numbers (every k-th) so that stopped and failed trials show too. Returns (ids, total)."""
+    """The best third of ``max_trials`` by the ranking (tuner.ranking), plus the rest spread
+    evenly over trial numbers (every k-th) so that stopped and failed trials show too.
+    Returns (ids, total)."""
     tc = TrialRow.__table__.c
     conn = session.connection()
     mine = tc.experiment_id == experiment_id
@@ -123,8 +125,8 @@ def _curve_trial_ids(
         return [r[0] for r in conn.execute(select(tc.id).where(mine))], total
     n_best = max_trials // 3
     chosen = {r[0] for r in conn.execute(
-        select(tc.id).where(mine, tc.best_loss.is_not(None))
-        .order_by(tc.best_loss, tc.number).limit(n_best)
+        select(tc.id).where(mine, tc.ranked_step.is_not(None))
+        .order_by(*ranking_order()).limit(n_best)
     )}
     stride = max(1, -(-total // (max_trials - len(chosen))))
     for (trial_id,) in conn.execute(
@@ -217,6 +219,14 @@ def best_so_far(session: Session, experiment_id: int) -> dict[str, Any]:
         "started_at": created, "last_time": last_time, "resource_spent": spent,
         "n_results": n, **out,
     }
+
+
+def trial_address(session: Session, trial_id: int) -> tuple[int, int] | None:
+    """(experiment id, number) of a trial id, or None when there is no such trial."""
+    found = session.execute(
+        select(TrialRow.experiment_id, TrialRow.number).where(TrialRow.id == trial_id)
+    ).first()
+    return None if found is None else (int(found[0]), int(found[1]))
 
 
 # ---- comparing a few trials ---------------------------------------------------------------
@@ -464,11 +474,19 @@ def _compute_importance(
 
 
 # ---- workers --------------------------------------------------------------------------------
-def _worker_dict(row: WorkerRow, jobs: list[dict[str, Any]]) -> dict[str, Any]:
+def _worker_dict(
+    row: WorkerRow, jobs: list[dict[str, Any]], now: float | None = None
+) -> dict[str, Any]:
+    """A worker as the API's WorkerOut has it; ``state`` is None when ``now`` is not given."""
+    labels, said = queries.split_worker_labels(dict(row.labels))
+    exited = bool(said.get("exiting"))
     return {
         "worker_id": row.id, "host": row.host, "gpus": list(row.gpus), "cpus": row.cpus,
-        "slots": row.slots, "labels": dict(row.labels), "created_at": row.created_at,
+        "slots": row.slots, "labels": labels, "created_at": row.created_at,
         "last_seen_at": row.last_seen_at, "lost_leases": row.lost_leases, "current_jobs": jobs,
+        "state": None if now is None
+        else queries.worker_state(row.last_seen_at, exited, len(jobs), now),
+        "gpu_stats": said.get("gpu_stats"), "jobs_done": int(said.get("jobs_done") or 0),
     }
 
 
@@ -491,7 +509,8 @@ def _leased_jobs(session: Session, worker_ids: list[str]) -> dict[str, list[dict
 
 
 def workers(session: Session, now: float, limit: int = 200, offset: int = 0) -> dict[str, Any]:
-    """Workers, most recently seen first, with their leased jobs and lost leases."""
+    """Workers, most recently seen first, with their leased jobs, lost leases, state (busy,
+    idle, offline), GPU readings (None: unknown) and jobs done."""
     limit, offset = max(0, min(limit, queries.MAX_PAGE)), max(0, offset)
     total = session.scalar(select(func.count()).select_from(WorkerRow)) or 0
     rows = list(session.scalars(
@@ -501,7 +520,7 @@ def workers(session: Session, now: float, limit: int = 200, offset: int = 0) -> 
     held = _leased_jobs(session, [r.id for r in rows])
     return {
         "now": now, "total": int(total), "limit": limit, "offset": offset,
-        "items": [_worker_dict(r, held[r.id]) for r in rows],
+        "items": [_worker_dict(r, held[r.id], now) for r in rows],
     }
 
 

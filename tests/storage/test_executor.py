@@ -143,7 +143,7 @@ def _settle_a_stop(store: SqlStore, experiment_id: int, job_id: int) -> None:
     job = store.get_job(job_id)
     trial = store.get_trial(job.trial_id)
     store.add_rung_result(experiment_id, RungResult(
-        trial.bracket, 0, trial.number, trial.id, 0.5, 0.5, False, False, 3.0
+        trial.bracket, 0, trial.number, trial.id, 0.5, 0.5, False, False, 3.0, 1
     ))
     record = DecisionRecord(trial.id, DecisionKind.STOP, {"rule": "test"}, 1, 4.0)
     stop = RungStop(experiment_id, job_id, 0, trial.bracket, 0, trial.number)
@@ -168,15 +168,17 @@ def test_a_plan_takes_its_result_columns_from_the_compiler(pg: Engine) -> None:
     reports stale ``exported_columns`` (SQLAlchemy 2.1); the plan must not trust them."""
     from tuner.storage.sql.postgres_writes import settle_trial_statement
     from tuner.storage.sql.statements import update_trial_statement
+    from tuner.storage.sql.tables import TRIAL_COLUMNS
 
     columns = ("rung", "state", "updated_at")
-    assert len(update_trial_statement(columns).exported_columns) == 19  # read: memoized
+    n_trial = len(TRIAL_COLUMNS)
+    assert len(update_trial_statement(columns).exported_columns) == n_trial  # read: memoized
     stmt = settle_trial_statement(columns, True)
     with pg.connect() as connection:
         executor.plan_for(stmt, connection.dialect, {})
         plan = executor.plan_for(stmt, connection.dialect, {})
     assert plan is not None
-    assert len(plan.columns) == 19 + 1 + 9  # the trial, the closed result, the experiment
+    assert len(plan.columns) == n_trial + 1 + 9  # the trial, the closed result, the experiment
 
 
 def _stop_and_read(store: SqlStore, experiment_id: int, job_id: int) -> tuple[Any, Any]:
@@ -276,7 +278,7 @@ def test_a_judging_report_reads_its_rung_after_the_lock(pg: Engine) -> None:
             store.get_experiment(experiment_id, lock=True)
             trial = store.get_trial(jobs[1].trial_id)
             store.add_rung_result(experiment_id, RungResult(
-                0, 0, trial.number, trial.id, 0.1, 0.1, False, False, 3.0
+                0, 0, trial.number, trial.id, 0.1, 0.1, False, False, 3.0, 1
             ))
             locked.set()
             release.wait(30)

@@ -45,7 +45,9 @@ def test_queries_list_experiments_progress(session_factory: Any, seeded: dict[st
         assert page.total == 2 and [e.name for e in page.items] == ["second", "first"]
         first = page.items[1]
         assert first.trials_by_state == {"paused": 4, "pending": 1}
-        assert first.best is not None and (first.best.number, first.best.best_loss) == (1, 0.2)
+        best = first.best
+        assert best is not None and (best.number, best.ranked_step, best.ranked_loss) == (1, 1, 0.2)
+        assert (best.checkpoint, best.checkpoint_step) == (None, None)
         assert page.items[0].best is None and page.items[0].trials_by_state == {}
         assert q.list_experiments(session, limit=1, offset=1).items[0].name == "first"
         running = q.list_experiments(session, state=ExperimentState.PAUSED)

@@ -50,6 +50,7 @@ def result(trial: Any, rung: int, loss: float, now: float = 1.0, **flags: bool) 
         promoted=flags.get("promoted", False),
         closed=flags.get("closed", False),
         created_at=now,
+        resource=3**rung,
     )
 
 

@@ -91,6 +91,7 @@ def new_rung_result(
         promoted=False,
         closed=closed,
         created_at=now,
+        resource=ctx.scheduler.levels[rung],
     )
 
 

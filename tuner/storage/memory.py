@@ -33,6 +33,7 @@ from tuner.domain import (
 )
 from tuner.errors import ConflictError, NotFound
 from tuner.protocol import BREAKER_COUNTS, holds_token, lease_is_live, stop_asked
+from tuner.ranking import counts, replaces
 from tuner.store import (
     JobContext,
     Judging,
@@ -384,6 +385,11 @@ class MemoryStore:
         rung.all.add(sort_key)
         if not (result.promoted or result.closed):
             rung.open.add(sort_key)
+        trial = self._trials.get(result.trial_id)  # its ranked result (tuner.ranking)
+        if trial is not None and counts(result) and replaces(trial.ranked_step, result.resource):
+            self._trials[trial.id] = dataclasses.replace(
+                trial, ranked_step=result.resource, ranked_loss=result.loss
+            )
 
     def get_rung_result(self, trial_id: int, rung: int) -> RungResult | None:
         trial = self.get_trial(trial_id)

@@ -37,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from tuner.domain import DecisionKind, ExperimentState, JobState, TrialState, ValueKind
+from tuner.ranking import RANKED_NONE
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -130,6 +131,23 @@ class TrialRow(Base):
     updated_at: Mapped[float] = mapped_column(Float)
     ended_at: Mapped[float | None] = mapped_column(Float)
     output_tail: Mapped[str | None] = mapped_column(Text)
+    # The trial's ranked result (tuner.ranking), kept in step with rung_results by the one
+    # write that adds a rung result: ranked_kind 0 finite, 1 non-finite (ranked_loss 0),
+    # 2 none yet (ranked_step NULL).
+    ranked_kind: Mapped[int] = mapped_column(Integer, server_default=text(str(RANKED_NONE)))
+    ranked_step: Mapped[int | None] = mapped_column(Integer)
+    ranked_loss: Mapped[float] = mapped_column(Float, server_default=text("0"))
+
+
+# The ranking's order (tuner.ranking.rank_key): the best trial, trials by value.
+Index(
+    "ix_trials_experiment_id_ranking",
+    TrialRow.experiment_id,
+    TrialRow.ranked_kind,
+    TrialRow.ranked_step.desc(),
+    TrialRow.ranked_loss,
+    TrialRow.number,
+)
 
 
 class BracketRow(Base):
@@ -260,6 +278,7 @@ class RungResultRow(Base):
     value_kind: Mapped[ValueKind] = mapped_column(_enum(ValueKind))
     status: Mapped[int] = mapped_column(Integer, default=RUNG_OPEN)
     created_at: Mapped[float] = mapped_column(Float)
+    resource: Mapped[int] = mapped_column(Integer)  # the rung's resource, levels[rung]
 
 
 class RungRow(Base):

@@ -7,6 +7,9 @@ are paginated (``limit``/``offset``) and served by indexes; a page's cost does n
 the number of trials except where noted (per-state counts of a listed experiment read its
 ``(experiment_id, state)`` index).
 
+Trials are ranked as :mod:`tuner.ranking` says (the highest rung reached, then the value
+there, then the number): ``order_by="best"`` and an experiment's best trial follow it.
+
 Non-finite numbers: ``best_loss`` is ``inf`` for a trial whose best loss is not finite
 (sorted last); report values are returned as floats (``nan``, ``inf`` possible) together
 with their :class:`~tuner.domain.ValueKind`, so the API layer can render them as JSON.
@@ -34,6 +37,7 @@ from tuner.domain import (
     ValueKind,
 )
 from tuner.errors import ConflictError, NotFound
+from tuner.ranking import RANKED_FINITE
 from tuner.storage.models import (
     DecisionRow,
     ExperimentRow,
@@ -46,6 +50,7 @@ from tuner.storage.models import (
     TrialRow,
     WorkerRow,
 )
+from tuner.storage.sql.ranking import ranking_order
 from tuner.storage.sql.tables import (
     job_from_row,
     join_value,
@@ -53,6 +58,7 @@ from tuner.storage.sql.tables import (
     stored_loss,
     trial_from_row,
 )
+from tuner.wire import WORKER_OFFLINE_AFTER_S
 
 T = TypeVar("T")
 
@@ -77,15 +83,23 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class BestTrial:
+    """The top of an experiment's ranking (:mod:`tuner.ranking`): its finite loss
+    ``ranked_loss`` at resource ``ranked_step`` (the highest rung it reached), and its
+    checkpoint with the step it was saved at (``checkpoint_step`` None without one)."""
+
     trial_id: int
     number: int
-    best_loss: float
+    ranked_step: int
+    ranked_loss: float
     params: dict[str, Any]
+    checkpoint: str | None = None
+    checkpoint_step: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ExperimentSummary:
-    """An experiment with its progress: trials per state and the trial with the lowest loss."""
+    """An experiment with its progress: trials per state and its best trial (the top of
+    its ranking, among trials with a finite ranked value)."""
 
     id: int
     name: str
@@ -168,6 +182,12 @@ class WorkerInfo:
     last_seen_at: float
     lost_leases: int
     leased_jobs: list[int] = field(default_factory=list)  # ids of the jobs it holds
+    gpu_stats: list[dict[str, Any]] | None = None  # at its last registration; None: unknown
+    jobs_done: int = 0  # the jobs it ended, as it last said
+    exited: bool = False  # its last registration said it was leaving
+
+    def state(self, now: float) -> str:
+        return worker_state(self.last_seen_at, self.exited, len(self.leased_jobs), now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,15 +210,22 @@ def _page_bounds(limit: int, offset: int) -> tuple[int, int]:
 
 # ---- experiments ---------------------------------------------------------------------------
 def _best_trial(session: Session, experiment_id: int) -> BestTrial | None:
+    """The top of the ranking if it has a finite value (one step of the ranking's index)."""
+    t = TrialRow
     row = session.execute(
-        select(TrialRow.id, TrialRow.number, TrialRow.best_loss, TrialRow.params)
-        .where(TrialRow.experiment_id == experiment_id, TrialRow.best_loss.is_not(None))
-        .order_by(TrialRow.best_loss, TrialRow.number)
+        select(t.id, t.number, t.ranked_step, t.ranked_loss, t.params, t.checkpoint,
+               t.checkpoint_step)
+        .where(t.experiment_id == experiment_id, t.ranked_kind == RANKED_FINITE)
+        .order_by(*ranking_order())
         .limit(1)
     ).first()
-    if row is None:
+    if row is None or row.ranked_step is None:
         return None
-    return BestTrial(row.id, row.number, row.best_loss, dict(row.params))
+    saved_at = None if row.checkpoint is None else row.checkpoint_step
+    return BestTrial(
+        row.id, row.number, row.ranked_step, row.ranked_loss, dict(row.params),
+        row.checkpoint, saved_at,
+    )
 
 
 def _summaries(session: Session, rows: list[ExperimentRow]) -> list[ExperimentSummary]:
@@ -265,18 +292,20 @@ def list_trials(
     limit: int = 50,
     offset: int = 0,
 ) -> Page[Trial]:
-    """Trials of an experiment; ``order_by``: ``number`` (ascending), ``best`` (lowest best
-    loss first, trials without one last), ``updated`` (most recently changed first)."""
+    """Trials of an experiment; ``order_by``: ``number`` (ascending), ``best`` (the ranking
+    of :mod:`tuner.ranking`: best first, trials without a rung result last), ``updated``
+    (most recently changed first)."""
     limit, offset = _page_bounds(limit, offset)
     where = [TrialRow.experiment_id == experiment_id]
     if state is not None:
         where.append(TrialRow.state == state)
+    order: list[Any]
     if order_by == "number":
         order = [TrialRow.number]
     elif order_by == "best":
-        order = [TrialRow.best_loss.is_(None), TrialRow.best_loss, TrialRow.number]  # type: ignore[list-item]
+        order = ranking_order()
     elif order_by == "updated":
-        order = [TrialRow.updated_at.desc(), TrialRow.id.desc()]  # type: ignore[list-item]
+        order = [TrialRow.updated_at.desc(), TrialRow.id.desc()]
     else:
         raise ValueError(f"order_by is {order_by!r}, but must be number, best or updated")
     total = session.scalar(select(func.count()).select_from(TrialRow).where(*where)) or 0
@@ -368,14 +397,15 @@ def learning_curves(
     max_trials: int = 100,
     trial_ids: list[int] | None = None,
 ) -> list[Curve]:
-    """Curves of the ``max_trials`` best trials (or of ``trial_ids``), each downsampled in SQL
-    to about ``max_points`` points: every k-th report by step, plus the last one."""
+    """Curves of the ``max_trials`` best trials by the ranking (or of ``trial_ids``), each
+    downsampled in SQL to about ``max_points`` points: every k-th report by step, plus the
+    last one."""
     max_points = max(1, max_points)
     if trial_ids is None:
         trial_rows = session.execute(
             select(TrialRow.id, TrialRow.number, TrialRow.state)
             .where(TrialRow.experiment_id == experiment_id)
-            .order_by(TrialRow.best_loss.is_(None), TrialRow.best_loss, TrialRow.number)
+            .order_by(*ranking_order())
             .limit(max(0, min(max_trials, MAX_PAGE)))
         ).all()
     else:
@@ -462,18 +492,43 @@ def nth_loss(
 
 
 # ---- workers -------------------------------------------------------------------------------
+#: The label under which a worker's row keeps what its agent last said about itself
+#: (``gpu_stats``, ``jobs_done``, ``exiting``): readings, not facts the service decides on,
+#: so they ride in the ``labels`` JSON, whose ``tuner.`` keys the API refuses from users.
+AGENT_LABEL = "tuner.agent"
+
+
+def worker_state(last_seen_at: float, exited: bool, n_jobs: int, now: float) -> str:
+    """``offline`` (it said it was leaving, or was not seen for ``WORKER_OFFLINE_AFTER_S``),
+    else ``busy`` (it holds a job) or ``idle``."""
+    if exited or now - last_seen_at > WORKER_OFFLINE_AFTER_S:
+        return "offline"
+    return "busy" if n_jobs else "idle"
+
+
+def split_worker_labels(labels: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The user's labels, and what the agent last said (``AGENT_LABEL``'s value)."""
+    own = {k: v for k, v in labels.items() if k != AGENT_LABEL}
+    said = labels.get(AGENT_LABEL)
+    return own, said if isinstance(said, dict) else {}
+
+
 def _worker(row: WorkerRow, jobs: list[int] | None = None) -> WorkerInfo:
+    labels, said = split_worker_labels(dict(row.labels))
     return WorkerInfo(
         id=row.id,
         host=row.host,
         gpus=list(row.gpus),
         cpus=row.cpus,
         slots=row.slots,
-        labels=dict(row.labels),
+        labels=labels,
         created_at=row.created_at,
         last_seen_at=row.last_seen_at,
         lost_leases=row.lost_leases,
         leased_jobs=list(jobs or []),
+        gpu_stats=said.get("gpu_stats"),
+        jobs_done=int(said.get("jobs_done") or 0),
+        exited=bool(said.get("exiting")),
     )
 
 
@@ -486,8 +541,15 @@ def upsert_worker(
     cpus: int | None = None,
     slots: int = 1,
     labels: dict[str, Any] | None = None,
+    *,
+    gpu_stats: list[dict[str, Any]] | None = None,
+    jobs_done: int | None = None,
+    exiting: bool = False,
 ) -> WorkerInfo:
-    """Register a worker, or refresh its description and ``last_seen_at``."""
+    """Register a worker, or refresh its description, readings and ``last_seen_at``.
+
+    ``gpu_stats`` replaces the stored readings (None: unknown now); ``jobs_done`` None keeps
+    the stored count; ``exiting`` marks it offline until it registers again."""
     row = session.get(WorkerRow, worker_id, populate_existing=True)
     if row is None:
         row = WorkerRow(
@@ -508,10 +570,16 @@ def upsert_worker(
             row = session.get(WorkerRow, worker_id, populate_existing=True)
             if row is None:
                 raise
+    _, said = split_worker_labels(dict(row.labels))
+    said = {
+        "gpu_stats": gpu_stats,
+        "jobs_done": said.get("jobs_done", 0) if jobs_done is None else jobs_done,
+        "exiting": exiting,
+    }
     row.host, row.gpus, row.cpus, row.slots = host, list(gpus or []), cpus, slots
-    row.labels, row.last_seen_at = dict(labels or {}), now
+    row.labels, row.last_seen_at = {**dict(labels or {}), AGENT_LABEL: said}, now
     session.flush()
-    return _worker(row)
+    return _worker(row, _held_jobs(session, [worker_id])[worker_id])
 
 
 def touch_worker(session: Session, worker_id: str, now: float) -> bool:
@@ -546,16 +614,22 @@ def list_workers(session: Session, limit: int = 100, offset: int = 0) -> Page[Wo
             .execution_options(populate_existing=True)
         )
     )
-    held: dict[str, list[int]] = {row.id: [] for row in rows}
-    if rows:
+    held = _held_jobs(session, [row.id for row in rows])
+    return Page([_worker(row, held[row.id]) for row in rows], int(total), limit, offset)
+
+
+def _held_jobs(session: Session, worker_ids: list[str]) -> dict[str, list[int]]:
+    """The ids of the jobs each worker holds now (the leased jobs: few, by their index)."""
+    held: dict[str, list[int]] = {worker_id: [] for worker_id in worker_ids}
+    if worker_ids:
         for job_id, worker_id in session.execute(
             select(JobRow.id, JobRow.worker_id)
-            .where(JobRow.state == JobState.LEASED, JobRow.worker_id.in_(list(held)))
+            .where(JobRow.state == JobState.LEASED, JobRow.worker_id.in_(worker_ids))
             .order_by(JobRow.id)
         ):
             if worker_id is not None:
                 held[worker_id].append(job_id)
-    return Page([_worker(row, held[row.id]) for row in rows], int(total), limit, offset)
+    return held
 
 
 # ---- tokens --------------------------------------------------------------------------------
@@ -646,4 +720,5 @@ __all__ = [
     "token_by_hash",
     "touch_worker",
     "upsert_worker",
+    "worker_state",
 ]

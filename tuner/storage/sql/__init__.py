@@ -6,6 +6,7 @@ One concept per module:
 | --- | --- |
 | ``tables`` | the tables, the column lists of the hot reads, rows <-> domain values |
 | ``guards`` | the SQL form of the job protocol's rules (:mod:`tuner.protocol`) |
+| ``ranking`` | the SQL form of the trials' ranking (:mod:`tuner.ranking`) |
 | ``statements`` | the prebuilt statements both dialects run |
 | ``postgres_writes`` | PostgreSQL's multi-statement writes merged into one statement each |
 | ``executor`` | how statements run (the only module that touches SQLAlchemy's internals) |

@@ -29,6 +29,7 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, NotFound, ParamsSeen
+from tuner.ranking import counts
 from tuner.storage.models import RUNG_CLOSED, RUNG_OPEN, RUNG_PROMOTED
 from tuner.storage.sql.executor import Executor, Rows
 from tuner.storage.sql.postgres_writes import (
@@ -37,6 +38,7 @@ from tuner.storage.sql.postgres_writes import (
     record_step_statement,
     settle_trial_statement,
 )
+from tuner.storage.sql.ranking import rank_params
 from tuner.storage.sql.snapshot import COUNTERS_AND_QUEUED, counters_of
 from tuner.storage.sql.store import SqlStore
 from tuner.storage.sql.tables import (
@@ -237,6 +239,8 @@ class PostgresStore(SqlStore):
             e_id=experiment_id,
             left_=int(row["status"] != RUNG_OPEN),
             promoted_=int(row["status"] == RUNG_PROMOTED),
+            k_counts=counts(result),  # and the trial's ranked result (tuner.ranking)
+            **rank_params(result),
         )
         conflict = f"trial {result.trial_number} already has a result at rung {result.rung}"
         if size_before is not None:

@@ -33,6 +33,7 @@ from sqlalchemy.dialects import postgresql
 
 from tuner.domain import JobState
 from tuner.storage.models import LOSS_FINITE
+from tuner.storage.sql.ranking import RANK_TRIAL
 from tuner.storage.sql.statements import (
     COUNT_LEFT,
     END_JOB,
@@ -353,7 +354,9 @@ class _PostgresWrites:
 
 def _rung_insert() -> Select[Any]:
     """A rung result's insert (``v_*``: its columns) that, if it was new, counts it in its
-    rung -> (id, n_results); no row: nothing inserted (a conflict)."""
+    rung and, if it counts for the ranking (``k_counts``), makes it the trial's ranked result
+    where it replaces the current one (:data:`tuner.storage.sql.ranking.RANK_TRIAL`,
+    ``k_*``) -> (id, n_results); no row: nothing inserted (a conflict)."""
     e_id, bracket = EXPERIMENT_ID, bindparam("v_bracket", type_=Integer)
     names = [c.name for c in RUNG_RESULTS.c if c.name != "id"]
     insert_ = postgresql.insert(RUNG_RESULTS).values(
@@ -376,7 +379,14 @@ def _rung_insert() -> Select[Any]:
         set_={n: RUNGS.c[n] + in_rung.excluded[n] for n in ("n_results", "n_left", "n_promoted")},
     )
     counted = in_rung.returning(RUNGS.c.n_results).cte("in_rung")
-    return select(added.c.id, counted.c.n_results).select_from(added.join(counted, true()))
+    ranked = RANK_TRIAL.where(
+        bindparam("k_counts", type_=Boolean), select(added.c.id).exists()
+    ).cte("ranked")
+    return (
+        select(added.c.id, counted.c.n_results)
+        .select_from(added.join(counted, true()))
+        .add_cte(ranked)
+    )
 
 
 @functools.lru_cache(maxsize=1)

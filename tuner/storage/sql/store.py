@@ -48,9 +48,11 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, NotFound
+from tuner.ranking import counts
 from tuner.storage.models import RUNG_CLOSED, RUNG_OPEN, RUNG_PROMOTED
 from tuner.storage.sql.cache import TransactionCache
 from tuner.storage.sql.executor import Executor, Rows
+from tuner.storage.sql.ranking import RANK_TRIAL, rank_params
 from tuner.storage.sql.snapshot import COUNTERS_AND_QUEUED, SqlSnapshot, counters_of
 from tuner.storage.sql.statements import (
     ACTIVE_JOB_OF_TRIAL,
@@ -562,6 +564,8 @@ class SqlStore:
         counters = {"n_results": 1, "n_left": left, "n_promoted": promoted}
         keys = {"experiment_id": experiment_id, "bracket": result.bracket, "rung": result.rung}
         self.execute(self._sql.count_result, {**keys, **counters})
+        if counts(result):  # the trial's ranked result (tuner.ranking), in step with it
+            self.execute(RANK_TRIAL, rank_params(result))
 
     def get_rung_result(self, trial_id: int, rung: int) -> RungResult | None:
         row = self.execute(GET_RUNG_RESULT, {"t_id": trial_id, "rung_": rung}).first()

@@ -27,6 +27,7 @@ from tuner.domain import (
     TrialState,
     ValueKind,
 )
+from tuner.ranking import ranked_loss_of
 from tuner.storage.models import (
     LOSS_FINITE,
     LOSS_NON_FINITE,
@@ -86,6 +87,9 @@ TRIAL_COLUMNS = (
     TRIAL.created_at,
     TRIAL.updated_at,
     TRIAL.ended_at,
+    TRIAL.ranked_kind,
+    TRIAL.ranked_step,
+    TRIAL.ranked_loss,
 )
 JOB_COLUMNS = (
     JOB.id,
@@ -152,6 +156,7 @@ def rung_row(experiment_id: int, result: RungResult) -> dict[str, Any]:
         "value_kind": kind,
         "status": status,
         "created_at": result.created_at,
+        "resource": result.resource,
     }
 
 
@@ -221,6 +226,8 @@ def trial_of(v: Sequence[Any]) -> Trial:
         created_at=v[16],
         updated_at=v[17],
         ended_at=v[18],
+        ranked_step=v[20],
+        ranked_loss=ranked_loss_of(v[19], v[21]),
     )
 
 
@@ -271,6 +278,7 @@ def rung_result_of(row: Any) -> RungResult:
         promoted=row.status == RUNG_PROMOTED,
         closed=row.status == RUNG_CLOSED,
         created_at=row.created_at,
+        resource=row.resource,
     )
 
 
