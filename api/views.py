@@ -2,27 +2,31 @@
 
 Each function takes the caller's session (one read transaction per request). The only SQL
 here is a lookup of stored experiment documents, which the queries module does not return
-with its lists (the metric's direction is needed to turn losses back into values).
+with its lists (the metric's direction is needed to turn losses back into values), a
+trial's id by its number (the unique index on ``(experiment_id, number)``), and the latest
+failed jobs of an experiment with their errors (:func:`failures`).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api import shapes
 from tuner.config import build_scheduler, parse_config
-from tuner.domain import ExperimentState, TrialState
+from tuner.domain import ExperimentState, JobState, TrialState
 from tuner.errors import NotFound
 from tuner.storage import queries
-from tuner.storage.models import ExperimentRow
+from tuner.storage.models import DecisionRow, ExperimentRow, JobRow, TrialRow
 from tuner.wire import (
     CurveOut,
     CurvesOut,
     ExperimentOut,
     ExperimentPageOut,
+    FailureOut,
+    FailuresOut,
     RungOut,
     RungsOut,
     TrialDetailOut,
@@ -78,6 +82,23 @@ def trial_page(
     )
 
 
+def trial_id_of(session: Session, experiment_id: int, number: int) -> int:
+    """The id of trial ``number`` of an experiment (what people see and type: ``EXP/NUM``).
+
+    Raises:
+        NotFound: the experiment does not exist, or has no trial ``number``.
+    """
+    found = session.scalar(
+        select(TrialRow.id).where(
+            TrialRow.experiment_id == experiment_id, TrialRow.number == number
+        )
+    )
+    if found is None:
+        document(session, experiment_id)  # an unknown experiment says so
+        raise NotFound(f"experiment {experiment_id} has no trial {number}")
+    return int(found)
+
+
 def trial(session: Session, trial_id: int) -> TrialDetailOut:
     detail = queries.trial_detail(session, trial_id)
     sign = shapes.sign_of(document(session, detail.trial.experiment_id))
@@ -106,6 +127,58 @@ def rungs(session: Session, experiment_id: int) -> RungsOut:
     return RungsOut(experiment_id=experiment_id, eta=eta, mode=config.mode, items=items)
 
 
+#: The job endings listed as failures, and how :class:`FailureOut` names them.
+FAILURE_OUTCOMES: dict[JobState, Literal["failed", "lost"]] = {
+    JobState.FAILED: "failed", JobState.EXPIRED: "lost",
+}
+
+
+def failures(session: Session, experiment_id: int, limit: int) -> FailuresOut:
+    """The experiment's latest ``limit`` failed or lost jobs, newest first, each with the
+    note of the decision that ended it (the error's end, or why the lease ran out).
+
+    Reads the ``(experiment_id, state, id)`` index of jobs, then the decisions of those
+    jobs' trials written when they ended (``decisions.trial_id``): the cost follows
+    ``limit`` and the number of failures, not the number of trials.
+    """
+    document(session, experiment_id)  # 404 for an unknown experiment
+    where = (JobRow.experiment_id == experiment_id, JobRow.state.in_(list(FAILURE_OUTCOMES)))
+    total = session.scalar(select(func.count()).select_from(JobRow).where(*where)) or 0
+    jobs = session.execute(
+        select(
+            JobRow.id, JobRow.trial_id, JobRow.trial_number, JobRow.attempt, JobRow.rung,
+            JobRow.state, JobRow.worker_id, JobRow.ended_at,
+        ).where(*where).order_by(JobRow.id.desc()).limit(limit)
+    ).all()
+    # The decision that ended a job is written in its transaction, at its ended_at.
+    notes: dict[tuple[int, float], str] = {}
+    ended = {job.ended_at for job in jobs if job.ended_at is not None}
+    if ended:
+        for row in session.execute(
+            select(DecisionRow.trial_id, DecisionRow.created_at, DecisionRow.reason).where(
+                DecisionRow.trial_id.in_({job.trial_id for job in jobs}),
+                DecisionRow.created_at.in_(ended),
+            )
+        ):
+            note = (row.reason or {}).get("note")
+            if note:
+                notes[(row.trial_id, row.created_at)] = str(note)
+    return FailuresOut(
+        experiment_id=experiment_id,
+        total=int(total),
+        items=[
+            FailureOut(
+                experiment_id=experiment_id, trial_id=job.trial_id, trial_number=job.trial_number,
+                job_id=job.id, attempt=job.attempt, rung=job.rung,
+                outcome=FAILURE_OUTCOMES[JobState(job.state)], worker_id=job.worker_id,
+                ended_at=shapes.iso_or_none(job.ended_at),
+                error=notes.get((job.trial_id, job.ended_at), "") if job.ended_at else "",
+            )
+            for job in jobs
+        ],
+    )
+
+
 def curves(session: Session, experiment_id: int, max_points: int, max_trials: int) -> CurvesOut:
     document(session, experiment_id)  # 404 for an unknown experiment
     found = queries.learning_curves(
@@ -124,9 +197,9 @@ def curves(session: Session, experiment_id: int, max_points: int, max_trials: in
     )
 
 
-def worker_page(session: Session, limit: int, offset: int) -> WorkerPageOut:
+def worker_page(session: Session, limit: int, offset: int, now: float) -> WorkerPageOut:
     page = queries.list_workers(session, limit=limit, offset=offset)
     return WorkerPageOut(
-        items=[shapes.worker_out(w) for w in page.items],
+        items=[shapes.worker_out(w, now) for w in page.items],
         total=page.total, limit=page.limit, offset=page.offset,
     )

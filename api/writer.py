@@ -270,6 +270,7 @@ class Writer:
         pool, engine = self.fast_pool, self.async_engine
         if known is None or pool is None or engine is None:
             return False
+        known.require_metric(body.metric)  # refused before anything is written
         plan = known.plan(body.step, value)
         if not plan.may_be_plain:
             return False

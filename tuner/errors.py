@@ -4,7 +4,8 @@
 
     TunerError
     ├── ConfigError            an experiment document, search space or setting is invalid
-    │   └── SpaceExhausted     the sampler has no unseen configuration left
+    │   ├── SpaceExhausted     the sampler has no unseen configuration left
+    │   └── MetricMismatch     a report names another metric than its experiment's
     ├── NotFound               an id names nothing (or nothing the caller may see)
     ├── ConflictError          the request contradicts stored state
     │   ├── InvalidTransition  e.g. resume a cancelled experiment
@@ -36,6 +37,10 @@ class ConfigError(TunerError):
 
 class SpaceExhausted(ConfigError):
     code = "space_exhausted"
+
+
+class MetricMismatch(ConfigError):
+    code = "metric_mismatch"
 
 
 class NotFound(TunerError):

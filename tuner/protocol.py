@@ -13,6 +13,7 @@
 | the step reaches a rung (the stopping form judges there) | :func:`plan_report` |
 | jobs failing in a row pause their experiment (the breaker) | :func:`breaker_trips` |
 | a non-finite value is judged at once (and stops the trial) | :func:`plan_report` |
+| a report or completion that names its metric names the experiment's | :func:`require_metric` |
 
 Every caller works from these: the coordinator (:mod:`tuner.coordinator.report`), the
 in-memory store (the simulator's) and the service's fast path for plain reports. Where a
@@ -40,6 +41,7 @@ from tuner.domain import (
     TrialState,
     ValueKind,
 )
+from tuner.errors import MetricMismatch
 from tuner.schedulers.base import Scheduler
 from tuner.store import StepBounds
 
@@ -134,6 +136,22 @@ def breaker_trips(recent: Sequence[JobState], threshold: int) -> bool:
         and len(recent) >= threshold
         and all(state is JobState.FAILED for state in recent[:threshold])
     )
+
+
+def require_metric(metric: str, mode: str, named: str | None, what: str = "report") -> None:
+    """A report or completion may name the metric its value is (``named``); it must be the
+    experiment's ``metric`` (optimised in ``mode``). None: it does not say, and is taken
+    as the experiment's metric.
+
+    Raises:
+        MetricMismatch: ``named`` is another metric (the value would be ranked as if it
+            were ``metric``: an accuracy minimised as a loss).
+    """
+    if named is not None and named != metric:
+        raise MetricMismatch(
+            f"this experiment optimises {metric} ({mode}), but the {what} is for {named}: "
+            f"report {metric}, or submit a document whose metric is {named}"
+        )
 
 
 def in_range(job: Job, step: int) -> bool:

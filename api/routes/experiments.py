@@ -14,7 +14,15 @@ from tuner import coordinator
 from tuner.domain import ExperimentState, TrialState
 from tuner.storage import queries
 from tuner.storage.sql import SqlStore
-from tuner.wire import CurvesOut, ErrorOut, ExperimentOut, ExperimentPageOut, RungsOut, TrialPageOut
+from tuner.wire import (
+    CurvesOut,
+    ErrorOut,
+    ExperimentOut,
+    ExperimentPageOut,
+    FailuresOut,
+    RungsOut,
+    TrialPageOut,
+)
 
 router = APIRouter(
     tags=["experiments"],
@@ -117,6 +125,18 @@ def list_trials(
 def rungs(experiment_id: Id, runtime: RuntimeDep) -> RungsOut:
     """Every rung of every bracket: results, promotions, stops, and the value to beat."""
     return runtime.read("rungs", lambda s: views.rungs(s, experiment_id))
+
+
+@router.get(
+    "/experiments/{experiment_id}/failures", response_model=FailuresOut, dependencies=[Viewer],
+    responses=NOT_FOUND,
+)
+def failures(
+    experiment_id: Id, runtime: RuntimeDep, limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> FailuresOut:
+    """The latest failed jobs (the command failed) and lost ones (the worker stopped renewing
+    the lease), newest first, with the end of each one's error text."""
+    return runtime.read("failures", lambda s: views.failures(s, experiment_id, limit))
 
 
 @router.get(

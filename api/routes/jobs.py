@@ -145,7 +145,8 @@ async def report(job_id: Id, body: ReportIn, runtime: RuntimeDep) -> Response:
     """Store the value at ``step`` (once per trial and step) and answer the decision.
 
     A non-finite value is sent as ``value_kind`` (``nan``, ``inf``, ``-inf``) and stops the
-    trial. The same value again is answered again (200); another value is 409."""
+    trial. The same value again is answered again (200); another value is 409. A report
+    that names another ``metric`` than the experiment's is 422 ``metric_mismatch``."""
     value = body.as_float()
     if value is None:  # pragma: no cover - ReportIn requires a value or a value_kind
         raise InvalidRequest("body.value: a report needs a value")
@@ -156,7 +157,7 @@ async def report(job_id: Id, body: ReportIn, runtime: RuntimeDep) -> Response:
     known = runtime.writer.known_jobs.get(job_id)  # then the job need not be read first
     out = await _decide(runtime, "report", job_id, lambda store, now: coordinator.report(
         store, job_id, body.lease_token, body.step, value, now,
-        metrics=body.metrics, checkpoint=body.checkpoint, known=known,
+        metrics=body.metrics, checkpoint=body.checkpoint, known=known, metric=body.metric,
     ), body.next)
     runtime.metrics.reports.inc()
     return out
@@ -181,7 +182,7 @@ async def complete(job_id: Id, body: CompleteIn, runtime: RuntimeDep) -> Respons
     """The job reached ``to_resource``: ``pause`` (await promotion), ``complete`` or ``stop``."""
     return await _decide(runtime, "complete", job_id, lambda store, now: coordinator.complete(
         store, job_id, body.lease_token, now, value=body.as_float(),
-        checkpoint=body.checkpoint, metrics=body.metrics,
+        checkpoint=body.checkpoint, metrics=body.metrics, metric=body.metric,
     ), body.next)
 
 

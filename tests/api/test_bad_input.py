@@ -84,6 +84,10 @@ REPORT_CASES = [
     ("not-an-object", "[1, 2]", 422, "invalid_request", ["body"]),
     ("stale-token", {"step": 1, "value": 1.0, "lease_token": "stale"}, 409, "lease_expired",
      ["lease token"]),
+    ("metric-mismatch", {"step": 1, "value": 0.9, "metric": "accuracy"}, 422,
+     "metric_mismatch", ["optimises loss (min)", "for accuracy", "report loss"]),
+    ("metric-empty", {"step": 1, "value": 0.9, "metric": ""}, 422, "invalid_request",
+     ["body.metric"]),
 ]
 
 
@@ -118,6 +122,16 @@ OTHER_CASES = [
     ("unknown-experiment", "GET", "/api/v1/experiments/99999", None, 404, "not_found"),
     ("unknown-trial", "GET", "/api/v1/trials/99999", None, 404, "not_found"),
     ("unknown-trial-stop", "POST", "/api/v1/trials/99999/stop", None, 404, "not_found"),
+    ("unknown-trial-number", "GET", "/api/v1/experiments/99999/trials/0", None, 404,
+     "not_found"),
+    ("unknown-trial-number-stop", "POST", "/api/v1/experiments/99999/trials/0/stop", None, 404,
+     "not_found"),
+    ("trial-number-negative", "GET", "/api/v1/experiments/1/trials/-1", None, 422,
+     "invalid_request"),
+    ("failures-unknown-experiment", "GET", "/api/v1/experiments/99999/failures", None, 404,
+     "not_found"),
+    ("failures-limit-zero", "GET", "/api/v1/experiments/1/failures?limit=0", None, 422,
+     "invalid_request"),
     ("unknown-job", "POST", "/api/v1/jobs/99999/reports",
      {"lease_token": "t", "step": 1, "value": 1.0}, 404, "not_found"),
     ("unknown-job-complete", "POST", "/api/v1/jobs/99999/complete", {"lease_token": "t"}, 404,

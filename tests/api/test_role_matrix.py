@@ -77,6 +77,9 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", f"{EXPERIMENT}/export"): viewer(),
     ("GET", f"{V1}/trials/{{trial_id}}"): viewer(),
     ("POST", f"{V1}/trials/{{trial_id}}/stop"): admin(),
+    ("GET", f"{EXPERIMENT}/trials/{{number}}"): viewer(),
+    ("POST", f"{EXPERIMENT}/trials/{{number}}/stop"): admin(),
+    ("GET", f"{EXPERIMENT}/failures"): viewer(),
     # the job protocol
     ("POST", f"{EXPERIMENT}/claims"): worker({"wait_s": 0}),
     ("POST", f"{V1}/claims"): worker({}),
@@ -101,7 +104,8 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/ui/"): open_(308),
     ("GET", "/ui/login"): open_(),
     ("GET", "/ui/experiments/{experiment_id}"): open_(),
-    ("GET", "/ui/trials/{trial_id}"): open_(),
+    ("GET", "/ui/trials/{trial_id}"): open_(307),  # to the trial's EXP/NUM address
+    ("GET", "/ui/experiments/{experiment_id}/trials/{number}"): open_(),
     ("GET", "/ui/workers"): open_(),
     ("GET", "/ui/static/{name}"): open_(),
     ("GET", "/ui/api/whoami"): viewer(),
@@ -210,6 +214,7 @@ class Objects:
             "lease_token": lambda: self.job["lease_token"],
             "token_id": lambda: self.spare_token,
             "name": lambda: "style.css",  # one of the dashboard's static files
+            "number": lambda: self.job["trial_number"],
         }
         if name not in values:
             raise KeyError(f"no object for {{{name}}}: add one to Objects.get")

@@ -33,6 +33,7 @@ from tuner.wire import (
     ExperimentOut,
     ExperimentPageOut,
     FailOut,
+    FailuresOut,
     HealthOut,
     JobOut,
     RungsOut,
@@ -228,6 +229,46 @@ class Client:
         """Stop a trial by hand; a running one hears ``stop`` at its next report/heartbeat."""
         return TrialOut.model_validate(self._post(f"/trials/{trial_id}/stop", idempotent=True))
 
+    def get_trial_by_number(self, experiment_id: int, number: int) -> TrialDetailOut:
+        """Trial ``number`` of an experiment (what people see and type: ``EXP/NUM``).
+
+        Raises:
+            NotFound: the experiment does not exist or has no such trial.
+        """
+        path = f"/experiments/{experiment_id}/trials/{number}"
+        return TrialDetailOut.model_validate(self._get(path))
+
+    def stop_trial_by_number(self, experiment_id: int, number: int) -> TrialOut:
+        """Stop trial ``number`` of an experiment by hand (as :meth:`stop_trial`)."""
+        path = f"/experiments/{experiment_id}/trials/{number}/stop"
+        return TrialOut.model_validate(self._post(path, idempotent=True))
+
+    def failures(self, experiment_id: int, *, limit: int = 10) -> FailuresOut:
+        """The experiment's latest failed jobs (newest first), each with its error's tail."""
+        return FailuresOut.model_validate(
+            self._get(f"/experiments/{experiment_id}/failures", limit=limit)
+        )
+
+    def export(self, experiment_id: int, format: str = "csv") -> str | dict[str, Any]:
+        """The experiment's trials in ranking order, for a spreadsheet or a notebook:
+        ``format="csv"`` (the CSV text) or ``"json"`` (the decoded document).
+
+        Raises:
+            ConfigError: ``format`` is neither csv nor json.
+        """
+        if format not in ("csv", "json"):
+            raise ConfigError(f"format is {format!r}, but must be csv or json")
+        response = self._transport.request(
+            "GET",
+            f"{API}/experiments/{experiment_id}/export",
+            params={"format": format},
+            idempotent=True,
+        )
+        if format == "json":
+            data: dict[str, Any] = response.json()
+            return data
+        return response.text
+
     # ---- tokens and workers ---------------------------------------------------------------
     def create_token(self, role: str, name: str) -> TokenOut:
         """A new API token (admin only); its text is in this answer only."""
@@ -258,17 +299,29 @@ class Client:
         cpus: int | None = None,
         slots: int = 1,
         labels: dict[str, str] | None = None,
+        gpu_stats: list[dict[str, Any]] | None = None,
+        jobs_done: int | None = None,
+        exiting: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> WorkerOut:
-        """Announce a worker agent (repeating it updates the record)."""
-        body = {
+        """Announce a worker agent (repeating it updates the record and keeps it online:
+        at least every ``tuner.wire.WORKER_REPORT_EVERY_S``). ``gpu_stats``: its GPUs' use
+        now (None: unknown); ``jobs_done``: the jobs it has ended; ``exiting``: it leaves."""
+        body: dict[str, Any] = {
             "worker_id": worker_id,
             "host": host or socket.gethostname(),
             "gpus": gpus or [],
             "cpus": cpus,
             "slots": slots,
             "labels": labels or {},
+            "gpu_stats": gpu_stats,
+            "exiting": exiting,
         }
-        return WorkerOut.model_validate(self._post("/workers", body, idempotent=True))
+        if jobs_done is not None:
+            body["jobs_done"] = jobs_done
+        return WorkerOut.model_validate(
+            self._post("/workers", body, idempotent=True, retry=retry)
+        )
 
     def list_workers(self, *, limit: int = 50, offset: int = 0) -> WorkerPageOut:
         return WorkerPageOut.model_validate(self._get("/workers", limit=limit, offset=offset))
@@ -339,7 +392,14 @@ class Client:
         )
 
     def report(
-        self, job_id: int, lease_token: str, step: int, value: float, **metrics: Any
+        self,
+        job_id: int,
+        lease_token: str,
+        step: int,
+        value: float,
+        *,
+        metric: str | None = None,
+        **metrics: Any,
     ) -> Decision:
         """One report without a :class:`Job` object (see :meth:`Job.report`)."""
         body = {
@@ -348,6 +408,8 @@ class Client:
             **value_fields(value),
             "metrics": metric_fields(metrics),
         }
+        if metric is not None:
+            body["metric"] = str(metric)
         return Decision.from_wire(self.job_call(job_id, "reports", body))
 
 

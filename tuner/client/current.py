@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from tuner.client.client import Client
 from tuner.client.job import Decision, Job
@@ -33,6 +34,8 @@ JOB_ENV = (
     "TUNER_EXPERIMENT_ID",
     "TUNER_TRIAL_ID",
     "TUNER_TRIAL_NUMBER",
+    "TUNER_METRIC",
+    "TUNER_MODE",
 )
 
 _current: Job | None = None
@@ -48,7 +51,13 @@ class AgentJob(Job):
         self._agent_pid = agent_pid
 
     def report(
-        self, step: int, value: float, checkpoint: str | None = None, **metrics: object
+        self,
+        step: int,
+        value: float,
+        checkpoint: str | None = None,
+        *,
+        metric: str | None = None,
+        **metrics: object,
     ) -> Decision:
         if not self._agent_alive():
             # The agent died (or was killed): its lease is about to expire and the job will
@@ -56,7 +65,7 @@ class AgentJob(Job):
             self.should_stop = True
             self.close()
             return Decision(DecisionKind.STOP, {"rule": "agent_gone"})
-        return super().report(step, value, checkpoint, **metrics)
+        return super().report(step, value, checkpoint, metric=metric, **metrics)
 
     def _agent_alive(self) -> bool:
         if self._agent_pid is None:
@@ -82,6 +91,15 @@ def _int(env: Mapping[str, str], name: str, default: int | None = None) -> int:
         raise ConfigError(f"{name} is {raw!r}, but must be an integer") from None
 
 
+def _mode(env: Mapping[str, str]) -> Literal["min", "max"]:
+    raw = env.get("TUNER_MODE") or "min"
+    if raw == "max":
+        return "max"
+    if raw == "min":
+        return "min"
+    raise ConfigError(f"TUNER_MODE is {raw!r}, but must be min or max")
+
+
 def job_from_env(env: Mapping[str, str]) -> Job | None:
     """Build the job described by ``env``; None when ``TUNER_JOB_ID`` is unset."""
     if not env.get("TUNER_JOB_ID"):
@@ -96,6 +114,9 @@ def job_from_env(env: Mapping[str, str]) -> Job | None:
         experiment_id=_int(env, "TUNER_EXPERIMENT_ID", 0),
         trial_id=_int(env, "TUNER_TRIAL_ID", 0),
         trial_number=_int(env, "TUNER_TRIAL_NUMBER", 0),
+        # Unset (an environment not made by the agent): job.metric and job.mode are None.
+        metric=env.get("TUNER_METRIC", ""),
+        mode=_mode(env),
         params=params,
         from_resource=_int(env, "TUNER_FROM_RESOURCE", 0),
         to_resource=_int(env, "TUNER_TO_RESOURCE"),

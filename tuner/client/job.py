@@ -109,7 +109,9 @@ class Job:
     context manager, an exception fails the job with the traceback's tail. Attributes mirror
     :class:`tuner.wire.JobOut`; ``checkpoint`` is what to resume from (None: start afresh)
     and ``checkpoint_dir`` where the worker agent wants checkpoints written (None without
-    an agent).
+    an agent). ``metric`` and ``mode``: what the experiment optimises (``"val_loss"``,
+    ``"min"``); the values reported must be that metric (None: not known, for a job made
+    from an environment that does not say).
 
     ``next_for``: a worker id; the report or completion that ends the job then asks for the
     next job in the same call (:class:`tuner.wire.NextIn`), and ``next_job`` holds it when
@@ -133,6 +135,8 @@ class Job:
         self.experiment_id = out.experiment_id
         self.trial_id = out.trial_id
         self.trial_number = out.trial_number
+        self.metric: str | None = out.metric or None
+        self.mode: str | None = out.mode if self.metric else None
         self.params: dict[str, Any] = dict(out.params)
         self.from_resource = out.from_resource
         self.to_resource = out.to_resource
@@ -167,17 +171,26 @@ class Job:
 
     # ---- the protocol ------------------------------------------------------------------
     def report(
-        self, step: int, value: float, checkpoint: str | None = None, **metrics: Any
+        self,
+        step: int,
+        value: float,
+        checkpoint: str | None = None,
+        *,
+        metric: str | None = None,
+        **metrics: Any,
     ) -> Decision:
         """Send the metric at ``step`` (resource units in ``(from_resource, to_resource]``).
 
         Non-finite values (a diverged run) are legal and rank worst; the trial stops.
         Repeating a report is harmless. Sets ``should_stop`` on a ``stop`` answer.
+        ``metric``: the name of the metric ``value`` is (``"val_loss"``); the server refuses
+        it when the experiment optimises another. ``metrics``: extra metrics, kept for display.
 
         Raises:
             LeaseExpired: another worker owns the job now (``should_stop`` is set too).
             OutOfRange: ``step`` is outside the job's range.
             DuplicateReport: another value was already stored at ``step``.
+            MetricMismatch: ``metric`` is not the experiment's metric.
         """
         body = {
             "lease_token": self.lease_token,
@@ -185,6 +198,8 @@ class Job:
             **value_fields(value),
             "metrics": metric_fields(metrics),
         }
+        if metric is not None:
+            body["metric"] = str(metric)
         if checkpoint is not None:
             body["checkpoint"] = str(checkpoint)
         if self.next_for is not None:
@@ -200,15 +215,23 @@ class Job:
         return self._send("heartbeat", {"lease_token": self.lease_token})
 
     def complete(
-        self, value: float | None = None, checkpoint: str | None = None, **metrics: Any
+        self,
+        value: float | None = None,
+        checkpoint: str | None = None,
+        *,
+        metric: str | None = None,
+        **metrics: Any,
     ) -> Decision:
         """The job reached ``to_resource``: ``value`` there (default: the report at that
-        step). Answers ``pause`` (await promotion), ``complete`` or ``stop``."""
+        step). Answers ``pause`` (await promotion), ``complete`` or ``stop``. ``metric``: as
+        in :meth:`report`."""
         body: dict[str, Any] = {
             "lease_token": self.lease_token,
             **value_fields(value),
             "metrics": metric_fields(metrics),
         }
+        if metric is not None:
+            body["metric"] = str(metric)
         if checkpoint is not None:
             body["checkpoint"] = str(checkpoint)
         if self.next_for is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from tuner.coordinator.outcomes import Context, finish_experiment, record
 from tuner.domain import DecisionKind, ExperimentState, Job, Reason, Trial, TrialState
@@ -26,11 +26,14 @@ from tuner.store import Lease, Store
 
 @dataclass(frozen=True)
 class Assignment:
-    """A leased job. ``lease_token`` is shown once, to the worker that claimed it."""
+    """A leased job. ``lease_token`` is shown once, to the worker that claimed it;
+    ``metric`` and ``mode``: what its experiment optimises (the script is told)."""
 
     job: Job
     trial: Trial
     lease_token: str
+    metric: str
+    mode: Literal["min", "max"]
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ def _lease(store: Store, ctx: Context, job: Job, worker_id: str, now: float) -> 
     lease, token = _new_lease(ctx, worker_id, now)
     job = store.lease_job(job.id, lease.worker_id, lease.token_hash, lease.expires_at)
     trial = store.update_trial(job.trial_id, now, state=TrialState.RUNNING)
-    return Assignment(job, trial, token)
+    return Assignment(job, trial, token, ctx.config.metric, ctx.config.mode)
 
 
 def claim(store: Store, experiment_id: int, worker_id: str, now: float) -> ClaimResult:
@@ -167,7 +170,7 @@ def claim(store: Store, experiment_id: int, worker_id: str, now: float) -> Claim
                     now,
                     lease,
                 )
-                return Assignment(job, trial, token)
+                return Assignment(job, trial, token, ctx.config.metric, ctx.config.mode)
             case StartTrial():
                 try:
                     params = _sample(store, ctx, trusting=trusting)
@@ -190,7 +193,7 @@ def claim(store: Store, experiment_id: int, worker_id: str, now: float) -> Claim
                 except ParamsSeen:
                     trusting = False  # nothing was written: sample again, asking
                     continue
-                return Assignment(job, trial, token)
+                return Assignment(job, trial, token, ctx.config.metric, ctx.config.mode)
             case Wait():
                 return NothingNow(action.reason)
             case Finished():

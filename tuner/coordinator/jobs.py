@@ -36,7 +36,13 @@ from tuner.domain import (
     TrialState,
 )
 from tuner.errors import ConflictError, DuplicateReport, LeaseExpired, OutOfRange
-from tuner.protocol import breaker_trips, lease_is_live, same_value, supersedes
+from tuner.protocol import (
+    breaker_trips,
+    lease_is_live,
+    require_metric,
+    same_value,
+    supersedes,
+)
 from tuner.store import Store
 
 
@@ -64,14 +70,18 @@ def complete(
     value: float | None = None,
     checkpoint: str | None = None,
     metrics: dict[str, Any] | None = None,
+    metric: str | None = None,
 ) -> Decision:
     """The job trained to ``to_resource``: record the value at its rung and decide.
 
     ``value`` defaults to the report at ``to_resource``. The answer is ``pause`` (the trial
     waits at its rung for a promotion), ``complete`` (it reached ``max_resource``) or
-    ``stop``. Repeating a completion returns the same answer.
+    ``stop``. Repeating a completion returns the same answer. ``metric``, when given, must
+    be the experiment's (:func:`tuner.protocol.require_metric`).
     """
     found = job_for(store, job_id, lease_token)  # with the report at to_resource
+    config = found.experiment.config
+    require_metric(config.metric, config.mode, metric, "completion")
     job, trial, stored = found.job, found.trial, found.report
     if job.state is JobState.DONE:
         return settled_decision(trial, job)
@@ -148,10 +158,27 @@ def fail(store: Store, job_id: int, lease_token: str, error: str, now: float) ->
     if not store.end_job(job.id, JobState.FAILED, now):
         raise LeaseExpired(f"the lease of job {job.id} has ended")
     trial = store.get_trial(job.trial_id)
-    reason = Reason("job_failed", bracket=trial.bracket, rung=job.rung, note=error[:500])
+    reason = Reason("job_failed", bracket=trial.bracket, rung=job.rung, note=error_note(error))
     trial = retry_or_fail(store, ctx, trial, job, reason, now, lost=False)
     _pause_if_failing(store, ctx, error, now)
     return trial
+
+
+#: How much of a failed job's error text its decision keeps.
+ERROR_NOTE_CHARS = 1000
+
+
+def error_note(error: str) -> str:
+    """The error text a failure's decision keeps: all of it when short; else its first line
+    (the agent's "the command exited with code 1") and its end, where a traceback names the
+    exception."""
+    text = error.strip()
+    if len(text) <= ERROR_NOTE_CHARS:
+        return text
+    first = text.splitlines()[0][:200]
+    tail = text[-(ERROR_NOTE_CHARS - len(first) - 5):]
+    tail = tail.partition("\n")[2] or tail  # from a line's start
+    return f"{first}\n...\n{tail}"
 
 
 def _pause_if_failing(store: Store, ctx: Context, error: str, now: float) -> None:

@@ -37,6 +37,7 @@ from tuner.protocol import (
     hash_token,
     lease_is_live,
     plan_report,
+    require_metric,
     same_value,
     stop_asked,
     supersedes,
@@ -59,6 +60,7 @@ def report(
     checkpoint: str | None = None,
     *,
     known: KnownJob | None = None,
+    metric: str | None = None,
 ) -> Decision:
     """Store the value at ``step`` once and answer ``continue`` or ``stop``.
 
@@ -79,14 +81,21 @@ def report(
     that reads the job, in the same transaction (a refusal writes nothing; a step stored at
     once by another call may have renewed the lease). After three such refusals in a row
     the report answers ConflictError: the client sends it again.
+
+    ``metric``: the metric the value is, when the worker names it; another than the
+    experiment's is :class:`MetricMismatch` (:func:`tuner.protocol.require_metric`),
+    before anything is written.
     """
     token_hash = hash_token(lease_token)
     if known is not None and known.job.id == job_id:
+        known.require_metric(metric)
         decision = _report_known(store, known, token_hash, step, value, now, metrics, checkpoint)
         if decision is not None:
             return decision
     for _ in range(_REREADS):
         found = job_for(store, job_id, lease_token, step)
+        config = found.experiment.config
+        require_metric(config.metric, config.mode, metric)
         job, trial, existing = found.job, found.trial, found.report
         if existing is not None and not supersedes(job, existing):
             return _repeat(job, trial, existing, step, value, now)
@@ -168,6 +177,11 @@ class KnownJob:
     def plan(self, step: int, value: float) -> ReportPlan:
         """The plan of a report of this job (:func:`tuner.protocol.plan_report`)."""
         return plan_report(self.ctx.scheduler, self.job, step, value)
+
+    def require_metric(self, metric: str | None) -> None:
+        """A report naming ``metric`` is of this job's experiment's metric
+        (:func:`tuner.protocol.require_metric`)."""
+        require_metric(self.ctx.config.metric, self.ctx.config.mode, metric)
 
 
 def _report_known(
