@@ -146,3 +146,68 @@ def test_migration_0002_keeps_the_rows_and_widens_the_counter(empty_url: str) ->
             assert used == 2147483000 + 2000000  # past 2**31 - 1
     finally:
         engine.dispose()
+
+
+def test_migration_0003_ranks_the_stored_trials(empty_url: str) -> None:
+    """0003 fills in each stored rung result's resource (``levels[rung]`` of its
+    experiment's document) and each trial's ranked result (its result at ``trials.rung``: a
+    failed trial's worst-value placeholder above it does not rank), keeps every row, and
+    goes back down with the rows kept."""
+    upgrade(empty_url, "0002")
+    engine = make_engine(empty_url)
+    document = '{"name": "kept", "scheduler": {"type": "asha", "eta": 3, "max_resource": 9}}'
+    trials = [  # (id, number, rung)
+        (1, 0, 1),  # results at rungs 0 and 1: ranked at resource 3
+        (2, 1, 0),  # a result at rung 0, and a placeholder at rung 1 (it failed): resource 1
+        (3, 2, -1),  # none
+        (4, 3, 0),  # a non-finite result at rung 0
+    ]
+    results = [  # (trial id, rung, loss, loss_rank_kind, status)
+        (1, 0, 0.3, 0, 1), (1, 1, 0.2, 0, 0), (2, 0, 0.1, 0, 1), (2, 1, 0.0, 1, 2),
+        (4, 0, 0.0, 1, 2),
+    ]
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO experiments (id, name, config, state, scheduler_state, n_trials, "
+                "resource_used, created_at, updated_at) VALUES "
+                "(5, 'kept', :doc, 'running', '{}', 4, 20, 1.0, 2.0)"
+            ), {"doc": document})
+            for trial_id, number, rung in trials:
+                conn.execute(text(
+                    "INSERT INTO trials (id, experiment_id, number, bracket, params, params_key, "
+                    "state, rung, resource, checkpoint_step, retries, stop_requested, "
+                    "created_at, updated_at) VALUES (:id, 5, :number, 0, '{}', :key, 'paused', "
+                    ":rung, 0, 0, 0, false, 1.0, 1.0)"
+                ), {"id": trial_id, "number": number, "key": f"k{number}", "rung": rung})
+            for trial_id, rung, loss, kind, status in results:
+                conn.execute(text(
+                    "INSERT INTO rung_results (experiment_id, bracket, rung, trial_number, "
+                    "trial_id, loss, loss_rank_kind, value, value_kind, status, created_at) "
+                    "VALUES (5, 0, :rung, :trial_id - 1, :trial_id, :loss, :kind, :loss, "
+                    "'finite', :status, 1.0)"
+                ), {"rung": rung, "trial_id": trial_id, "loss": loss, "kind": kind,
+                    "status": status})
+        upgrade(empty_url)
+        with engine.begin() as conn:
+            resources = conn.execute(text(
+                "SELECT trial_id, rung, resource FROM rung_results ORDER BY trial_id, rung"
+            )).all()
+            assert [tuple(r) for r in resources] == [
+                (1, 0, 1), (1, 1, 3), (2, 0, 1), (2, 1, 3), (4, 0, 1)
+            ]
+            ranked = conn.execute(text(
+                "SELECT id, ranked_kind, ranked_step, ranked_loss FROM trials ORDER BY "
+                "ranked_kind, ranked_step DESC, ranked_loss, number"
+            )).all()
+            assert [tuple(r) for r in ranked] == [
+                (1, 0, 3, 0.2), (2, 0, 1, 0.1), (4, 1, 1, 0.0), (3, 2, None, 0.0)
+            ]
+        downgrade(empty_url, "0002")
+        with engine.begin() as conn:
+            counts = conn.execute(text(
+                "SELECT (SELECT count(*) FROM trials), (SELECT count(*) FROM rung_results)"
+            )).one()
+            assert tuple(counts) == (4, 5)
+    finally:
+        engine.dispose()
