@@ -17,6 +17,7 @@ from tuner.errors import (
     ConfigError,
     Forbidden,
     LeaseExpired,
+    MetricMismatch,
     NotFound,
     OutOfRange,
 )
@@ -233,4 +234,60 @@ def test_client_sends_what_the_strict_server_takes(shared_server: Server) -> Non
         assert out.trial_state == "pending"
         trial = client.get_trial(job.trial_id)
         assert trial.retries == 1
+        experiment.cancel()
+
+
+def test_client_job_knows_its_metric_and_a_wrong_one_is_refused(shared_server: Server) -> None:
+    with shared_server.client() as client:
+        experiment = client.submit(
+            small_document(name="sdk-metric", metric="val_loss", mode="min", lease_ttl_s=30)
+        )
+        answer = client.claim(experiment.id, wait_s=5)
+        assert answer.job is not None
+        job = Job(client, answer.job, heartbeat=False)
+        assert (job.metric, job.mode) == ("val_loss", "min")
+        with pytest.raises(MetricMismatch) as info:
+            job.report(1, 0.97, metric="accuracy")
+        assert "optimises val_loss (min)" in str(info.value) and "accuracy" in str(info.value)
+        assert isinstance(info.value, ConfigError)  # a mistake in the script, not the network
+        assert not job.should_stop and not job.is_closed
+        assert job.report(1, 0.5, metric="val_loss", acc=0.8).kind is DecisionKind.CONTINUE
+        with pytest.raises(MetricMismatch):
+            job.complete(metric="accuracy")
+        reopened = Job(client, answer.job, heartbeat=False)
+        assert reopened.complete(metric="val_loss").kind is DecisionKind.PAUSE
+        trial = client.get_trial(answer.job.trial_id)
+        assert [(r.step, r.value, r.metrics) for r in trial.reports] == [(1, 0.5, {"acc": 0.8})]
+        experiment.cancel()
+
+
+def test_client_trials_by_number_failures_and_export(shared_server: Server) -> None:
+    with shared_server.client() as client:
+        experiment = client.submit(
+            small_document(name="sdk-numbers", lease_ttl_s=30, max_retries=0)
+        )
+        jobs = [client.claim(experiment.id, wait_s=5).job for _ in range(2)]
+        assert all(job is not None for job in jobs)
+        first, second = jobs
+        assert first is not None and second is not None
+        client.fail_job(first.job_id, first.lease_token, "the command exited with code 2\nboom")
+        trial = client.get_trial_by_number(experiment.id, 1)
+        assert (trial.id, trial.number) == (second.trial_id, 1)
+        stopped = client.stop_trial_by_number(experiment.id, 1)
+        assert stopped.id == second.trial_id and stopped.stop_requested
+        with pytest.raises(NotFound, match=f"experiment {experiment.id} has no trial 5"):
+            client.get_trial_by_number(experiment.id, 5)
+        failures = client.failures(experiment.id)
+        assert failures.total == 1
+        [failure] = failures.items
+        assert (failure.trial_number, failure.job_id) == (0, first.job_id)
+        assert failure.outcome == "failed"
+        assert failure.error.splitlines()[-1].startswith("boom")
+        as_json = client.export(experiment.id, format="json")
+        assert isinstance(as_json, dict)
+        assert sorted(t["number"] for t in as_json["trials"]) == [0, 1]
+        as_csv = client.export(experiment.id)
+        assert isinstance(as_csv, str) and as_csv.startswith("number,state,")
+        with pytest.raises(ConfigError, match="format is 'xml'"):
+            client.export(experiment.id, format="xml")
         experiment.cancel()

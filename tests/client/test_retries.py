@@ -15,6 +15,7 @@ from tuner.client import Client, RetryPolicy, job_from_env
 from tuner.client.job import heartbeat_interval_s, value_fields
 from tuner.errors import (
     ClientError,
+    ConfigError,
     ConflictError,
     DuplicateReport,
     InvalidTransition,
@@ -31,6 +32,8 @@ JOB = {
     "experiment_id": 1,
     "trial_id": 3,
     "trial_number": 2,
+    "metric": "loss",
+    "mode": "min",
     "params": {"lr": 0.1},
     "from_resource": 0,
     "to_resource": 3,
@@ -196,6 +199,12 @@ def test_current_job_from_agent_environment(tmp_path: os.PathLike[str]) -> None:
     assert (job.job_id, job.lease_token, job.params) == (7, "lt", {"lr": 0.5})
     assert (job.from_resource, job.to_resource, job.checkpoint) == (3, 9, "/ck/3.pkl")
     assert job.checkpoint_dir == str(tmp_path) and job.trial_number == 2
+    assert (job.metric, job.mode) == (None, None)  # an environment that does not say
     # The agent heartbeats, not the script.
     assert not any(t.name == "tuner-heartbeat-7" for t in threading.enumerate())
     job.close()
+    told = job_from_env({**env, "TUNER_METRIC": "accuracy", "TUNER_MODE": "max"})
+    assert told is not None and (told.metric, told.mode) == ("accuracy", "max")
+    told.close()
+    with pytest.raises(ConfigError, match="TUNER_MODE is 'up', but must be min or max"):
+        job_from_env({**env, "TUNER_METRIC": "accuracy", "TUNER_MODE": "up"})
