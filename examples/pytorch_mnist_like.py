@@ -2,7 +2,8 @@
 (scikit-learn's 8x8 digits, or synthetic data with ``--synthetic``), epochs as the resource,
 checkpoints saved with ``torch.save`` and resumed when the trial is promoted or re-run.
 
-    tuner worker --gpus all --experiment 1 -- python examples/pytorch_mnist_like.py
+    tuner submit examples/pytorch.yaml   # its document: accuracy (max) over these parameters
+    tuner worker --gpus all --experiment 1 --exit-when-done -- python examples/pytorch_mnist_like.py
 
 It uses the GPU the agent gave it (``CUDA_VISIBLE_DEVICES``) when there is one, else the
 CPU. Without an agent it trains a default configuration for a few epochs. PyTorch is not a
@@ -102,7 +103,9 @@ def train(
         )
         print(f"epoch {epoch}: val accuracy {accuracy:.4f} on {device}", flush=True)
         if job is not None:
-            job.report(epoch, accuracy, checkpoint=saved, train_loss=float(loss.item()))
+            job.report(
+                epoch, accuracy, checkpoint=saved, metric="accuracy", train_loss=float(loss.item())
+            )
             if job.should_stop:
                 return accuracy
     if job is not None:

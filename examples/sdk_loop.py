@@ -52,7 +52,7 @@ def main() -> None:
             with job:  # fails the job (with the traceback) if training raises
                 for epoch in range(job.from_resource + 1, job.to_resource + 1):
                     time.sleep(args.sleep_s)
-                    decision = job.report(epoch, loss_after(job.params, epoch))
+                    decision = job.report(epoch, loss_after(job.params, epoch), metric="loss")
                     if job.should_stop:
                         break
                 else:
@@ -61,9 +61,12 @@ def main() -> None:
                     f"trial {job.trial_number} epochs {job.from_resource}->"
                     f"{job.to_resource}: {decision.kind}"
                 )
-        best = experiment.best_trial()
-        if best is not None:
-            print(f"best: trial {best.number} loss {best.best_value:.4f} params {best.params}")
+        best = experiment.best_trial()  # ranked by the highest rung reached, then the value
+        if best is not None and best.ranked_value is not None:
+            print(
+                f"best: trial {best.experiment_id}/{best.number} loss {best.ranked_value:.4f} "
+                f"at epoch {best.ranked_step} params {best.params}"
+            )
 
 
 if __name__ == "__main__":
