@@ -1,6 +1,7 @@
 """A training script for agent tests: one step every STEP_S seconds, a checkpoint file every
 CHECKPOINT_EVERY steps (default 1), and a JSON line per event in RUN_LOG (what it was given,
-what it reported). NOISE=1 adds noise that differs between runs, as real training does."""
+what it reported). NOISE=1 adds noise that differs between runs, as real training does;
+REPORT_METRIC names the metric of its reports."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def main() -> int:
         checkpoint=os.environ.get("TUNER_CHECKPOINT", ""),
         checkpoint_dir=os.environ.get("TUNER_CHECKPOINT_DIR", ""),
         cuda=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        metric=job.metric,
+        mode=job.mode,
     )
     if job.checkpoint:
         resumed = int(Path(job.checkpoint).read_text())
@@ -53,7 +56,9 @@ def main() -> int:
             checkpoint.write_text(str(step))
             saved = str(checkpoint)
         loss = abs(math.log10(lr) + 2.0) + 1.0 / step + noise
-        decision = job.report(step, loss, checkpoint=saved)
+        decision = job.report(
+            step, loss, checkpoint=saved, metric=os.environ.get("REPORT_METRIC") or None
+        )
         log(event="report", step=step, job_id=job.job_id, value=loss, decision=str(decision.kind))
         print(f"step {step} loss {loss:.4f}", flush=True)  # noqa: T201 - the output under test
         if job.should_stop and not ignore_stop:
