@@ -79,17 +79,28 @@ def headers(*, charts: bool = False) -> dict[str, str]:
     return {**SECURITY_HEADERS, "Content-Security-Policy": CHART_CSP if charts else CSP}
 
 
-def render(page: str, title: str, *, item_id: int | None = None, charts: bool = False) -> str:
-    """The HTML shell of ``page`` (experiments, experiment, trial, workers, login)."""
+#: Scripts a page loads between common.js and its own (small modules, no bundler).
+PAGE_MODULES = {"experiment": ("charts.js", "trials_table.js")}
+
+
+def render(
+    page: str, title: str, *, item_id: int | None = None, charts: bool = False,
+    numbers: dict[str, int] | None = None,
+) -> str:
+    """The HTML shell of ``page`` (experiments, experiment, trial, workers, login).
+    ``numbers`` become ``data-*`` attributes of the body (integers only)."""
     # Plotly is not a <script> of the page: common.js loads it after the page's own script
     # (T.plotly()), so that tables render while its 4.8 MB download and compile.
-    scripts = [_script("common.js"), _script(f"{page}.js")]
+    modules = PAGE_MODULES.get(page, ())
+    scripts = [_script("common.js"), *(_script(m) for m in modules), _script(f"{page}.js")]
     preload = f'<link rel="preload" href="{_asset("plotly.min.js")}" as="script">' if charts else ""
     nav = "".join(
         f'<a href="{href}"{" aria-current=page" if key == page else ""}>{label}</a>'
         for key, href, label in NAV
     )
     data_id = f' data-id="{int(item_id)}"' if item_id is not None else ""
+    for key, number in (numbers or {}).items():
+        data_id += f' data-{key}="{int(number)}"'
     if charts:
         data_id += f' data-plotly="{_asset("plotly.min.js")}"'
     return f"""<!doctype html>

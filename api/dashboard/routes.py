@@ -41,6 +41,7 @@ from tuner.tokens import Role
 router = APIRouter(tags=["dashboard"])
 
 Id = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
+Number = Annotated[int, PathParam(ge=0, le=2**31 - 1)]
 ViewerRole = Annotated[Role, Depends(require("viewer"))]
 Viewer = Depends(require("viewer"))
 
@@ -85,9 +86,25 @@ def experiment_page(experiment_id: Id) -> HTMLResponse:
     return _page("experiment", f"Experiment {experiment_id}", item_id=experiment_id, charts=True)
 
 
-@router.get("/ui/trials/{trial_id}", response_class=HTMLResponse, include_in_schema=False)
-def trial_page(trial_id: Id) -> HTMLResponse:
-    return _page("trial", f"Trial {trial_id}", item_id=trial_id, charts=True)
+@router.get("/ui/experiments/{experiment_id}/trials/{number}", response_class=HTMLResponse,
+            include_in_schema=False)
+def trial_page(experiment_id: Id, number: Number) -> HTMLResponse:
+    return HTMLResponse(
+        pages.render("trial", f"experiment {experiment_id} › trial {number}", charts=True,
+                     numbers={"experiment": experiment_id, "number": number}),
+        headers=pages.headers(charts=True),
+    )
+
+
+@router.get("/ui/trials/{trial_id}", include_in_schema=False)
+def trial_page_by_id(trial_id: Id, runtime: RuntimeDep) -> Response:
+    """The old address of a trial page: 307 to ``/ui/experiments/{id}/trials/{number}``."""
+    found = runtime.read("dashboard_trial_address", lambda s: data.trial_address(s, trial_id))
+    if found is None:
+        return Response(status_code=404, content=f"no trial {trial_id}".encode(),
+                        media_type="text/plain")
+    experiment_id, number = found
+    return RedirectResponse(f"/ui/experiments/{experiment_id}/trials/{number}", status_code=307)
 
 
 @router.get("/ui/workers", response_class=HTMLResponse, include_in_schema=False)

@@ -12,7 +12,7 @@ from api.dashboard import data
 from tests.dashboard import driver
 from tests.dashboard.conftest import XSS_NAME, Seeded
 
-PAGES = ["/ui", "/ui/login", "/ui/experiments/1", "/ui/trials/1", "/ui/workers"]
+PAGES = ["/ui", "/ui/login", "/ui/experiments/1", "/ui/experiments/1/trials/0", "/ui/workers"]
 
 
 def get(
@@ -238,3 +238,15 @@ def test_compare_gives_the_trials_side_by_side(seeded: Seeded) -> None:
     for bad in ["", "?trial=x", "?" + "&".join(f"trial={i}" for i in range(9))]:
         r = get(seeded, f"/ui/api/experiments/{seeded.finished}/compare{bad}")
         assert r.status_code == 422 and "trial" in r.json()["detail"]
+
+
+def test_a_trial_page_is_named_by_experiment_and_number(seeded: Seeded) -> None:
+    page = get(seeded, f"/ui/experiments/{seeded.running}/trials/3", token=None)
+    assert page.status_code == 200
+    assert f"<title>experiment {seeded.running} › trial 3 · tuner</title>" in page.text
+    assert f'data-experiment="{seeded.running}" data-number="3"' in page.text
+    trial = get(seeded, f"/api/v1/experiments/{seeded.running}/trials/3").json()
+    old = get(seeded, f"/ui/trials/{trial['id']}", token=None, follow_redirects=False)
+    assert old.status_code == 307
+    assert old.headers["location"] == f"/ui/experiments/{seeded.running}/trials/3"
+    assert get(seeded, "/ui/trials/999999", token=None).status_code == 404

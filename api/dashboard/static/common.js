@@ -183,10 +183,91 @@ const T = (() => {
 
   function fmtInt(n) { return n === null || n === undefined ? "—" : Number(n).toLocaleString("en-US"); }
 
+  /* A trial's colour: red only for failures; a trial waiting at a rung and a planned early
+   * stop are neutral (the scheduler meant them). */
   const STATE_COLORS = {
-    running: "#2563eb", pending: "#94a3b8", paused: "#d97706", lost: "#9333ea",
-    completed: "#16a34a", stopped: "#dc2626", failed: "#7f1d1d", cancelled: "#6b7280",
+    running: "#2563eb", pending: "#94a3b8", paused: "#0e7490", lost: "#9333ea",
+    completed: "#16a34a", stopped: "#64748b", failed: "#b91c1c", cancelled: "#4b5563",
   };
+  /* The words for a trial's state ("paused" is the experiment's word: a trial waits). */
+  const TRIAL_WORDS = {
+    pending: "queued", running: "running", paused: "waiting", lost: "lost",
+    completed: "completed", stopped: "stopped early", failed: "failed", cancelled: "cancelled",
+  };
+
+  /* A trial's label and CSS class: "waiting at rung 2", "stopped at rung 1", ... */
+  function trialStatus(t) {
+    const atRung = t.rung !== null && t.rung !== undefined && t.rung >= 0;
+    if (t.state === "paused") {
+      return { text: atRung ? "waiting at rung " + t.rung : "waiting", cls: "trial-waiting" };
+    }
+    if (t.state === "stopped") {
+      return { text: atRung ? "stopped at rung " + t.rung : "stopped", cls: "trial-stopped" };
+    }
+    return { text: TRIAL_WORDS[t.state] || t.state, cls: "trial-" + t.state };
+  }
+
+  function setTrialBadge(node, t) {
+    const st = trialStatus(t);
+    const cls = "badge " + st.cls;
+    if (node.className !== cls) node.className = cls;
+    setText(node, st.text);
+  }
+
+  /* How people name a trial: "2/3" is trial 3 of experiment 2. */
+  function trialName(experimentId, number) { return experimentId + "/" + number; }
+  function trialUrl(experimentId, number) {
+    return "/ui/experiments/" + experimentId + "/trials/" + number;
+  }
+
+  /* One trial by its number: GET /api/v1/experiments/{id}/trials/{number}. TODO(issue 16):
+   * the lookup through the trials list is for a server without that route; drop it. */
+  async function trialByNumber(experimentId, number) {
+    const base = "/api/v1/experiments/" + experimentId;
+    try {
+      return await api(base + "/trials/" + number);
+    } catch (e) {
+      if (!(e.status === 404 && /no route/.test(e.message))) throw e;
+      const page = await api(base + "/trials?order_by=number&limit=1&offset=" + number);
+      const t = page.items[0];
+      if (!t || t.number !== number) {
+        throw new ApiError(404, "not_found", "experiment " + experimentId + " has no trial " + number);
+      }
+      return api("/api/v1/trials/" + t.id);
+    }
+  }
+
+  /* Stop a trial by its number, after asking (it stops at its next report). */
+  async function stopTrial(experimentId, number) {
+    const name = trialName(experimentId, number);
+    const ok = await confirmAction("Stop training trial " + name + "?",
+      "It stops at its next report and is never promoted again; its results so far are kept.",
+      "Stop training");
+    if (!ok) return false;
+    try {
+      await api("/api/v1/experiments/" + experimentId + "/trials/" + number + "/stop",
+        { method: "POST" });
+    } catch (e) {
+      if (!(e.status === 404 && /no route/.test(e.message))) throw e;
+      const t = await trialByNumber(experimentId, number);
+      await api("/api/v1/trials/" + t.id + "/stop", { method: "POST" });
+    }
+    return true;
+  }
+
+  /* Download an API answer as a file (the token travels in a header, so a plain link
+   * cannot carry it). */
+  async function download(path, filename) {
+    const resp = await fetch(path, { headers: { "Authorization": "Bearer " + token() },
+      cache: "no-store" });
+    if (!resp.ok) throw new ApiError(resp.status, null, "HTTP " + resp.status);
+    const url = URL.createObjectURL(await resp.blob());
+    const a = el("a", { href: url, download: filename, hidden: true });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  }
   const TRIAL_STATES = ["pending", "running", "paused", "lost", "completed", "stopped",
     "failed", "cancelled"];
 
@@ -210,7 +291,8 @@ const T = (() => {
   function fillStateBar(sb, byState) {
     const total = Object.values(byState).reduce((a, b) => a + b, 0);
     const present = TRIAL_STATES.filter((s) => byState[s]);
-    const label = present.map((s) => byState[s] + " " + s).join(", ") || "no trials yet";
+    const word = (s) => TRIAL_WORDS[s] || s;
+    const label = present.map((s) => byState[s] + " " + word(s)).join(", ") || "no trials yet";
     setAttr(sb.bar, "aria-label", label);
     setAttr(sb.bar, "title", label);
     const segs = present.map((s) => {
@@ -222,7 +304,7 @@ const T = (() => {
     if (sb.bar.dataset.key !== key) { sb.bar.dataset.key = key; sb.bar.replaceChildren(...segs); }
     setChildren(sb.legend, present.map((s) =>
       el("span", { className: "chip" }, el("i", { className: "dot state-bg-" + s }),
-        byState[s] + " " + s)));
+        byState[s] + " " + word(s))));
   }
 
   // ---- banner, dialog -----------------------------------------------------------------
@@ -238,11 +320,14 @@ const T = (() => {
   }
 
   /* Ask before acting: the native <dialog> traps focus and closes on Escape. */
-  function confirmAction(title, text, okLabel) {
+  /* `danger`: the confirm button is red (only for what cannot be undone). */
+  function confirmAction(title, text, okLabel, danger) {
     const dialog = document.getElementById("confirm");
     setText(document.getElementById("confirm-title"), title);
     setText(document.getElementById("confirm-text"), text);
-    setText(document.getElementById("confirm-yes"), okLabel || "Confirm");
+    const yes = document.getElementById("confirm-yes");
+    setText(yes, okLabel || "Confirm");
+    yes.className = danger ? "danger" : "";
     const opener = document.activeElement;
     return new Promise((resolve) => {
       dialog.returnValue = "";
@@ -353,6 +438,7 @@ const T = (() => {
     api, ApiError, el, setText, setAttr, setChildren, patchRows, emptyRow, fmtValue, fmtAge,
     fmtTime, fmtParams, fmtInt, badge, setBadge, banner, confirmAction, actionButton, poll,
     section, tableOf, start, token, role, isAdmin, logout, STATE_COLORS, TRIAL_STATES,
-    plotConfig, toMs, stateBar, fillStateBar, plotly,
+    plotConfig, toMs, stateBar, fillStateBar, plotly, TRIAL_WORDS, trialStatus, setTrialBadge,
+    trialName, trialUrl, download, trialByNumber, stopTrial,
   };
 })();

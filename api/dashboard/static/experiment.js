@@ -1,14 +1,13 @@
-/* One experiment: document, actions, best trial, live progress, trials table, learning
- * curves, rungs and brackets, parallel coordinates and parameter importance. */
+/* One experiment, what matters first: the best trial (its step and checkpoint), the best
+ * value so far, the learning curves; then the trials table (trials_table.js), a comparison
+ * of selected trials, rungs and brackets, parallel coordinates, parameter importance and
+ * the document. Charts are drawn by charts.js. */
 "use strict";
 
-const TRIALS_PAGE = 50;
 const ACTIVE = new Set(["pending", "running", "paused", "lost"]);
-
-/* Plotly renders a small subset of HTML in its labels: escape names users typed. */
-function plotText(s) {
-  return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
-}
+/* Above this many trials the table (the export JSON) is read at most every BIG_TABLE_MS. */
+const BIG_TABLE = 2000;
+const BIG_TABLE_MS = 10000;
 
 document.addEventListener("DOMContentLoaded", () => T.start((main) => {
   const { el } = T;
@@ -23,9 +22,9 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
   const title = el("h1", { id: "exp-name" });
   const stateBadge = el("span", { id: "exp-state" });
   const actions = el("div", { className: "actions", id: "actions" });
-  const act = (action, label, text) => T.actionButton(label, action === "cancel" ? "danger" : "",
-    async () => {
-      const ok = await T.confirmAction(label + " “" + exp.name + "”?", text, label);
+  const act = (action, label, text, danger) => T.actionButton(label,
+    danger ? "danger" : "secondary", async () => {
+      const ok = await T.confirmAction(label + " “" + exp.name + "”?", text, label, danger);
       if (!ok) return;
       await T.api(base + "/" + action, { method: "POST" });
       T.banner(label + ": done.", "info");
@@ -34,17 +33,62 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
   const buttons = {
     pause: act("pause", "Pause", "No new jobs start while paused; running jobs finish."),
     resume: act("resume", "Resume", "Jobs start again."),
-    cancel: act("cancel", "Cancel", "Every unfinished trial is cancelled. This cannot be undone."),
+    cancel: act("cancel", "Cancel", "Every unfinished trial is cancelled. This cannot be undone.",
+      true),
   };
   for (const [k, b] of Object.entries(buttons)) { b.id = "action-" + k; b.hidden = true; }
   if (admin) actions.append(buttons.pause, buttons.resume, buttons.cancel);
   main.append(el("nav", { className: "crumbs", "aria-label": "Breadcrumb" },
-    el("a", { href: "/ui" }, "Experiments"), " / ", el("span", null, "#" + id)));
+    el("a", { href: "/ui" }, "Experiments"), " › ", el("span", null, "experiment " + id)));
   main.append(el("div", { className: "title-row" }, title, stateBadge, actions));
   // Why the service paused it (the breaker), while it says so.
   const stateReason = el("p", { id: "exp-state-reason", className: "state-reason" });
   stateReason.hidden = true;
   main.append(stateReason);
+
+  // ---- the best trial -----------------------------------------------------------------
+  const best = {
+    value: el("div", { className: "best-value", id: "best-value" }, "—"),
+    metric: el("div", { className: "muted small", id: "best-metric" }),
+    link: el("a", { id: "best-link" }),
+    step: el("dd", { id: "best-step" }, "—"),
+    checkpoint: el("dd", { id: "best-checkpoint" }, "—"),
+    seen: el("dd", { id: "best-seen" }, "—"),
+    params: el("dd", { id: "best-params", className: "params" }, "—"),
+  };
+  const bestFacts = el("dl", { className: "facts best-facts" },
+    el("div", null, el("dt", null, "Trial"), el("dd", null, best.link)),
+    el("div", null, el("dt", null, "Step (rung)"), best.step),
+    el("div", null, el("dt", null, "Checkpoint"), best.checkpoint),
+    el("div", null, el("dt", null, "Best seen at any step"), best.seen),
+    el("div", { className: "wide" }, el("dt", null, "Parameters"), best.params));
+  main.append(el("section", { className: "panel best", id: "best", "aria-labelledby": "best-h" },
+    el("h2", { id: "best-h" }, "Best trial"),
+    el("div", { className: "best-grid" }, el("div", null, best.value, best.metric), bestFacts),
+    el("p", { className: "muted small" }, "Ranked as the scheduler ranks: the highest rung "
+      + "reached, then the value there. The checkpoint is the one saved at that step or after.")));
+
+  function fillBest(t) {
+    if (!t) {
+      T.setText(best.value, "—");
+      T.setText(best.metric, "no trial has a result yet");
+      return;
+    }
+    const ranked = t.ranked_value !== undefined ? t.ranked_value : t.best_value;
+    T.setText(best.value, T.fmtValue(ranked));
+    T.setText(best.metric, exp.config.metric + " (" + (exp.config.mode === "max" ? "higher"
+      : "lower") + " is better), at its highest rung");
+    T.setAttr(best.link, "href", T.trialUrl(id, t.number));
+    T.setText(best.link, "trial " + T.trialName(id, t.number));
+    const step = t.ranked_step !== undefined && t.ranked_step !== null ? t.ranked_step : null;
+    T.setText(best.step, step === null ? "—" : "step " + T.fmtInt(step) + " (rung " + t.rung + ")");
+    const ckStep = t.checkpoint_step;
+    T.setText(best.checkpoint, t.checkpoint
+      ? t.checkpoint + (ckStep !== undefined && ckStep !== null ? ", saved at step "
+        + T.fmtInt(ckStep) : "") : "no checkpoint reported");
+    T.setText(best.seen, T.fmtValue(t.best_value));
+    T.setText(best.params, T.fmtParams(t.params));
+  }
 
   // ---- summary ------------------------------------------------------------------------
   const f = {};
@@ -54,104 +98,48 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
       extra || null);
   };
   const progressBar = el("progress", { max: "1", value: "0", id: "exp-progress" });
-  f.bestParams = el("div", { className: "muted small params", id: "best-params" });
   const states = T.stateBar();
   main.append(el("section", { className: "cards", "aria-label": "Summary" },
-    card("Best value", "best", f.bestParams),
     card("Trials", "trials", progressBar),
     card("Resource used", "resource"),
     card("Age", "age"),
-    el("div", { className: "card wide" }, el("div", { className: "label" }, "Trials by state"),
+    el("div", { className: "card" }, el("div", { className: "label" }, "Trials by state"),
       states.node)));
 
-  // ---- trials table -------------------------------------------------------------------
-  let order = "number";
-  let filter = "";
-  let offset = 0;
-  const filterSel = el("select", { id: "trial-filter", "aria-label": "Filter trials by state" },
-    el("option", { value: "" }, "all states"),
-    ...T.TRIAL_STATES.map((s) => el("option", { value: s }, s)));
-  filterSel.addEventListener("change", () => { filter = filterSel.value; offset = 0; poller.now(); });
-  const sortBtn = (key, label) => {
-    const b = el("button", { type: "button", className: "sort", dataset: { order: key } }, label);
-    b.addEventListener("click", () => { order = key; offset = 0; paintSort(); poller.now(); });
-    return b;
-  };
-  const sorts = [sortBtn("number", "#"), sortBtn("value", "Best value"),
-    sortBtn("updated", "Updated")];
-  const headers = [sorts[0], "State", "Bracket", "Rung", "Resource", sorts[1], "Last value",
-    "Parameters", sorts[2]];
-  if (admin) headers.push("Action");
-  const trials = T.tableOf(headers, { caption: "Trials", className: "trials" });
-  trials.table.id = "trials-table";
-  const sortLabels = { number: "ascending", value: "ascending", updated: "descending" };
-  function paintSort() {
-    for (const b of sorts) {
-      const th = b.parentElement;
-      if (b.dataset.order === order) th.setAttribute("aria-sort", sortLabels[order]);
-      else th.removeAttribute("aria-sort");
-      b.classList.toggle("active", b.dataset.order === order);
-    }
-  }
-  paintSort();
-  const pageInfo = el("span", { className: "muted", id: "trials-page", "aria-live": "polite" });
-  const first = el("button", { type: "button", className: "secondary" }, "« First");
-  const prev = el("button", { type: "button", className: "secondary" }, "‹ Prev");
-  const next = el("button", { type: "button", className: "secondary", id: "trials-next" }, "Next ›");
-  first.addEventListener("click", () => { offset = 0; poller.now(); });
-  prev.addEventListener("click", () => { offset = Math.max(0, offset - TRIALS_PAGE); poller.now(); });
-  next.addEventListener("click", () => { offset += TRIALS_PAGE; poller.now(); });
-  main.append(T.section("Trials", "trials",
-    el("div", { className: "toolbar" }, el("label", { for: "trial-filter" }, "State "), filterSel),
-    trials.wrap, el("div", { className: "pager" }, first, prev, pageInfo, next)));
+  // ---- best so far and learning curves ------------------------------------------------
+  const bsfBy = el("select", { id: "best-by", "aria-label": "Best so far against" },
+    el("option", { value: "time" }, "over wall time"),
+    el("option", { value: "resource" }, "over resource spent"));
+  const bsfNote = el("p", { className: "muted small", id: "best-so-far-note" });
+  const bsfDiv = el("div", { className: "chart short-wide", id: "best-so-far-chart" });
+  let bsfData = null;
+  bsfBy.addEventListener("change", () => { if (bsfData) drawBestSoFar(); });
+  main.append(T.section("Best value so far", "best-so-far",
+    el("div", { className: "toolbar" }, bsfBy), bsfNote, bsfDiv));
 
-  function stopTrial(t) {
-    return async () => {
-      const ok = await T.confirmAction("Stop trial #" + t.number + "?",
-        "The trial stops at its next report and is not promoted again.", "Stop trial");
-      if (!ok) return;
-      await T.api("/api/v1/trials/" + t.id + "/stop", { method: "POST" });
-      poller.now();
-    };
-  }
-
-  function createTrialRow(t) {
-    const tr = el("tr");
-    tr._num = el("a", { href: "/ui/trials/" + t.id });
-    tr._cells = {};
-    const td = (k, cls) => { tr._cells[k] = el("td", { className: cls || "" }); return tr._cells[k]; };
-    tr._state = el("span");
-    tr.append(el("td", { className: "num" }, tr._num), el("td", null, tr._state),
-      td("bracket", "num"), td("rung", "num"), td("resource", "num"), td("best", "num"),
-      td("last", "num"), td("params", "params"), td("updated", "nowrap"));
-    if (admin) {
-      tr._stop = T.actionButton("Stop", "small danger", () => tr._stopHandler());
-      tr.append(el("td", null, tr._stop));
-    }
-    return tr;
-  }
-
-  function fillTrialRow(tr, t) {
-    T.setText(tr._num, "#" + t.number);
-    T.setBadge(tr._state, t.state);
-    T.setText(tr._cells.bracket, t.bracket);
-    T.setText(tr._cells.rung, t.rung < 0 ? "—" : t.rung);
-    T.setText(tr._cells.resource, T.fmtInt(t.resource));
-    T.setText(tr._cells.best, T.fmtValue(t.best_value));
-    T.setText(tr._cells.last, T.fmtValue(t.last_value, t.last_value_kind));
-    T.setText(tr._cells.params, T.fmtParams(t.params));
-    T.setText(tr._cells.updated, T.fmtAge(t.updated_at));
-    if (tr._stop) {
-      tr._stopHandler = stopTrial(t);
-      tr._stop.hidden = !ACTIVE.has(t.state) || t.stop_requested;
-      T.setAttr(tr._stop, "aria-label", "Stop trial #" + t.number);
-    }
-  }
-
-  // ---- charts -------------------------------------------------------------------------
   const curvesNote = el("p", { className: "muted small", id: "curves-note" });
   const curvesDiv = el("div", { className: "chart", id: "curves-chart" });
   main.append(T.section("Learning curves", "curves", curvesNote, curvesDiv));
+
+  // ---- trials table and comparison ----------------------------------------------------
+  const trials = TrialsTable.create({
+    experimentId: id, admin,
+    onStop: async (row) => { if (await T.stopTrial(id, row.number)) poller.now(); },
+    onCompare: (numbers) => showCompare(numbers),
+  });
+  main.append(T.section("Trials", "trials", trials.node));
+
+  const cmpDiv = el("div", { className: "chart medium", id: "compare-chart" });
+  const cmpTable = el("table", { id: "compare-table", className: "compare" });
+  const cmpClose = el("button", { type: "button", className: "secondary", id: "compare-close" },
+    "Close");
+  const cmpSection = T.section("Compare trials", "compare",
+    el("div", { className: "toolbar" }, cmpClose), cmpDiv,
+    el("div", { className: "table-wrap", tabindex: "0", role: "region",
+      "aria-label": "Parameters side by side" }, cmpTable));
+  cmpSection.hidden = true;
+  cmpClose.addEventListener("click", () => { cmpSection.hidden = true; });
+  main.append(cmpSection);
 
   const rungs = T.tableOf(["Bracket", "Rung", "Resource", "Results", "Promoted", "Stopped",
     "Waiting", "Top ⌊n/η⌋", "Value to beat"], { caption: "Rungs and brackets" });
@@ -172,46 +160,31 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
   main.append(T.section("Experiment document", "document",
     el("details", null, el("summary", null, "Show the document (JSON)"), docPre)));
 
-  const darkText = "#1f2937";
-  const baseLayout = (extra) => Object.assign({
-    margin: { l: 56, r: 16, t: 8, b: 48 }, paper_bgcolor: "rgba(0,0,0,0)",
-    plot_bgcolor: "rgba(0,0,0,0)", font: { size: 12, color: darkText }, hovermode: "closest",
-  }, extra);
+  // ---- drawing ------------------------------------------------------------------------
+  function drawBestSoFar() {
+    const b = bsfData;
+    if (!b.value.length) {
+      Plotly.purge(bsfDiv);
+      bsfDiv.hidden = true;
+      T.setText(bsfNote, "No finite result at a rung yet.");
+      return null;
+    }
+    bsfDiv.hidden = false;
+    T.setText(bsfNote, b.value.length + " improvements over " + T.fmtInt(b.n_results)
+      + " rung results; now " + T.fmtValue(b.value[b.value.length - 1]) + " (trial "
+      + T.trialName(id, b.number[b.number.length - 1]) + ").");
+    return Charts.bestSoFar(bsfDiv, b, bsfBy.value);
+  }
 
   function drawCurves(c) {
-    const traces = c.groups.map((g) => ({
-      type: "scattergl", mode: "lines+markers", name: plotText(g.state + " (" + g.n + ")"),
-      x: g.x, y: g.y, text: g.number, customdata: g.trial_id, connectgaps: false,
-      line: { color: T.STATE_COLORS[g.state] || "#888", width: 1 }, opacity: 0.6,
-      marker: { size: 3, color: T.STATE_COLORS[g.state] || "#888" },
-      hovertemplate: "trial #%{text}<br>resource %{x}<br>value %{y}<extra>" + g.state + "</extra>",
-    }));
-    if (c.best) {
-      traces.push({ type: "scattergl", mode: "lines+markers", name: "best (#" + c.best.number + ")",
-        x: c.best.x, y: c.best.y, line: { color: "#111827", width: 3 },
-        marker: { size: 5, color: "#facc15", line: { color: "#111827", width: 1 } },
-        customdata: c.best.x.map(() => c.best.trial_id),
-        hovertemplate: "best trial #" + c.best.number + "<br>resource %{x}<br>value %{y}<extra></extra>" });
-    }
-    const levels = c.levels || [];
-    const logx = levels.length > 1 && levels[levels.length - 1] / levels[0] >= 9;
-    const layout = baseLayout({
-      uirevision: "curves", height: 380, showlegend: true,
-      legend: { orientation: "h", y: -0.22 },
-      xaxis: { title: { text: "resource" }, type: logx ? "log" : "linear", zeroline: false,
-        tickvals: levels.length ? levels : undefined },
-      yaxis: { title: { text: plotText(c.metric) }, zeroline: false },
-      shapes: levels.map((r) => ({ type: "line", xref: "x", yref: "paper", x0: r, x1: r, y0: 0,
-        y1: 1, line: { color: "#cbd5e1", width: 1, dash: "dot" } })),
-    });
-    const drawn = Plotly.react(curvesDiv, traces, layout, T.plotConfig);
-    T.setText(curvesNote, c.shown_trials < c.total_trials
+    T.setText(curvesNote, (c.shown_trials < c.total_trials
       ? "Showing " + T.fmtInt(c.shown_trials) + " of " + T.fmtInt(c.total_trials)
-        + " trials (the best third and a spread of the rest), at most " + c.max_points
-        + " points each. Dotted lines: rungs. Click a line to open its trial."
-      : "All " + T.fmtInt(c.total_trials) + " trials, at most " + c.max_points
-        + " points each. Dotted lines: rungs. Click a line to open its trial.");
-    return drawn;
+        + " trials (the best third and a spread of the rest)"
+      : "All " + T.fmtInt(c.total_trials) + " trials") + ", at most " + c.max_points
+      + " points each. The value axis is fitted to the results past the first rung "
+      + "(double-click the chart for all of it). Dotted lines: rungs. Click a line to open "
+      + "its trial.");
+    return Charts.curves(curvesDiv, c);
   }
 
   function bindClick(div) {
@@ -219,7 +192,9 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
     div._bound = true;
     div.on("plotly_click", (ev) => {
       const p = ev.points && ev.points[0];
-      if (p && p.customdata) location.assign("/ui/trials/" + p.customdata);
+      if (p && p.customdata !== undefined && p.customdata !== null) {
+        location.assign(T.trialUrl(id, p.customdata));
+      }
     });
   }
 
@@ -227,24 +202,13 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
     if (pc.n === 0) {
       Plotly.purge(pcDiv);
       T.setText(pcNote, "No trial has a finite result at a rung yet.");
-      return;
+      return null;
     }
-    const dims = pc.dimensions.map((d) => {
-      const out = { label: plotText(d.label), values: d.values };
-      if (d.range) out.range = d.range;
-      // parcoords draws tick text as plain text (no entity decoding): pass it raw.
-      if (d.tickvals) { out.tickvals = d.tickvals; out.ticktext = d.ticktext; }
-      return out;
-    });
-    const trace = { type: "parcoords", dimensions: dims,
-      line: { color: pc.color, colorscale: "Viridis", reversescale: pc.mode === "min",
-        showscale: true, colorbar: { title: { text: plotText(pc.metric) }, thickness: 12 } } };
-    return Plotly.react(pcDiv, [trace], baseLayout({ uirevision: "parcoords", height: 420,
-      margin: { l: 64, r: 48, t: 56, b: 24 } }), T.plotConfig);
     T.setText(pcNote, "One line per trial: its parameters and its value at the highest rung it "
       + "reached (" + T.fmtInt(pc.n) + " of " + T.fmtInt(pc.total) + " trials with a result; "
       + (pc.mode === "min" ? "lower" : "higher") + " is better, brighter colours). "
       + "Categorical parameters are drawn at their choices; drag on an axis to filter.");
+    return Charts.parcoords(pcDiv, pc);
   }
 
   function drawImportance(imp) {
@@ -253,19 +217,12 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
       T.setText(impReason, "No importances yet: " + (imp.reason || "not enough data") + ".");
       Plotly.purge(impDiv);
       impDiv.hidden = true;
-      return;
+      return null;
     }
     impDiv.hidden = false;
     T.setText(impReason, "Fit on " + T.fmtInt(imp.n_trials) + " trials at rung " + imp.rung
       + " (resource " + T.fmtInt(imp.resource) + ").");
-    const items = imp.items.slice().reverse();
-    return Plotly.react(impDiv, [{ type: "bar", orientation: "h", x: items.map((i) => i.importance),
-      y: items.map((i) => plotText(i.param)), marker: { color: "#2563eb" },
-      text: items.map((i) => i.importance.toFixed(3)), textposition: "auto",
-      hovertemplate: "%{y}: %{x:.3f}<extra></extra>" }],
-    baseLayout({ uirevision: "importance", height: Math.max(160, 48 + 28 * items.length),
-      margin: { l: 120, r: 16, t: 8, b: 40 }, xaxis: { title: { text: "importance" },
-        range: [0, 1] }, yaxis: { automargin: true, ticksuffix: "  " } }), T.plotConfig);
+    return Charts.importance(impDiv, imp);
   }
 
   function fillRungRow(tr, r) {
@@ -279,18 +236,52 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
       : (r.promotable_value === null ? "non-finite" : T.fmtValue(r.promotable_value)));
   }
 
+  // ---- comparison ---------------------------------------------------------------------
+  function compareRows(c) {
+    const rowOf = (t) => trials.rowOf(t.number) || { metrics: {} };
+    const metrics = new Set();
+    for (const t of c.trials) for (const m of Object.keys(rowOf(t).metrics)) metrics.add(m);
+    return [
+      ["State", (t) => T.trialStatus(t).text],
+      [c.metric + " at rung", (t) => T.fmtValue(t.ranked_value !== undefined ? t.ranked_value
+        : null)],
+      ["Step", (t) => (t.ranked_step === undefined || t.ranked_step === null ? "—"
+        : T.fmtInt(t.ranked_step))],
+      ["Best seen", (t) => T.fmtValue(t.best_value)],
+      ["Checkpoint", (t) => t.checkpoint || "—"],
+      ...c.params.map((p) => [p, (t) => (p in t.params ? (typeof t.params[p] === "number"
+        ? T.fmtValue(t.params[p]) : String(t.params[p])) : "—"), "param"]),
+      ...Array.from(metrics).sort().map((m) => [m, (t) => T.fmtValue(rowOf(t).metrics[m]),
+        "metric"]),
+    ];
+  }
+
+  async function showCompare(numbers) {
+    const q = numbers.map((n) => "trial=" + n).join("&");
+    const c = await T.api(ui + "/compare?" + q);
+    cmpSection.hidden = false;
+    const head = el("tr", null, el("th", { scope: "col" }, ""), ...c.trials.map((t, i) => {
+      const swatch = el("i", { className: "dot" });
+      swatch.style.background = Charts.COMPARE_COLORS[i % Charts.COMPARE_COLORS.length];
+      return el("th", { scope: "col" }, swatch, " ",
+        el("a", { href: T.trialUrl(id, t.number) }, T.trialName(id, t.number)));
+    }));
+    const body = compareRows(c).map(([label, get, kind]) => el("tr",
+      { className: kind || "" }, el("th", { scope: "row" }, label),
+      ...c.trials.map((t) => el("td", { className: "num" }, get(t)))));
+    cmpTable.replaceChildren(el("thead", null, head), el("tbody", null, ...body));
+    cmpSection.scrollIntoView({ block: "start" });
+    await T.plotly();
+    await Charts.compare(cmpDiv, c);
+    document.body.dataset.compared = numbers.join(",");
+  }
+
   // ---- the poll -----------------------------------------------------------------------
-  let bestId = null;
   let docShown = false;
-  async function tick() {
-    const q = "?limit=" + TRIALS_PAGE + "&offset=" + offset + "&order_by=" + order
-      + (filter ? "&state=" + filter : "");
-    const [e, page, rg, cv, pc, imp] = await Promise.all([
-      T.api(base), T.api(base + "/trials" + q), T.api(base + "/rungs"),
-      T.api(ui + "/curves", { conditional: true }), T.api(ui + "/parcoords", { conditional: true }),
-      T.api(ui + "/importance", { conditional: true }),
-    ]);
-    exp = e;
+  let tableAt = 0;
+  let haveTable = false;
+
+  function fillHeader(e) {
     document.title = e.name + " · tuner";
     T.setText(title, e.name);
     T.setBadge(stateBadge, e.state);
@@ -299,19 +290,9 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
     buttons.pause.hidden = e.state !== "running";
     buttons.resume.hidden = e.state !== "paused";
     buttons.cancel.hidden = !(e.state === "running" || e.state === "paused");
+  }
 
-    const best = e.progress.best;
-    T.setText(f.best, best ? T.fmtValue(best.value) : "—");
-    if (best && best.trial_id !== bestId) {
-      bestId = best.trial_id;
-      const top = await T.api(base + "/trials?order_by=value&limit=1");
-      const t = top.items[0];
-      f.bestParams.replaceChildren(
-        el("a", { href: "/ui/trials/" + best.trial_id }, "trial #" + best.trial_number),
-        t ? " · " + T.fmtParams(t.params) : "");
-    } else if (!best) {
-      T.setText(f.bestParams, "no result yet");
-    }
+  function fillSummary(e) {
     const maxTrials = e.config.budget && e.config.budget.max_trials;
     T.setText(f.trials, T.fmtInt(e.n_trials) + (maxTrials ? " / " + T.fmtInt(maxTrials) : ""));
     if (maxTrials) {
@@ -325,19 +306,31 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
     T.setText(f.age, T.fmtAge(e.created_at).replace(" ago", "")
       + (e.ended_at ? " (ended " + T.fmtAge(e.ended_at) + ")" : ""));
     T.fillStateBar(states, e.progress.trials_by_state);
-    for (const opt of filterSel.options) {
-      if (!opt.value) continue;
-      const n = e.progress.trials_by_state[opt.value] || 0;
-      T.setText(opt, opt.value + " (" + n + ")");
-    }
     if (!docShown) { docShown = true; T.setText(docPre, JSON.stringify(e.config, null, 2)); }
+  }
 
-    T.patchRows(trials.tbody, page.items, (t) => t.id, createTrialRow, fillTrialRow);
-    if (!page.items.length) T.emptyRow(trials.tbody, headers.length, "No trials match.");
-    const lo = page.total ? offset + 1 : 0;
-    T.setText(pageInfo, lo + "–" + (offset + page.items.length) + " of " + T.fmtInt(page.total));
-    first.disabled = prev.disabled = offset === 0;
-    next.disabled = offset + page.items.length >= page.total;
+  /* The export JSON: every poll while small; at most every BIG_TABLE_MS when large. */
+  function tableRequest(e) {
+    const due = !haveTable || e.n_trials <= BIG_TABLE || Date.now() - tableAt > BIG_TABLE_MS;
+    if (!due) return Promise.resolve(null);
+    tableAt = Date.now();
+    return T.api(base + "/export?format=json", { conditional: true });
+  }
+
+  async function tick() {
+    const e = await T.api(base);
+    exp = e;
+    const [top, rg, table, cv, bsf, pc, imp] = await Promise.all([
+      T.api(base + "/trials?order_by=value&limit=1"), T.api(base + "/rungs"), tableRequest(e),
+      T.api(ui + "/curves", { conditional: true }),
+      T.api(ui + "/best-so-far", { conditional: true }),
+      T.api(ui + "/parcoords", { conditional: true }),
+      T.api(ui + "/importance", { conditional: true }),
+    ]);
+    fillHeader(e);
+    fillBest(e.progress.best ? top.items[0] : null);
+    fillSummary(e);
+    if (table) { haveTable = true; trials.update(table); }
 
     T.patchRows(rungs.tbody, rg.items, (r) => r.bracket + "." + r.rung, () => {
       const tr = el("tr");
@@ -356,6 +349,7 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
     const frame = () => new Promise((resolve) => requestAnimationFrame(() => resolve()));
     await T.plotly();
     performance.mark("tuner:plotly");
+    if (bsf) { bsfData = bsf; await frame(); await drawBestSoFar(); }
     if (cv) {
       await frame();
       await drawCurves(cv);

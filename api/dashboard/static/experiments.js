@@ -61,7 +61,8 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
     }
     T.setAttr(tr._bar, "aria-label", tr._progressText.textContent);
     const best = exp.progress.best;
-    T.setText(tr._best, best ? T.fmtValue(best.value) + "  (#" + best.trial_number + ")" : "—");
+    T.setText(tr._best, best ? T.fmtValue(best.value) + "  (trial "
+      + T.trialName(exp.id, best.trial_number) + ")" : "—");
     T.fillStateBar(tr._states, exp.progress.trials_by_state);
     T.setText(tr._age, T.fmtAge(exp.created_at));
     T.setAttr(tr._age, "title", T.fmtTime(exp.created_at));

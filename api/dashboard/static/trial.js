@@ -1,39 +1,55 @@
-/* One trial: parameters, curve, decisions with their reasons, output tail, checkpoint,
- * jobs and workers. */
+/* One trial, named as people type it ("2/3": trial 3 of experiment 2): facts, parameters,
+ * learning curve (only when it has reports), its attempts (each job: worker, outcome, time,
+ * the error's last lines), decisions with their reasons, output tail, jobs and workers. */
 "use strict";
 
 const LIVE = new Set(["pending", "running", "paused", "lost"]);
+const ERROR_TAIL_LINES = 6;
+
+/* The decision that ended a job: recorded at the job's end, with the error as its note. */
+function endingOf(job, decisions) {
+  if (!job.ended_at) return null;
+  const at = T.toMs(job.ended_at);
+  return decisions.find((d) => T.toMs(d.created_at) === at && d.reason && d.reason.note) || null;
+}
+
+function tailOf(text, lines) {
+  const all = String(text || "").trimEnd().split("\n");
+  return all.slice(-lines).join("\n");
+}
 
 document.addEventListener("DOMContentLoaded", () => T.start((main) => {
   const { el } = T;
-  const id = Number(document.body.dataset.id);
+  const eid = Number(document.body.dataset.experiment);
+  const number = Number(document.body.dataset.number);
+  const name = T.trialName(eid, number);
   const admin = T.isAdmin();
   let poller = null;
-  let trial = null;
 
-  const expLink = el("a", { id: "trial-experiment" }, "Experiment");
-  const title = el("h1", { id: "trial-title" }, "Trial");
+  const title = el("h1", { id: "trial-title" }, "Trial " + name);
   const stateBadge = el("span", { id: "trial-state" });
-  const stopBtn = T.actionButton("Stop trial", "danger", async () => {
-    const ok = await T.confirmAction("Stop trial #" + trial.number + "?",
-      "The trial stops at its next report and is not promoted again.", "Stop trial");
-    if (!ok) return;
-    await T.api("/api/v1/trials/" + id + "/stop", { method: "POST" });
-    poller.now();
+  const stopBtn = T.actionButton("Stop training", "secondary", async () => {
+    if (await T.stopTrial(eid, number)) poller.now();
   });
   stopBtn.id = "action-stop";
   stopBtn.hidden = true;
-  main.append(el("nav", { className: "crumbs", "aria-label": "Breadcrumb" },
-    el("a", { href: "/ui" }, "Experiments"), " / ", expLink, " / ", el("span", null, "trial " + id)));
+  T.setAttr(stopBtn, "title", "Stop training this trial at its next report; it is not "
+    + "promoted again");
+  const expLink = el("a", { id: "trial-experiment", href: "/ui/experiments/" + eid },
+    "experiment " + eid);
+  main.append(el("nav", { className: "crumbs", "aria-label": "Breadcrumb", id: "crumbs" },
+    el("a", { href: "/ui" }, "Experiments"), " › ", expLink, " › ",
+    el("span", { "aria-current": "page" }, "trial " + number)));
   main.append(el("div", { className: "title-row" }, title, stateBadge,
+    el("span", { className: "muted", id: "trial-exp-name" }),
     el("div", { className: "actions" }, admin ? stopBtn : null)));
 
   const facts = {};
   const factList = el("dl", { className: "facts", id: "trial-facts" });
-  for (const [k, label] of [["bracket", "Bracket"], ["rung", "Highest rung"],
-    ["resource", "Resource trained"], ["best", "Best value"], ["last", "Last value"],
-    ["retries", "Retries"], ["checkpoint", "Checkpoint"], ["created", "Created"],
-    ["updated", "Updated"], ["ended", "Ended"]]) {
+  for (const [k, label] of [["ranked", "Value at its highest rung"], ["step", "Step (rung)"],
+    ["best", "Best seen at any step"], ["last", "Last value"], ["resource", "Resource trained"],
+    ["bracket", "Bracket"], ["checkpoint", "Checkpoint"], ["retries", "Retries"],
+    ["created", "Created"], ["updated", "Updated"], ["ended", "Ended"]]) {
     facts[k] = el("dd", { id: "fact-" + k });
     factList.append(el("div", null, el("dt", null, label), facts[k]));
   }
@@ -42,9 +58,16 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
   main.append(el("div", { className: "two" }, T.section("Facts", "facts", factList),
     T.section("Parameters", "params", params.wrap)));
 
-  const curveNote = el("p", { className: "muted small" });
+  const curveNote = el("p", { className: "muted small", id: "trial-curve-note" });
   const curveDiv = el("div", { className: "chart medium", id: "trial-curve" });
   main.append(T.section("Learning curve", "curve", curveNote, curveDiv));
+
+  const attemptsList = el("ol", { className: "attempts", id: "attempts" });
+  const attempts = T.section("Attempts", "attempts-section",
+    el("p", { className: "muted small" }, "Each job of the trial: who ran it, how it ended "
+      + "and, for a failure, the last lines of its error."), attemptsList);
+  attempts.hidden = true;
+  main.append(attempts);
 
   const rungs = T.tableOf(["Bracket", "Rung", "Value", "Status", "Recorded"],
     { caption: "Rung values" });
@@ -56,7 +79,7 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
   main.append(T.section("Decisions and their reasons", "decisions",
     el("p", { className: "muted small" }, "Rank is 0-based (best first) among the n results of "
       + "the rung; the threshold is how many of them go on; the cutoff is in loss units (lower "
-      + "is better)."), decisions.wrap));
+      + "is better). A failure's error is under Attempts."), decisions.wrap));
 
   const outPre = el("pre", { className: "output", id: "trial-output", tabindex: "0",
     "aria-label": "Output tail" });
@@ -77,39 +100,38 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
     return tr;
   };
 
-  async function tick() {
-    const [t, w] = await Promise.all([T.api("/api/v1/trials/" + id),
-      T.api("/ui/api/trials/" + id + "/workers")]);
-    trial = t;
-    document.title = "Trial #" + t.number + " · tuner";
-    T.setText(title, "Trial #" + t.number);
-    T.setBadge(stateBadge, t.state);
-    T.setAttr(expLink, "href", "/ui/experiments/" + t.experiment_id);
-    T.setText(expLink, "experiment #" + t.experiment_id);
-    stopBtn.hidden = !LIVE.has(t.state) || t.stop_requested;
-    T.setText(facts.bracket, t.bracket);
-    T.setText(facts.rung, t.rung < 0 ? "—" : t.rung);
-    T.setText(facts.resource, T.fmtInt(t.resource));
+  function fillFacts(t) {
+    const ranked = t.ranked_value !== undefined ? t.ranked_value : null;
+    T.setText(facts.ranked, T.fmtValue(ranked));
+    const step = t.ranked_step === undefined ? null : t.ranked_step;
+    T.setText(facts.step, step === null ? "—" : T.fmtInt(step) + " (rung " + t.rung + ")");
     T.setText(facts.best, T.fmtValue(t.best_value));
     T.setText(facts.last, T.fmtValue(t.last_value, t.last_value_kind));
+    T.setText(facts.resource, T.fmtInt(t.resource));
+    T.setText(facts.bracket, t.bracket);
+    const ck = t.checkpoint_step;
+    T.setText(facts.checkpoint, t.checkpoint ? t.checkpoint + (ck !== undefined && ck !== null
+      ? " (step " + T.fmtInt(ck) + ")" : "") : "—");
     T.setText(facts.retries, t.retries + (t.stop_requested ? " (stop requested)" : ""));
-    T.setText(facts.checkpoint, t.checkpoint || "—");
     T.setText(facts.created, T.fmtTime(t.created_at));
     T.setText(facts.updated, T.fmtAge(t.updated_at));
     T.setText(facts.ended, t.ended_at ? T.fmtTime(t.ended_at) : "—");
+  }
 
-    T.patchRows(params.tbody, Object.entries(t.params), (p) => p[0], cells(2), (tr, p) => {
-      T.setText(tr._c[0], p[0]);
-      T.setText(tr._c[1], typeof p[1] === "number" ? T.fmtValue(p[1]) : JSON.stringify(p[1]));
-    });
-
+  async function drawCurve(t) {
     const current = t.reports.filter((r) => r.superseded_by_job_id == null);
     const replaced = t.reports.filter((r) => r.superseded_by_job_id != null);
-    const xs = current.map((r) => r.step);
-    const ys = current.map((r) => r.value);
+    if (!t.reports.length) {  // no empty axes: say why there is no chart
+      curveDiv.hidden = true;
+      T.setText(curveNote, t.state === "failed"
+        ? "No report: the trial failed before its first report (see Attempts)."
+        : "No report yet.");
+      return;
+    }
+    curveDiv.hidden = false;
+    const stepValue = new Map(current.map((r) => [r.step, r.value]));
     const rungX = [];
     const rungY = [];
-    const stepValue = new Map(current.map((r) => [r.step, r.value]));
     for (const j of t.jobs) {
       if (stepValue.has(j.to_resource) && !rungX.includes(j.to_resource)) {
         rungX.push(j.to_resource);
@@ -117,9 +139,10 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
       }
     }
     await T.plotly();
-    const type = xs.length > 2000 ? "scattergl" : "scatter";
-    Plotly.react(curveDiv, [
-      { type, mode: "lines", x: xs, y: ys, name: "reports", line: { color: "#2563eb", width: 2 },
+    const type = current.length > 2000 ? "scattergl" : "scatter";
+    await Plotly.react(curveDiv, [
+      { type, mode: current.length > 1 ? "lines" : "markers", x: current.map((r) => r.step),
+        y: current.map((r) => r.value), name: "reports", line: { color: "#2563eb", width: 2 },
         hovertemplate: "step %{x}<br>value %{y}<extra></extra>" },
       { type, mode: "markers", x: replaced.map((r) => r.step), y: replaced.map((r) => r.value),
         name: "superseded", marker: { size: 5, color: "#9ca3af" },
@@ -134,38 +157,67 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
     T.setText(curveNote, current.length + " reports; yellow markers: the end of each job "
       + "(a rung)" + (replaced.length ? "; grey: " + replaced.length + " values a retry "
       + "reported again (superseded)." : "."));
+  }
 
+  function attemptItem(j, t) {
+    const ending = endingOf(j, t.decisions);
+    const outcome = j.state === "leased" ? "running" : j.state;
+    const when = j.ended_at ? "ended " + T.fmtTime(j.ended_at) : "started " + T.fmtTime(j.created_at);
+    const error = ending && ending.reason.rule === "job_failed" ? ending.reason.note : null;
+    return el("li", { dataset: { job: j.id } },
+      el("div", { className: "head" },
+        el("strong", null, "Attempt " + (j.attempt + 1)), el("span", null, "job " + j.id),
+        el("span", null, "worker " + (j.worker_id || "—")),
+        el("span", { className: "outcome-" + outcome }, outcome
+          + (ending && !error ? " (" + ending.reason.rule.replace(/_/g, " ") + ")" : "")),
+        el("span", { className: "muted" }, when),
+        el("span", { className: "muted" }, "steps " + j.from_resource + " → " + j.to_resource)),
+      error ? el("pre", { className: "error-tail" }, tailOf(error, ERROR_TAIL_LINES)) : null);
+  }
+
+  function fillAttempts(t) {
+    const troubled = t.jobs.some((j) => j.state === "failed" || j.state === "expired");
+    attempts.hidden = !troubled;
+    if (!troubled) return;
+    const items = t.jobs.map((j) => attemptItem(j, t));
+    T.setChildren(attemptsList, items);
+  }
+
+  function decisionValues(d, i) {
+    const r = d.reason || {};
+    // A failure's note is its error: its last line here, the tail under Attempts.
+    const note = r.rule === "job_failed" ? tailOf(r.note, 1) : (r.note || "");
+    return [i + 1, d.kind, d.step === null ? "—" : d.step, r.rule || "—",
+      r.rung ?? "—", r.resource ?? "—", r.rank ?? "—", r.n ?? "—", r.threshold ?? "—",
+      r.cutoff_loss === undefined || r.cutoff_loss === null ? "—" : T.fmtValue(r.cutoff_loss),
+      note, T.fmtTime(d.created_at)];
+  }
+
+  function fillTables(t, w) {
+    T.patchRows(params.tbody, Object.entries(t.params), (p) => p[0], cells(2), (tr, p) => {
+      T.setText(tr._c[0], p[0]);
+      T.setText(tr._c[1], typeof p[1] === "number" ? T.fmtValue(p[1]) : JSON.stringify(p[1]));
+    });
     T.patchRows(rungs.tbody, t.rung_values, (r) => r.bracket + "." + r.rung, cells(5), (tr, r) => {
       T.setText(tr._c[0], r.bracket); T.setText(tr._c[1], r.rung);
       T.setText(tr._c[2], T.fmtValue(r.value, r.value_kind)); T.setText(tr._c[3], r.status);
       T.setText(tr._c[4], T.fmtAge(r.created_at));
     });
     if (!t.rung_values.length) T.emptyRow(rungs.tbody, 5, "No rung result yet.");
-
     const ds = t.decisions.map((d, i) => Object.assign({ i }, d));
     T.patchRows(decisions.tbody, ds, (d) => d.i, cells(12), (tr, d) => {
-      const r = d.reason || {};
-      const vals = [d.i + 1, d.kind, d.step === null ? "—" : d.step, r.rule || "—",
-        r.rung ?? "—", r.resource ?? "—", r.rank ?? "—", r.n ?? "—", r.threshold ?? "—",
-        r.cutoff_loss === undefined || r.cutoff_loss === null ? "—" : T.fmtValue(r.cutoff_loss),
-        r.note || "", T.fmtTime(d.created_at)];
-      vals.forEach((v, k) => T.setText(tr._c[k], v));
+      decisionValues(d, d.i).forEach((v, k) => T.setText(tr._c[k], v));
       tr._c[1].className = "decision-" + d.kind;
     });
     if (!ds.length) T.emptyRow(decisions.tbody, 12, "No decision yet.");
-
-    const atBottom = outPre.scrollHeight - outPre.scrollTop - outPre.clientHeight < 24;
-    T.setText(outPre, t.output_tail || "(no output received)");
-    if (atBottom) outPre.scrollTop = outPre.scrollHeight;
-
     T.patchRows(jobs.tbody, t.jobs, (j) => j.id, cells(9), (tr, j) => {
       const vals = [j.id, j.rung, j.from_resource + " → " + j.to_resource, j.state, j.attempt,
         j.worker_id || "—", j.state === "leased" ? T.fmtTime(j.lease_expires_at) : "—",
-        T.fmtTime(j.created_at), j.ended_at ? T.fmtTime(j.ended_at) : "—"];
+        T.fmtTime(j.created_at),
+        j.ended_at ? T.fmtTime(j.ended_at) : (j.state === "leased" ? "running" : "—")];
       vals.forEach((v, k) => T.setText(tr._c[k], v));
     });
     if (!t.jobs.length) T.emptyRow(jobs.tbody, 9, "No job yet.");
-
     T.patchRows(workers.tbody, w.items, (x) => x.worker_id, cells(5), (tr, x) => {
       if (!tr._link) {
         tr._link = el("a", { href: "/ui/workers#worker-" + encodeURIComponent(x.worker_id) });
@@ -178,6 +230,24 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
       T.setText(tr._c[4], x.lost_leases);
     });
     if (!w.items.length) T.emptyRow(workers.tbody, 5, "No registered worker ran this trial.");
+  }
+
+  let expName = null;
+  async function tick() {
+    const t = await T.trialByNumber(eid, number);
+    const [w, e] = await Promise.all([T.api("/ui/api/trials/" + t.id + "/workers"),
+      expName === null ? T.api("/api/v1/experiments/" + eid) : Promise.resolve(null)]);
+    if (e) { expName = e.name; T.setText(document.getElementById("trial-exp-name"), e.name); }
+    document.title = "experiment " + eid + " › trial " + number + " · tuner";
+    T.setTrialBadge(stateBadge, t);
+    stopBtn.hidden = !LIVE.has(t.state) || t.stop_requested;
+    fillFacts(t);
+    fillAttempts(t);
+    fillTables(t, w);
+    const atBottom = outPre.scrollHeight - outPre.scrollTop - outPre.clientHeight < 24;
+    T.setText(outPre, t.output_tail || "(no output received)");
+    if (atBottom) outPre.scrollTop = outPre.scrollHeight;
+    await drawCurve(t);
     document.body.dataset.ready = "1";
   }
   poller = T.poll(tick);
