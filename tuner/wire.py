@@ -277,7 +277,8 @@ class TrialOut(BaseModel):
     rung: int
     resource: int
     best_value: float | None = Field(
-        description="the best value reported at any step (best seen); not what ranks it"
+        description="the best of its values at the rungs where it was judged (best seen), "
+        "maybe at a lower rung than ranked_step; not what ranks it"
     )
     last_value: float | None
     last_value_kind: ValueKindName | None

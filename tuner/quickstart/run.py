@@ -217,31 +217,56 @@ class Quickstart:
         states = ("pending", "running", "paused", "lost", "completed", "stopped", "failed")
         for state in states:
             table.add_column(state, justify="right")
-        table.add_column("best accuracy", justify="right")
+        table.add_column("best accuracy (epoch)", justify="right")
         counts = info.progress.trials_by_state
         best = info.progress.best
         table.add_row(
             *(str(counts.get(s, 0)) for s in states),
-            "-" if best is None or best.value is None else f"{best.value:.4f}",
+            "-" if best is None or best.value is None else f"{best.value:.4f} ({best.step})",
         )
         return table
 
     def report(self, info: ExperimentOut) -> dict[str, Any] | None:
-        """Print the best trial; answer it (params and accuracy) or None."""
+        """Print the best trial (the top of the ranking, docs/RESULTS.md): its accuracy at
+        the epoch it was ranked at, and its checkpoint with the epoch it was saved at.
+        Answer it (params, accuracy, epoch, checkpoint, checkpoint_epoch) or None."""
         with Client(self.url, self.token) as client:
             page = client.list_trials(info.id, order_by="value", limit=1)
-        if not page.items or page.items[0].best_value is None:
-            self.console.print("no trial finished with a value")
+        if not page.items or page.items[0].ranked_value is None:
+            self.console.print("no trial reached a rung with a value")
             return None
         best = page.items[0]
         self.console.print(
-            f"[bold green]best configuration[/] (trial {best.number}, {best.resource} "
-            f"epochs): validation accuracy [bold]{best.best_value:.4f}[/]"
+            f"[bold green]best configuration[/] (trial {best.experiment_id}/{best.number}): "
+            f"validation accuracy [bold]{best.ranked_value:.4f}[/] at epoch {best.ranked_step}"
+            " (the highest rung it reached)"
         )
+        if best.best_value is not None and best.best_value != best.ranked_value:
+            self.console.print(
+                f"  its best seen was {best.best_value:.4f}, at another epoch; trials are "
+                "ranked by their value at the highest rung they reached"
+            )
         for name, value in best.params.items():
             shown = f"{value:.4g}" if isinstance(value, float) else str(value)
             self.console.print(f"  {name} = {shown}")
-        return {"params": best.params, "accuracy": best.best_value}
+        saved = _saved_at(best.checkpoint, best.checkpoint_step, best.ranked_step)
+        self.console.print(f"  checkpoint: {saved}")
+        return {
+            "params": best.params, "accuracy": best.ranked_value, "epoch": best.ranked_step,
+            "checkpoint": best.checkpoint, "checkpoint_epoch": best.checkpoint_step,
+        }
+
+
+def _saved_at(checkpoint: str | None, saved_at: int | None, ranked_at: int | None) -> str:
+    """Where the best trial's model is, and whether it is the model that was ranked."""
+    if checkpoint is None:
+        return "none (the script reported no checkpoint)"
+    if saved_at == ranked_at:
+        return f"{checkpoint} (saved at epoch {saved_at})"
+    return (
+        f"{checkpoint} (saved at epoch {saved_at}, not at epoch {ranked_at} where the accuracy "
+        "above was measured)"
+    )
 
 
 def default_workers() -> int:
