@@ -18,15 +18,21 @@ router = APIRouter(
 
 @router.post("/workers", response_model=WorkerOut, tags=["workers"], dependencies=[Worker])
 def register_worker(body: WorkerIn, runtime: RuntimeDep) -> WorkerOut:
-    """Register a worker agent (again: update it and its last-seen time)."""
+    """Register a worker agent (again: update it, its GPU readings, its job count and its
+    last-seen time). The agent repeats it every 30 s; ``exiting`` shows it offline at once."""
+    now = runtime.now()
+    stats = None if body.gpu_stats is None else [g.model_dump() for g in body.gpu_stats]
     return runtime.writer.write("register_worker", lambda store: worker_out(queries.upsert_worker(
-        store.session, body.worker_id, body.host, runtime.now(), gpus=list(body.gpus),
-        cpus=body.cpus, slots=body.slots, labels=dict(body.labels),
-    )))
+        store.session, body.worker_id, body.host, now, gpus=list(body.gpus),
+        cpus=body.cpus, slots=body.slots, labels=dict(body.labels), gpu_stats=stats,
+        jobs_done=body.jobs_done, exiting=body.exiting,
+    ), now))
 
 
 @router.get("/workers", response_model=WorkerPageOut, tags=["workers"], dependencies=[Viewer])
 def list_workers(runtime: RuntimeDep, limit: Limit = 100, offset: Offset = 0) -> WorkerPageOut:
-    """Workers, most recently seen first, with the jobs each holds now."""
-    return runtime.read("list_workers", lambda s: views.worker_page(s, limit, offset))
+    """Workers, most recently seen first, with the jobs each holds now and their state:
+    ``busy``, ``idle``, or ``offline`` (exited, or not seen for 90 s)."""
+    now = runtime.now()
+    return runtime.read("list_workers", lambda s: views.worker_page(s, limit, offset, now))
 

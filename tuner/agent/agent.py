@@ -22,8 +22,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from tuner.agent.gpus import Gpu
+from tuner.agent.gpus import Gpu, read_gpu_stats
+from tuner.agent.lines import (
+    Lines,
+    Outcome,
+    Write,
+    decision_outcome,
+    exit_code_text,
+    slot_name,
+    tail_lines,
+)
 from tuner.agent.process import TrialProcess
 from tuner.client import Client, RetryPolicy
 from tuner.client.job import heartbeat_interval_s, value_fields
@@ -36,7 +46,7 @@ from tuner.errors import (
     OutOfRange,
     TunerError,
 )
-from tuner.wire import JobOut
+from tuner.wire import WORKER_REPORT_EVERY_S, DecisionOut, JobOut
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +81,7 @@ class AgentConfig:
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     cwd: str | None = None
     echo_output: bool = False
+    quiet: bool = False  # no job lines (the start and exit lines stay)
 
 
 class Backoff:
@@ -90,17 +101,25 @@ class Backoff:
 
 
 class Agent:
-    """Runs the slots until the work is done or :meth:`shutdown` is called."""
+    """Runs the slots until the work is done or :meth:`shutdown` is called.
 
-    def __init__(self, client: Client, config: AgentConfig) -> None:
+    ``write`` receives the lines a person reads (:mod:`tuner.agent.lines`); None: silent.
+    """
+
+    def __init__(self, client: Client, config: AgentConfig, write: Write | None = None) -> None:
         self.client = client
         self.config = config
         self.stopping = threading.Event()
         self.fatal: str | None = None
+        self.exit_reason: str | None = None  # why it leaves, said once, by the first to know
+        self.lines = Lines(write, quiet=config.quiet)
         self._seen_experiment = False
         self._output_route = True
         self._lock = threading.Lock()
         self._done_slots = 0
+        self._jobs_done = 0
+        self._said_over = False
+        self._states: dict[int, str] = {}  # the experiments' states as last said
 
     # ---- life cycle ---------------------------------------------------------------------
     def slot_devices(self) -> list[str | None]:
@@ -112,7 +131,14 @@ class Agent:
     def run(self) -> int:
         """Register, run every slot, and answer the exit code (0, or 1 after a fatal error)."""
         devices = self.slot_devices()
+        self.lines.agent_started(
+            self.client.url,
+            self.config.worker_id,
+            self.config.experiment_id,
+            [slot_name(i, device) for i, device in enumerate(devices)],
+        )
         if not self._register(len(devices)):
+            self._exit_line()
             return 1 if self.fatal else 0
         threads = [
             threading.Thread(target=self._slot, args=(i, device), name=f"tuner-slot-{i}")
@@ -120,29 +146,63 @@ class Agent:
         ]
         for thread in threads:
             thread.start()
+        next_report = time.monotonic() + WORKER_REPORT_EVERY_S
         while any(thread.is_alive() for thread in threads):
             for thread in threads:
                 thread.join(0.2)
+            if time.monotonic() >= next_report and not self.stopping.is_set():
+                self._report(len(devices))  # GPU use, jobs done, and "still here"
+                for experiment_id in self._watched():
+                    self._say_state(experiment_id)
+                next_report = time.monotonic() + WORKER_REPORT_EVERY_S
+        if not self.fatal or not self.fatal.startswith("the server refused the token"):
+            self._report(len(devices), exiting=True)
+        self._exit_line()
         if self.fatal:
             log.info("event=agent_exit reason=%r", self.fatal)
             return 1
         return 0
 
-    def shutdown(self) -> None:
-        """Stop claiming; running commands are terminated and their jobs failed."""
+    def shutdown(self, why: str = "asked to stop") -> None:
+        """Stop claiming; running commands are terminated and their jobs released."""
+        self._leave(why)
         self.stopping.set()
+
+    def _leave(self, why: str) -> None:
+        with self._lock:
+            if self.exit_reason is None:
+                self.exit_reason = why
+
+    def _exit_line(self) -> None:
+        self.lines.agent_exits(self.fatal or self.exit_reason or "nothing left to do")
+
+    def _send_registration(
+        self, n_slots: int, *, exiting: bool = False, retry: RetryPolicy | None = None
+    ) -> None:
+        self.client.register_worker(
+            self.config.worker_id,
+            host=socket.gethostname(),
+            gpus=[gpu.describe() for gpu in self.config.gpus],
+            cpus=os.cpu_count(),
+            slots=n_slots,
+            gpu_stats=read_gpu_stats(self.config.gpus),
+            jobs_done=self._jobs_done,
+            exiting=exiting,
+            retry=retry,
+        )
+
+    def _report(self, n_slots: int, *, exiting: bool = False) -> None:
+        """Register again: once, with no retry (the next report is the retry)."""
+        try:
+            self._send_registration(n_slots, exiting=exiting, retry=ONCE)
+        except TunerError as exc:
+            log.info("event=report_failed detail=%s", exc)
 
     def _register(self, n_slots: int) -> bool:
         backoff = Backoff()
         while not self.stopping.is_set():
             try:
-                self.client.register_worker(
-                    self.config.worker_id,
-                    host=socket.gethostname(),
-                    gpus=[gpu.describe() for gpu in self.config.gpus],
-                    cpus=os.cpu_count(),
-                    slots=n_slots,
-                )
+                self._send_registration(n_slots)
                 log.info("event=registered worker_id=%s slots=%d", self.config.worker_id, n_slots)
                 return True
             except AuthError as exc:
@@ -186,13 +246,14 @@ class Agent:
             if answer.job is None:
                 if self.config.exit_when_done and self._nothing_left():
                     log.info("event=done slot=%d reason=no_running_experiment", index)
+                    self._leave("no experiment is running or paused any more")
                     return
                 continue
             self._seen_experiment = True
             if self.stopping.is_set():
                 self._release(answer.job)
                 return
-            self._run_job(answer.job, device)
+            self._run_job(answer.job, device, slot_name(index, device))
 
     def _die(self, message: str) -> None:
         self.fatal = message
@@ -200,10 +261,17 @@ class Agent:
 
     def _over(self, index: int) -> bool:
         """A 410: leave (``--exit-when-done``) or idle until shut down."""
+        served = self.config.experiment_id
+        over = f"experiment {served} is over" if served is not None else "the experiments are over"
         if self.config.exit_when_done:
             log.info("event=done slot=%d reason=experiment_over", index)
+            self._leave(over)
             return True
         log.info("event=experiment_over slot=%d note=waiting", index)
+        with self._lock:
+            said, self._said_over = self._said_over, True
+        if not said:
+            self.lines.note(f"{over}; waiting for work (--exit-when-done would leave now)")
         self.stopping.wait(max(self.config.claim_wait_s, 1.0))
         return False
 
@@ -244,6 +312,8 @@ class Agent:
                 "TUNER_EXPERIMENT_ID": str(job.experiment_id),
                 "TUNER_TRIAL_ID": str(job.trial_id),
                 "TUNER_TRIAL_NUMBER": str(job.trial_number),
+                "TUNER_METRIC": job.metric,
+                "TUNER_MODE": job.mode,
                 "TUNER_AGENT_PID": str(os.getpid()),
                 "PYTHONUNBUFFERED": "1",
             }
@@ -252,7 +322,48 @@ class Agent:
         env["CUDA_VISIBLE_DEVICES"] = device if device is not None else ""
         return env
 
-    def _run_job(self, job: JobOut, device: str | None) -> None:
+    def _run_job(self, job: JobOut, device: str | None, slot: str = "slot 0") -> None:
+        """Run the command for ``job``; one line when it starts, one when it ends."""
+        self.lines.job_started(job, slot)
+        started = time.monotonic()
+        outcome = self._run_command(job, device)
+        with self._lock:
+            self._jobs_done += 1
+        self.lines.job_ended(job, slot, outcome, time.monotonic() - started)
+        if outcome.kind == "failed":  # the service pauses an experiment whose jobs all fail
+            self._say_state(job.experiment_id)
+
+    def _watched(self) -> list[int]:
+        """The experiments whose state the agent says: the one it serves, or those it has
+        said are paused."""
+        if self.config.experiment_id is not None:
+            return [self.config.experiment_id]
+        with self._lock:
+            return [e for e, state in self._states.items() if state != "running"]
+
+    def _say_state(self, experiment_id: int) -> None:
+        """Say when an experiment it serves was paused (by hand, or by the service after a
+        run of failures) and when it runs again: claims only answer "nothing now"."""
+        try:
+            info = self.client.get_experiment(experiment_id)
+        except TunerError as exc:
+            log.info("event=experiment_read_failed experiment_id=%d detail=%s", experiment_id, exc)
+            return
+        with self._lock:
+            before = self._states.get(experiment_id, "running")
+            self._states[experiment_id] = info.state
+        if info.state == before:
+            return
+        if info.state == "paused":
+            why = info.state_reason or "paused by hand"
+            self.lines.note(
+                f"experiment {experiment_id} {why}; the worker waits for it to resume "
+                f"(`tuner resume {experiment_id}`)"
+            )
+        elif info.state == "running":
+            self.lines.note(f"experiment {experiment_id} is running again")
+
+    def _run_command(self, job: JobOut, device: str | None) -> Outcome:
         checkpoint_dir = (
             self.config.checkpoint_root / str(job.experiment_id) / str(job.trial_number)
         ).absolute()
@@ -274,62 +385,70 @@ class Agent:
                 echo=echo,
             )
         except OSError as exc:
-            self._fail(job, f"cannot start {list(self.config.command)!r}: {exc}")
-            return
-        ended_by = self._watch(job, process)
+            error = f"cannot start {list(self.config.command)!r}: {exc}"
+            return self._fail(job, error, f"failed: the command could not start ({exc})")
+        ended_by, answer = self._watch(job, process)
         code = process.wait()
         process.finish_output()
         self._send_output(job, process)
         log.info("event=job_end %s rc=%s ended_by=%s", fields, code, ended_by)
         if ended_by == "shutdown":
-            self._release(job)
-        elif ended_by is not None:
-            return  # stopped, or the lease went to another worker: nothing more to say
-        elif code == 0:
-            self._complete(job)
-        else:
-            self._fail(
-                job, f"the command exited with code {code}\n" + process.tail(FAIL_TAIL_LINES)
-            )
+            return self._release(job)
+        if ended_by == "lease_lost":
+            return Outcome("lost", f"lease lost, the command was ended: {answer}")
+        if isinstance(answer, DecisionOut):  # stopped (by hand, cancelled, or it had ended)
+            return self._judged(job, answer)
+        tail = process.tail(FAIL_TAIL_LINES)
+        if code == 0:
+            return self._complete(job, tail)
+        return self._fail(
+            job,
+            f"the command exited with code {code}\n" + tail,
+            f"failed: the command ended with {exit_code_text(code)}",
+            tail_lines(tail),
+        )
 
-    def _watch(self, job: JobOut, process: TrialProcess) -> str | None:
-        """Heartbeat and relay output until the process ends; why the agent ended it."""
+    def _watch(self, job: JobOut, process: TrialProcess) -> tuple[str | None, Any]:
+        """Heartbeat and relay output until the process ends: why the agent ended it
+        (``shutdown``, ``stop``, ``lease_lost`` or None) and what the server said (the
+        stop's :class:`DecisionOut`, the lease error's detail)."""
         interval = heartbeat_interval_s(job.lease_expires_at)
         next_beat = time.monotonic() + interval
         beating = True
         while process.poll() is None:
             if self.stopping.is_set():
                 process.terminate(self.config.grace_s)
-                return "shutdown"
+                return "shutdown", None
             if beating and time.monotonic() >= next_beat:
                 self._send_output(job, process)
-                verdict = self._heartbeat(job)
+                verdict, answer = self._heartbeat(job)
                 next_beat = time.monotonic() + interval
                 if verdict in ("stop", "lease_lost"):
                     log.info("event=terminate job_id=%d reason=%s", job.job_id, verdict)
                     process.terminate(self.config.grace_s)
-                    return verdict
+                    return verdict, answer
                 beating = verdict == "continue"
             process.wait(TICK_S)
-        return None
+        return None, None
 
-    def _heartbeat(self, job: JobOut) -> str:
-        """``continue``, ``stop``, ``settled`` (the script completed) or ``lease_lost``;
-        ``continue`` too when the server cannot be reached (retry at the next beat)."""
+    def _heartbeat(self, job: JobOut) -> tuple[str, Any]:
+        """``continue``, ``stop``, ``settled`` (the script completed) or ``lease_lost``,
+        with the answer (a DecisionOut, or the refusal's detail); ``continue`` too when the
+        server cannot be reached (retry at the next beat)."""
         try:
             out = self.client.job_call(
                 job.job_id, "heartbeat", {"lease_token": job.lease_token}, retry=ONCE
             )
         except (ConflictError, NotFound) as exc:
             log.info("event=lease_lost job_id=%d detail=%s", job.job_id, exc.detail)
-            return "lease_lost"
+            return "lease_lost", exc.detail
         except TunerError as exc:
             log.warning("event=heartbeat_failed job_id=%d detail=%s", job.job_id, exc)
-            return "continue"
+            return "continue", None
         kind = DecisionKind(out.decision)
         if kind is DecisionKind.STOP:
-            return "stop"
-        return "continue" if kind is DecisionKind.CONTINUE else "settled"
+            return "stop", out
+        return ("continue" if kind is DecisionKind.CONTINUE else "settled"), out
 
     def _send_output(self, job: JobOut, process: TrialProcess) -> None:
         text = process.take_unsent()
@@ -344,48 +463,82 @@ class Agent:
         except TunerError as exc:
             log.info("event=output_failed job_id=%d detail=%s", job.job_id, exc)
 
-    def _complete(self, job: JobOut) -> None:
+    def _judged(self, job: JobOut, answer: DecisionOut) -> Outcome:
+        """The outcome the service's decision says; for a trial that had already stopped
+        (the script heard ``stop`` itself), the decision that stopped it."""
+        outcome = decision_outcome(answer.decision, answer.reason, job)
+        if answer.reason.get("rule") != "already_stopped":
+            return outcome
+        try:
+            decisions = self.client.get_trial(job.trial_id).decisions
+        except TunerError as exc:
+            log.info("event=trial_read_failed trial_id=%d detail=%s", job.trial_id, exc)
+            return outcome
+        stops = [d for d in decisions if d.kind == DecisionKind.STOP.value]
+        return decision_outcome(stops[-1].kind, stops[-1].reason, job) if stops else outcome
+
+    def _complete(self, job: JobOut, tail: str) -> Outcome:
         """The command exited 0: complete the job unless the script already did."""
         try:
-            self.client.job_call(job.job_id, "complete", {"lease_token": job.lease_token})
-            return
+            out = self.client.job_call(job.job_id, "complete", {"lease_token": job.lease_token})
+            return self._judged(job, out)
         except OutOfRange:
             pass  # no report at to_resource: use the last value reported, below
         except (ConflictError, NotFound) as exc:
             log.info("event=complete_refused job_id=%d detail=%s", job.job_id, exc.detail)
-            return
+            return Outcome("lost", f"ended, but the service refused its completion: {exc.detail}")
         except TunerError as exc:
             log.warning("event=complete_failed job_id=%d detail=%s", job.job_id, exc)
-            return
+            return Outcome("lost", f"ended, but its completion was not sent: {exc}")
         try:
             trial = self.client.get_trial(job.trial_id)
             reported = [r for r in trial.reports if r.job_id == job.job_id]
             if not reported:
-                self._fail(job, "the command exited 0 without reporting any value")
-                return
+                return self._fail(
+                    job,
+                    "the command exited 0 without reporting any value",
+                    "failed: the command exited 0 without reporting any value",
+                    tail_lines(tail),
+                )
             last = reported[-1]
             value = last.value if last.value_kind == "finite" else float(last.value_kind)
             body = {"lease_token": job.lease_token, **value_fields(value)}
-            self.client.job_call(job.job_id, "complete", body)
+            return self._judged(job, self.client.job_call(job.job_id, "complete", body))
         except TunerError as exc:
             log.warning("event=complete_failed job_id=%d detail=%s", job.job_id, exc)
+            return Outcome("lost", f"ended, but its completion was not accepted: {exc}")
 
-    def _release(self, job: JobOut) -> None:
+    def _release(self, job: JobOut) -> Outcome:
         """Shutting down: the job goes back to the queue without spending a retry."""
+        outcome = Outcome("released", "released (the worker is leaving): queued again")
         try:
             self.client.release_job(job.job_id, job.lease_token)
         except (ConflictError, NotFound) as exc:
             log.info("event=release_refused job_id=%d detail=%s", job.job_id, exc.detail)
+            return Outcome("released", f"ended (the worker is leaving): {exc.detail}")
         except TunerError as exc:
             log.warning("event=release_failed job_id=%d detail=%s", job.job_id, exc)
+            return Outcome("released", f"ended (the worker is leaving), release not sent: {exc}")
+        return outcome
 
-    def _fail(self, job: JobOut, error: str) -> None:
+    def _fail(self, job: JobOut, error: str, text: str, tail: str = "") -> Outcome:
+        """Fail the job with ``error``; the outcome says ``text`` and what became of the trial."""
         try:
-            self.client.fail_job(job.job_id, job.lease_token, error[-10_000:])
+            out = self.client.fail_job(job.job_id, job.lease_token, error[-10_000:])
         except (ConflictError, NotFound) as exc:
             log.info("event=fail_refused job_id=%d detail=%s", job.job_id, exc.detail)
+            refused = f"{text} (the service refused the failure: {exc.detail})"
+            return Outcome("failed", refused, tail)
         except TunerError as exc:
             log.warning("event=fail_failed job_id=%d detail=%s", job.job_id, exc)
+            return Outcome("failed", f"{text} (the failure was not sent: {exc})", tail)
+        if out.trial_state == "failed":
+            then = "the trial failed, no retry left"
+        elif out.trial_state == "pending":
+            then = f"queued again (retry {out.retries})"
+        else:
+            then = f"the trial is {out.trial_state}"
+        return Outcome("failed", f"{text}; {then}", tail)
 
 
 def _echo_line(line: str) -> None:
@@ -395,10 +548,13 @@ def _echo_line(line: str) -> None:
 
 
 def run_agent(
-    client: Client, config: AgentConfig, install_signals: Callable[[Agent], None] | None = None
+    client: Client,
+    config: AgentConfig,
+    install_signals: Callable[[Agent], None] | None = None,
+    write: Write | None = None,
 ) -> int:
     """Run an agent to the end; ``install_signals`` wires SIGTERM/SIGINT to shutdown."""
-    agent = Agent(client, config)
+    agent = Agent(client, config, write)
     if install_signals is not None:
         install_signals(agent)
     try:

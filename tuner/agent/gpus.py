@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tuner.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 NVIDIA_SMI_QUERY = ("--query-gpu=index,name,memory.total", "--format=csv,noheader")
+#: Per-GPU use now: ``0, NVIDIA H100 80GB HBM3, 37, 1423, 81559`` (%, MiB, MiB).
+NVIDIA_SMI_STATS = (
+    "--query-gpu=index,name,utilization.gpu,memory.used,memory.total",
+    "--format=csv,noheader,nounits",
+)
 
 
 @dataclass(frozen=True)
@@ -43,14 +50,44 @@ def parse_nvidia_smi(text: str) -> list[Gpu]:
     return gpus
 
 
-def query_nvidia_smi() -> list[Gpu] | None:
-    """The GPUs nvidia-smi lists; None when it is missing or fails."""
+def _number(text: str) -> float | None:
+    """``37`` or ``1423.5``; None for ``[N/A]``, ``[Not Supported]`` and the like."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def parse_gpu_stats(text: str) -> list[dict[str, Any]]:
+    """``nvidia-smi --query-gpu=index,name,utilization.gpu,memory.used,memory.total
+    --format=csv,noheader,nounits`` lines into ``GpuStat`` dicts (a value it cannot read is
+    None). The name may itself hold commas: the numbers are the last three fields."""
+    stats = []
+    for line in text.splitlines():
+        parts = [part.strip() for part in line.split(",")]
+        if len(parts) < 5 or not parts[0].isdigit():
+            continue
+        used, total = _number(parts[-2]), _number(parts[-1])
+        utilization = _number(parts[-3])
+        stats.append({
+            "index": int(parts[0]),
+            "name": ",".join(parts[1:-3]).strip()[:200],
+            "utilization": None if utilization is None else min(utilization, 100.0),
+            "memory_used_mb": used,
+            "memory_total_mb": total,
+        })
+    return stats
+
+
+def _run_nvidia_smi(args: Sequence[str], timeout_s: float = 20.0) -> str | None:
+    """nvidia-smi's output; None when it is missing or fails."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None
     try:
         done = subprocess.run(
-            [exe, *NVIDIA_SMI_QUERY], capture_output=True, text=True, timeout=20, check=False
+            [exe, *args], capture_output=True, text=True, timeout=timeout_s, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.info("event=nvidia_smi_failed error=%r", exc)
@@ -58,7 +95,27 @@ def query_nvidia_smi() -> list[Gpu] | None:
     if done.returncode != 0:
         log.info("event=nvidia_smi_failed rc=%d stderr=%r", done.returncode, done.stderr[-300:])
         return None
-    return parse_nvidia_smi(done.stdout)
+    return done.stdout
+
+
+def query_nvidia_smi() -> list[Gpu] | None:
+    """The GPUs nvidia-smi lists; None when it is missing or fails."""
+    out = _run_nvidia_smi(NVIDIA_SMI_QUERY)
+    return None if out is None else parse_nvidia_smi(out)
+
+
+def read_gpu_stats(gpus: Sequence[Gpu]) -> list[dict[str, Any]] | None:
+    """Use and memory of the agent's ``gpus`` now (every GPU when they are not named by
+    index); None when nvidia-smi is missing or fails (unknown), [] for an agent without GPUs
+    on a machine that has nvidia-smi."""
+    out = _run_nvidia_smi(NVIDIA_SMI_STATS, timeout_s=10.0)
+    if out is None:
+        return None
+    stats = parse_gpu_stats(out)
+    mine = {gpu.index for gpu in gpus}
+    if all(index.isdigit() for index in mine):
+        stats = [s for s in stats if str(s["index"]) in mine]
+    return stats
 
 
 def from_cuda_visible_devices(env: Mapping[str, str]) -> list[Gpu] | None:

@@ -8,17 +8,25 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from tuner.agent import Agent, AgentConfig, detect_gpus
 from tuner.cli.options import DEFAULT_SERVER, ServerOpt, TokenOpt, VerboseOpt
-from tuner.cli.output import configure_logging, print_error
+from tuner.cli.output import configure_logging, print_error, stderr
 from tuner.client import Client
 from tuner.errors import ConfigError
 
+_STYLES = {"failed": "red", "dim": "dim"}
+
+
+def _write_line(text: str, style: str) -> None:
+    """One of the agent's lines on stderr (coloured on a terminal, plain text elsewhere)."""
+    stderr.print(escape(text), style=_STYLES.get(style, ""), highlight=False)
+
 
 def _install_signals(agent: Agent) -> None:
-    def handle(_signum: int, _frame: FrameType | None) -> None:
-        agent.shutdown()
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        agent.shutdown(f"{signal.Signals(signum).name} received")
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
@@ -54,13 +62,18 @@ def worker(
     ] = 10.0,
     worker_id: Annotated[str | None, typer.Option(help="name of this agent")] = None,
     echo: Annotated[bool, typer.Option(help="log the commands' output (with -v)")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="no line per job (start and exit lines stay)")
+    ] = False,
     verbose: VerboseOpt = 0,
 ) -> None:
     """Run training jobs for the server (the worker agent).
 
     Claims one job per GPU (or CPU slot), runs COMMAND with the job in TUNER_* variables,
-    heartbeats, and reports how it ended. Exits 0 on SIGTERM/SIGINT after terminating its
-    commands and releasing their jobs (queued again, no retry spent).
+    heartbeats, and reports how it ended. On stderr: a line when each job starts (trial
+    EXP/NUM, parameters, resources, slot) and ends (outcome, duration, why; the command's
+    last lines when it failed). Exits 0 on SIGTERM/SIGINT after terminating its commands
+    and releasing their jobs (queued again, no retry spent).
     """
     if not command:
         raise typer.BadParameter("give the training command after `--`", param_hint="COMMAND")
@@ -79,12 +92,13 @@ def worker(
         grace_s=grace_s,
         claim_wait_s=poll_s,
         echo_output=echo,
+        quiet=quiet,
     )
     if worker_id:
         config.worker_id = worker_id
     # The default (patient) retries: a completion must survive a server restart.
     with Client(server, token or "") as client:
-        agent = Agent(client, config)
+        agent = Agent(client, config, _write_line)
         _install_signals(agent)
         code = agent.run()
     if agent.fatal:
