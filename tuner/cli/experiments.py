@@ -67,10 +67,11 @@ def parse_trial(text: str, experiment: int | None = None) -> tuple[int, int]:
     head, slash, tail = text.partition("/")
     if not slash:
         if experiment is None:
+            number = text.strip() if text.strip().isdigit() else "3"
             raise typer.BadParameter(
                 f"{text!r} does not say which experiment: write the trial as EXP/NUM, as "
-                f"`tuner show` prints it (e.g. 2/{text.strip() or 3} for trial "
-                f"{text.strip() or 3} of experiment 2), or add --experiment EXP"
+                f"`tuner show` prints it (e.g. 2/{number} for trial {number} of experiment 2), "
+                "or add --experiment EXP"
             )
         return experiment, _whole(text, "the trial number", 0)
     found = _whole(head, "the experiment id in EXP/NUM", 1), _whole(tail, "NUM in EXP/NUM", 0)
