@@ -1,9 +1,12 @@
 """The dashboard in a real browser: Debian's Chromium driven by Playwright (sync API)
 against the live server of ``conftest.py``. Screenshots of every page at 1280x800 and
-375x800 go to ``test-artifacts/dashboard/``."""
+390x844 go to ``test-artifacts/dashboard/`` (``TUNER_TEST_SHOTS`` names another folder)."""
 
 from __future__ import annotations
 
+import csv
+import io
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +28,8 @@ CHROMIUM_ARGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
-VIEWPORTS = {"desktop": (1280, 800), "phone": (375, 800)}
+ARTIFACTS = Path(os.environ.get("TUNER_TEST_SHOTS", ROOT / "test-artifacts" / "dashboard"))
+VIEWPORTS = {"desktop": (1280, 800), "phone": (390, 844)}
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +115,7 @@ def test_every_page_loads_without_errors(browser: Any, seeded: Seeded, viewport:
         page.wait_for_function("() => document.querySelector('#curves-chart').data")
         tab.shot(f"experiment-running-{size[0]}x{size[1]}")
         best = api(seeded, f"/api/v1/experiments/{seeded.finished}")["progress"]["best"]
-        page = tab.open(f"/ui/trials/{best['trial_id']}")
+        page = tab.open(f"/ui/experiments/{seeded.finished}/trials/{best['trial_number']}")
         assert chart_traces(page, "#trial-curve") == 3  # reports, superseded, rungs
         assert page.locator("#decisions-table tbody tr").count() >= 3
         assert "<b>loss</b>" in page.inner_text("#trial-output")  # output shown as text
@@ -166,14 +169,18 @@ def test_admin_pauses_resumes_and_stops_a_trial(browser: Any, seeded: Seeded) ->
         assert api(seeded, exp)["state"] == "running"
 
         victim = next(t for t in api(seeded, exp + "/trials?state=paused&limit=5")["items"])
+        name = f"{seeded.running}/{victim['number']}"
         page.select_option("#trial-filter", "paused")
-        link = page.locator(f"a[href='/ui/trials/{victim['id']}']")
-        row = page.locator("#trials-table tbody tr", has=link)
-        row.get_by_role("button", name=f"Stop trial #{victim['number']}").click()
+        row = page.locator(f"#trials-table tbody tr[data-number='{victim['number']}']")
+        stop = row.get_by_role("button", name=f"Stop training trial {name}")
+        assert stop.inner_text() == "Stop training"
+        assert stop.evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(255, 255, 255)"
+        stop.click()
+        assert page.inner_text("#confirm-title") == f"Stop training trial {name}?"
         page.click("#confirm-yes")
         page.wait_for_function(
-            "(id) => !document.querySelector(`#trials-table a[href='/ui/trials/${id}']`)",
-            arg=victim["id"])  # it left the 'paused' filter
+            "(n) => !document.querySelector(`#trials-table tr[data-number='${n}']`)",
+            arg=victim["number"])  # it left the 'waiting' filter
         assert api(seeded, f"/api/v1/trials/{victim['id']}")["state"] == "stopped"
         assert tab.errors == []
     finally:
@@ -183,7 +190,8 @@ def test_admin_pauses_resumes_and_stops_a_trial(browser: Any, seeded: Seeded) ->
 def test_a_viewer_sees_everything_and_can_act_on_nothing(browser: Any, seeded: Seeded) -> None:
     tab = Tab(browser, seeded.base, seeded.viewer_token, VIEWPORTS["desktop"])
     try:
-        for path in [f"/ui/experiments/{seeded.running}", f"/ui/trials/{seeded.held_trial}"]:
+        held = f"/ui/experiments/{seeded.running}/trials/{seeded.held_job['trial_number']}"
+        for path in [f"/ui/experiments/{seeded.running}", held]:
             page = tab.open(path)
             page.wait_for_selector("#main h1")
             assert page.locator("button.action:visible:enabled").count() == 0
@@ -201,7 +209,7 @@ def test_live_updates_patch_the_page_without_reload(browser: Any, seeded: Seeded
     tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["desktop"])
     job = seeded.held_job
     try:
-        page = tab.open(f"/ui/trials/{seeded.held_trial}")
+        page = tab.open(f"/ui/experiments/{seeded.running}/trials/{job['trial_number']}")
         page.evaluate("() => { window.__marker = 1; }")  # gone if the page reloads
         assert page.inner_text("#trial-state") == "running"
         n = page.locator("#decisions-table tbody tr:not(.empty)").count()
@@ -273,7 +281,7 @@ def test_a_retrys_values_replace_the_first_runs_on_the_trial_page(
             c.post(f"/api/v1/jobs/{retry['job_id']}/reports", json=body).raise_for_status()
     tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["desktop"])
     try:
-        page = tab.open(f"/ui/trials/{job['trial_id']}")
+        page = tab.open(f"/ui/experiments/{experiment_id}/trials/{job['trial_number']}")
         page.wait_for_function("() => document.querySelector('#trial-curve').data")
         ys = page.evaluate(
             "() => document.querySelector('#trial-curve').data.map(t => Array.from(t.y))")
@@ -284,6 +292,260 @@ def test_a_retrys_values_replace_the_first_runs_on_the_trial_page(
         assert "failed" in first_job.inner_text()
         assert "UTC" in first_job.locator("td").last.inner_text()
         tab.shot("trial-superseded-1280x800")
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
+# ---- the experiment page for a practitioner (issue 16) ------------------------------------------
+def export_of(seeded: Seeded, experiment_id: int) -> dict[str, Any]:
+    return api(seeded, f"/api/v1/experiments/{experiment_id}/export?format=json")
+
+
+def test_the_best_trial_comes_first_with_its_step_and_checkpoint(
+    browser: Any, seeded: Seeded
+) -> None:
+    tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["desktop"])
+    try:
+        page = tab.open(f"/ui/experiments/{seeded.finished}")
+        best = api(seeded, f"/api/v1/experiments/{seeded.finished}")["progress"]["best"]
+        top = api(seeded, f"/api/v1/experiments/{seeded.finished}/trials?order_by=value&limit=1")
+        t = top["items"][0]
+        assert t["number"] == best["trial_number"]
+        name = f"{seeded.finished}/{t['number']}"
+        assert page.inner_text("#best-link") == f"trial {name}"
+        assert page.get_attribute("#best-link", "href") == (
+            f"/ui/experiments/{seeded.finished}/trials/{t['number']}")
+        shown = float(page.inner_text("#best-value"))
+        assert abs(shown - t["ranked_value"]) <= 1e-4 * abs(t["ranked_value"])
+        assert page.inner_text("#best-step") == f"step {t['ranked_step']} (rung {t['rung']})"
+        assert page.inner_text("#best-checkpoint").startswith(t["checkpoint"])
+        # the best card is above everything else on the page
+        top_of = "(s) => document.querySelector(s).getBoundingClientRect().top"
+        assert page.evaluate(top_of, "#best") < page.evaluate(top_of, "#best-so-far")
+        assert page.evaluate(top_of, "#best-so-far") < page.evaluate(top_of, "#curves")
+        assert page.evaluate(top_of, "#curves") < page.evaluate(top_of, "#trials")
+        page.wait_for_function("() => document.querySelector('#best-so-far-chart').data")
+        values = page.evaluate(
+            "() => Array.from(document.querySelector('#best-so-far-chart').data[0].y)")
+        assert values == sorted(values, reverse=True)  # val_loss: lower is better
+        page.select_option("#best-by", "resource")
+        page.wait_for_function("() => document.querySelector('#best-so-far-chart')"
+                               ".layout.xaxis.type === 'linear'")
+        # the learning curves' value axis is fitted to the results, not from 0
+        y_range = page.evaluate("() => document.querySelector('#curves-chart').layout.yaxis.range")
+        assert y_range[0] > 0
+        tab.shot("experiment-best-1280x800")
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def test_sort_by_a_parameter_and_filter_by_state_and_column(browser: Any, seeded: Seeded) -> None:
+    tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["desktop"])
+    rows = "#trials-table tbody tr"
+    numbers = f"() => Array.from(document.querySelectorAll('{rows}')).map(r => +r.dataset.number)"
+    try:
+        page = tab.open(f"/ui/experiments/{seeded.finished}")
+        table = export_of(seeded, seeded.finished)
+        assert page.evaluate(numbers) == [t["number"] for t in table["trials"]]  # ranking order
+        page.click("#trials-table button.sort[data-key='param.lr']")
+        by_lr = sorted(table["trials"], key=lambda t: t["params"]["lr"])
+        assert page.evaluate(numbers) == [t["number"] for t in by_lr]
+        page.click("#trials-table button.sort[data-key='param.lr']")  # again: descending
+        assert page.evaluate(numbers) == [t["number"] for t in reversed(by_lr)]
+        assert page.get_attribute("th:has(button[data-key='param.lr'])", "aria-sort") == (
+            "descending")
+
+        page.select_option("#trial-filter", "stopped")
+        stopped = [t["number"] for t in table["trials"] if t["state"] == "stopped"]
+        assert stopped and sorted(page.evaluate(numbers)) == sorted(stopped)
+        badges = page.locator(f"{rows} .badge")
+        for i in range(badges.count()):
+            assert badges.nth(i).inner_text().startswith("stopped at rung")
+            assert "trial-stopped" in (badges.nth(i).get_attribute("class") or "")
+        page.select_option("#trial-filter", "")
+        page.fill("#trials-table input.col-filter[data-key='param.layers']", ">=4")
+        deep = [t["number"] for t in table["trials"] if t["params"]["layers"] >= 4]
+        assert sorted(page.evaluate(numbers)) == sorted(deep)
+        page.click("#trials-clear")
+        page.select_option("#rung-filter", "2")
+        far = [t["number"] for t in table["trials"] if t["rung"] >= 2]
+        assert far and sorted(page.evaluate(numbers)) == sorted(far)
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def test_compare_two_trials_side_by_side(browser: Any, seeded: Seeded) -> None:
+    tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["desktop"])
+    try:
+        page = tab.open(f"/ui/experiments/{seeded.finished}")
+        table = export_of(seeded, seeded.finished)
+        a, b = table["trials"][0], table["trials"][1]
+        assert page.is_disabled("#compare-btn")
+        for t in (a, b):
+            page.check(f"#trials-table tr[data-number='{t['number']}'] input.pick")
+        assert page.inner_text("#compare-btn") == "Compare selected (2)"
+        page.click("#compare-btn")
+        page.wait_for_function("() => document.body.dataset.compared")
+        traces = page.evaluate("() => document.querySelector('#compare-chart').data"
+                               ".map(t => [t.name, t.x.length])")
+        assert [name for name, _ in traces] == [
+            f"{seeded.finished}/{a['number']}", f"{seeded.finished}/{b['number']}"]
+        assert all(n >= 1 for _, n in traces)
+        heads = page.locator("#compare-table thead th").all_inner_texts()
+        assert [h.strip() for h in heads[1:]] == [
+            f"{seeded.finished}/{a['number']}", f"{seeded.finished}/{b['number']}"]
+        lr_row = page.locator("#compare-table tbody tr", has_text="lr").first
+        cells = lr_row.locator("td").all_inner_texts()
+        assert [float(c) for c in cells] == pytest.approx(
+            [a["params"]["lr"], b["params"]["lr"]], rel=1e-4)
+        tab.shot("experiment-compare-1280x800")
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def test_the_csv_download_has_the_apis_rows(browser: Any, seeded: Seeded) -> None:
+    tab = Tab(browser, seeded.base, seeded.viewer_token, VIEWPORTS["desktop"])
+    try:
+        page = tab.open(f"/ui/experiments/{seeded.finished}")
+        with page.expect_download() as info:
+            page.click("#download-csv")
+        download = info.value
+        assert download.suggested_filename == f"experiment-{seeded.finished}-trials.csv"
+        rows = list(csv.DictReader(io.StringIO(Path(download.path()).read_text())))
+        ranked = api(seeded, f"/api/v1/experiments/{seeded.finished}/trials?order_by=value"
+                             "&limit=100")["items"]
+        assert [int(r["number"]) for r in rows] == [t["number"] for t in ranked]
+        for row, trial in zip(rows, ranked, strict=True):
+            assert row["state"] == trial["state"]
+            assert float(row["ranked_value"]) == trial["ranked_value"]
+            assert float(row["param.lr"]) == trial["params"]["lr"]
+            assert int(row["param.layers"]) == trial["params"]["layers"]
+            assert row["param.optimizer"] == trial["params"]["optimizer"]
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def test_a_waiting_trial_is_neutral_and_says_where_it_waits(browser: Any, seeded: Seeded) -> None:
+    tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["desktop"])
+    try:
+        page = tab.open(f"/ui/experiments/{seeded.running}")
+        waiting = api(seeded, f"/api/v1/experiments/{seeded.running}/trials?state=paused"
+                              "&limit=1")["items"][0]
+        badge = page.locator(f"#trials-table tr[data-number='{waiting['number']}'] .badge")
+        assert badge.inner_text() == f"waiting at rung {waiting['rung']}"
+        assert "trial-waiting" in (badge.get_attribute("class") or "")
+        color = badge.evaluate("b => getComputedStyle(b).backgroundColor")
+        red, green, blue = (int(x) for x in color[color.index("(") + 1:-1].split(",")[:3])
+        assert not (red > 150 and green < 100 and blue < 100), color  # not red
+        assert "paused" not in page.inner_text("#trials-table tbody")
+        page = tab.open(f"/ui/experiments/{seeded.running}/trials/{waiting['number']}")
+        assert page.inner_text("#trial-state") == f"waiting at rung {waiting['rung']}"
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def test_the_trial_page_is_named_experiment_and_number(browser: Any, seeded: Seeded) -> None:
+    tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["desktop"])
+    try:
+        trial = api(seeded, f"/api/v1/experiments/{seeded.finished}/trials/2")
+        page = tab.open(f"/ui/trials/{trial['id']}")  # the old address: redirected
+        assert page.url == f"{seeded.base}/ui/experiments/{seeded.finished}/trials/2"
+        assert page.title() == f"experiment {seeded.finished} › trial 2 · tuner"
+        assert page.inner_text("#crumbs") == f"Experiments › experiment {seeded.finished} › trial 2"
+        assert page.inner_text("#trial-title") == f"Trial {seeded.finished}/2"
+        ended = page.locator("#jobs-table tbody tr td:last-child").all_inner_texts()
+        assert ended and all(text.endswith("UTC") for text in ended)  # every job ended
+        page.click("#trial-experiment")
+        page.wait_for_url(f"{seeded.base}/ui/experiments/{seeded.finished}")
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def test_a_failed_trial_lists_its_attempts_and_draws_no_empty_chart(
+    browser: Any, seeded: Seeded
+) -> None:
+    doc = {**driver.asha_document("fails-demo", max_trials=1), "pause_after_failures": 10}
+    experiment_id = driver.create_experiment(seeded.base, doc)
+    failed = 0
+    with driver.client(seeded.base) as c:
+        while True:
+            r = c.post(f"/api/v1/experiments/{experiment_id}/claims",
+                       json={"worker_id": "worker-1", "wait_s": 0})
+            if r.status_code != 200:
+                break
+            job = r.json()
+            c.post(f"/api/v1/jobs/{job['job_id']}/fail", json={
+                "lease_token": job["lease_token"],
+                "error": "Traceback (most recent call last):\n  File \"train.py\", line 3\n"
+                         f"RuntimeError: CUDA out of memory (attempt {failed + 1})",
+            }).raise_for_status()
+            failed += 1
+    trial = api(seeded, f"/api/v1/experiments/{experiment_id}/trials/0")
+    assert trial["state"] == "failed" and failed >= 2
+    tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["desktop"])
+    try:
+        page = tab.open(f"/ui/experiments/{experiment_id}/trials/0")
+        items = page.locator("#attempts li")
+        assert items.count() == failed
+        for i in range(failed):
+            text = items.nth(i).inner_text()
+            assert f"Attempt {i + 1}" in text and "worker worker-1" in text and "failed" in text
+            assert f"CUDA out of memory (attempt {i + 1})" in text and "UTC" in text
+        assert page.locator("#trial-curve").is_hidden()
+        assert "failed before its first report" in page.inner_text("#trial-curve-note")
+        assert page.locator("#trial-state").inner_text() == "failed"
+        tab.shot("trial-failed-1280x800")
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def test_at_phone_width_the_key_columns_fit(browser: Any, seeded: Seeded) -> None:
+    width, height = VIEWPORTS["phone"]
+    tab = Tab(browser, seeded.base, driver.ADMIN, (width, height))
+    try:
+        for path in [f"/ui/experiments/{seeded.running}",
+                     f"/ui/experiments/{seeded.running}/trials/1", "/ui/workers"]:
+            page = tab.open(path)
+            assert page.evaluate("() => document.documentElement.scrollWidth") <= width, path
+        tab.page.goto(seeded.base + "/ui")
+        tab.page.wait_for_selector("#experiments-table tbody tr")
+        assert tab.page.evaluate("() => document.documentElement.scrollWidth") <= width
+        page = tab.open(f"/ui/experiments/{seeded.running}")
+        box = page.locator("#best-value").bounding_box()
+        assert box is not None and box["x"] + box["width"] <= width
+        page.locator("#trials-table").scroll_into_view_if_needed()
+        first = page.locator("#trials-table tbody tr").first
+        for key in ("trial", "value"):  # the trial and its value show without scrolling
+            cell = first.locator(f"td.col-{key}").bounding_box()
+            assert cell is not None and cell["x"] + cell["width"] <= width, key
+        tab.shot(f"experiment-running-{width}x{height}")
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def test_workers_show_their_state_and_gpus(browser: Any, seeded: Seeded) -> None:
+    tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["desktop"])
+    try:
+        page = tab.open("/ui/workers")
+        workers = api(seeded, "/ui/api/workers")["items"]
+        for w in workers:
+            row = page.locator(f"#workers-table tr[id='worker-{w['worker_id']}']")
+            state = row.locator(".badge")
+            assert state.inner_text() == w["state"]
+            assert f"worker-{w['state']}" in (state.get_attribute("class") or "")
+            if w["gpu_stats"] is None:
+                assert "unknown" in row.locator("td").nth(3).inner_text()
+        assert "busy" in page.inner_text("#workers-status")
+        tab.shot("workers-1280x800")
         assert tab.errors == []
     finally:
         tab.close()

@@ -220,21 +220,9 @@ const T = (() => {
     return "/ui/experiments/" + experimentId + "/trials/" + number;
   }
 
-  /* One trial by its number: GET /api/v1/experiments/{id}/trials/{number}. TODO(issue 16):
-   * the lookup through the trials list is for a server without that route; drop it. */
-  async function trialByNumber(experimentId, number) {
-    const base = "/api/v1/experiments/" + experimentId;
-    try {
-      return await api(base + "/trials/" + number);
-    } catch (e) {
-      if (!(e.status === 404 && /no route/.test(e.message))) throw e;
-      const page = await api(base + "/trials?order_by=number&limit=1&offset=" + number);
-      const t = page.items[0];
-      if (!t || t.number !== number) {
-        throw new ApiError(404, "not_found", "experiment " + experimentId + " has no trial " + number);
-      }
-      return api("/api/v1/trials/" + t.id);
-    }
+  /* One trial by its number: GET /api/v1/experiments/{id}/trials/{number}. */
+  function trialByNumber(experimentId, number) {
+    return api("/api/v1/experiments/" + experimentId + "/trials/" + number);
   }
 
   /* Stop a trial by its number, after asking (it stops at its next report). */
@@ -244,14 +232,8 @@ const T = (() => {
       "It stops at its next report and is never promoted again; its results so far are kept.",
       "Stop training");
     if (!ok) return false;
-    try {
-      await api("/api/v1/experiments/" + experimentId + "/trials/" + number + "/stop",
-        { method: "POST" });
-    } catch (e) {
-      if (!(e.status === 404 && /no route/.test(e.message))) throw e;
-      const t = await trialByNumber(experimentId, number);
-      await api("/api/v1/trials/" + t.id + "/stop", { method: "POST" });
-    }
+    await api("/api/v1/experiments/" + experimentId + "/trials/" + number + "/stop",
+      { method: "POST" });
     return true;
   }
 
