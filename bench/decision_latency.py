@@ -65,6 +65,7 @@ def seed(runtime: Runtime, n: int) -> int:
                 "checkpoint": f"ckpt/{number}", "checkpoint_step": 1, "best_loss": loss,
                 "best_loss_kind": "finite", "last_value": loss, "last_value_kind": "finite",
                 "retries": 0, "stop_requested": False, "created_at": now, "updated_at": now,
+                "ranked_kind": 0, "ranked_step": 1, "ranked_loss": loss,  # tuner.ranking
             })
             results.append({"loss": loss, "number": number})
         for start in range(0, n, 10_000):
@@ -77,6 +78,7 @@ def seed(runtime: Runtime, n: int) -> int:
             "experiment_id": eid, "bracket": 0, "rung": 0, "trial_number": r["number"],
             "trial_id": ids[r["number"]], "loss": r["loss"], "loss_rank_kind": 0,
             "value": r["loss"], "value_kind": "finite", "status": 0, "created_at": now,
+            "resource": 1,
         } for r in results]
         for start in range(0, n, 10_000):
             session.execute(insert(RungResultRow), rows[start:start + 10_000])
