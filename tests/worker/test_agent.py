@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.worker.fake_smi import SMI_STATS, smi_printing_samples
 from tests.worker.live import (
     ADMIN_TOKEN,
     PYTHON,
@@ -23,10 +25,23 @@ from tests.worker.live import (
     small_document,
     tuner_command,
 )
+from tuner.agent.gpus import parse_gpu_stats
+from tuner.client import Client
+from tuner.wire import WorkerOut
 
 pytestmark = pytest.mark.slow
 
 STEPS = str(SCRIPTS / "steps.py")
+CRASH = str(SCRIPTS / "crash.py")
+#: A job's end line: time, slot, trial EXP/NUM, outcome and why, duration.
+END_LINE = re.compile(
+    r"(?m)^\d\d:\d\d:\d\d (slot \d+|gpu \d+): (\d+/\d+) "
+    r"(completed|waiting at rung \d+|stopped|failed|lease lost|released)[^\n]* \[[0-9.hms]+\]$"
+)
+START_LINE = re.compile(
+    r"(?m)^\d\d:\d\d:\d\d (slot \d+|gpu \d+): (\d+/\d+) started, resource (\d+)→(\d+) "
+    r"\(rung \d+\)"
+)
 
 
 class Agents:
@@ -39,7 +54,13 @@ class Agents:
         self.started: list[subprocess.Popen[bytes]] = []
 
     def start(
-        self, server: Server, experiment_id: int, *extra: str, **env: str
+        self,
+        server: Server,
+        experiment_id: int,
+        *extra: str,
+        script: str = STEPS,
+        gpus: str = "none",
+        **env: str,
     ) -> subprocess.Popen[bytes]:
         log = (self.tmp_path / f"agent{len(self.started)}.log").open("wb")
         process = subprocess.Popen(
@@ -52,7 +73,7 @@ class Agents:
                 "--experiment",
                 str(experiment_id),
                 "--gpus",
-                "none",
+                gpus,
                 "--poll-s",
                 "1",
                 "--checkpoint-root",
@@ -61,7 +82,7 @@ class Agents:
                 *extra,
                 "--",
                 PYTHON,
-                STEPS,
+                script,
             ),
             cwd=ROOT,
             stdout=log,
@@ -70,6 +91,10 @@ class Agents:
         )
         self.started.append(process)
         return process
+
+    def output(self, index: int = 0) -> str:
+        """What agent ``index`` printed (stdout and stderr)."""
+        return (self.tmp_path / f"agent{index}.log").read_text()
 
     def events(self, event: str | None = None) -> list[dict[str, Any]]:
         lines = [json.loads(line) for line in self.run_log.read_text().splitlines() if line]
@@ -332,3 +357,110 @@ def test_agent_without_experiment_exits_when_no_experiment_is_left(
     assert agent.wait(60) == 0
     with server.client() as client:
         assert client.get_experiment(experiment.id).state == "completed"
+
+
+def _worker(client: Client, worker_id: str) -> WorkerOut:
+    found = [w for w in client.list_workers(limit=500).items if w.worker_id == worker_id]
+    assert len(found) == 1, [w.worker_id for w in client.list_workers(limit=500).items]
+    return found[0]
+
+
+def test_agent_says_a_line_per_job_start_and_end_and_why_it_exits(
+    shared_server: Server, agents: Agents, tmp_path: Path
+) -> None:
+    server = shared_server
+    doc = small_document(name="agent-lines", budget={"max_trials": 4}, lease_ttl_s=30)
+    no_smi = tmp_path / "bin"  # PATH without nvidia-smi: GPU use unknown
+    no_smi.mkdir()
+    with server.client() as client:
+        experiment = client.submit(doc)
+        agent = agents.start(
+            server, experiment.id, "--exit-when-done", "--slots", "2", "--worker-id", "lines-1",
+            PATH=str(no_smi),
+        )
+        assert agent.wait(120) == 0, agents.output()
+        trials = client.list_trials(experiment.id).items
+        jobs = [
+            (f"{experiment.id}/{t.number}", j.from_resource, j.to_resource)
+            for t in trials
+            for j in client.get_trial(t.id).jobs
+        ]
+        worker = _worker(client, "lines-1")
+    out = agents.output()
+    assert f"worker lines-1: serving experiment {experiment.id} of {server.url}, 2 CPU slots" in out
+    starts = START_LINE.findall(out)
+    ends = END_LINE.findall(out)
+    assert len(starts) == len(ends) == len(jobs) > len(trials), out
+    assert sorted((trial, int(a), int(b)) for _, trial, a, b in starts) == sorted(jobs)
+    by_trial = {f"{experiment.id}/{t.number}": t.state for t in trials}
+    for _, trial, outcome in ends:
+        assert outcome != "failed" and outcome != "lease lost", out
+        if outcome == "completed":
+            assert by_trial[trial] == "completed"
+    assert re.search(
+        rf"worker exits after {len(jobs)} jobs \([^)]*\): experiment {experiment.id} is over$",
+        out.rstrip(),
+    ), out[-500:]
+    # The exit said so: offline at once, with its count and no GPU readings (no nvidia-smi).
+    assert (worker.state, worker.jobs_done, worker.gpu_stats) == ("offline", len(jobs), None)
+
+
+
+def test_agent_shows_a_crashing_commands_last_lines_as_soon_as_it_fails(
+    shared_server: Server, agents: Agents
+) -> None:
+    server = shared_server
+    doc = small_document(
+        name="agent-crash", budget={"max_trials": 1}, lease_ttl_s=30, max_retries=0
+    )
+    with server.client() as client:
+        experiment = client.submit(doc)
+    agent = agents.start(server, experiment.id, script=CRASH)
+    # Said while the agent runs on (no --exit-when-done), not when it exits.
+    agents.wait_for(lambda: "is over; waiting for work" in agents.output(), 60, "the over note")
+    assert agent.poll() is None
+    out = agents.output()
+    assert re.search(
+        rf"(?m)^\d\d:\d\d:\d\d slot 0: {experiment.id}/0 failed: the command ended with exit "
+        r"code 1; the trial failed, no retry left \[[0-9.ms]+\]\n"
+        r"    \| loading the data\.\.\.\n"
+        r"    \| Traceback \(most recent call last\):\n"
+        r"(    \| .*\n)*"
+        r"    \| ModuleNotFoundError: No module named 'tuner_test_missing_module'\n",
+        out,
+    ), out
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait(30) == 0
+    assert agents.output().rstrip().endswith(
+        "worker exits after 1 job (1 failed): SIGTERM received"
+    ), agents.output()[-500:]
+
+
+def test_agent_quiet_on_gpus_sends_their_readings(
+    shared_server: Server, agents: Agents, tmp_path: Path
+) -> None:
+    server = shared_server
+    smi = tmp_path / "smi"
+    smi.mkdir()
+    smi_printing_samples(smi)
+    doc = small_document(name="agent-gpus", budget={"max_trials": 2}, lease_ttl_s=30)
+    with server.client() as client:
+        experiment = client.submit(doc)
+        agent = agents.start(
+            server, experiment.id, "--exit-when-done", "--quiet", "--worker-id", "gpu-box-7",
+            gpus="0,2", PATH=f"{smi}:/usr/bin:/bin",
+        )
+        assert agent.wait(120) == 0, agents.output()
+        worker = _worker(client, "gpu-box-7")
+    out = agents.output()
+    assert f"worker gpu-box-7: serving experiment {experiment.id} of {server.url}, 2 GPU slots " \
+        "(0, 2)" in out
+    assert not START_LINE.search(out) and not END_LINE.search(out), out
+    assert re.search(r"worker exits after \d+ jobs? \(", out), out
+    assert {e["cuda"] for e in agents.events("start")} <= {"0", "2"}
+    assert worker.gpus == [
+        "0: NVIDIA H100 80GB HBM3, 81559 MiB", "2: NVIDIA A100-SXM4-40GB, 40960 MiB"
+    ]
+    expected = [s for s in parse_gpu_stats(SMI_STATS) if s["index"] in (0, 2)]
+    assert [s.model_dump() for s in worker.gpu_stats or []] == expected
+    assert worker.state == "offline" and worker.jobs_done >= 2

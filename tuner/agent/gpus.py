@@ -72,7 +72,7 @@ def parse_gpu_stats(text: str) -> list[dict[str, Any]]:
         utilization = _number(parts[-3])
         stats.append({
             "index": int(parts[0]),
-            "name": ",".join(parts[1:-3]).strip()[:200],
+            "name": ", ".join(parts[1:-3])[:200],
             "utilization": None if utilization is None else min(utilization, 100.0),
             "memory_used_mb": used,
             "memory_total_mb": total,
