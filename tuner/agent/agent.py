@@ -29,21 +29,20 @@ from tuner.agent.lines import (
     Lines,
     Outcome,
     Write,
-    decision_outcome,
     exit_code_text,
     slot_name,
     tail_lines,
 )
+from tuner.agent.outcomes import complete, fail, judged, release
 from tuner.agent.process import TrialProcess
 from tuner.client import Client, RetryPolicy
-from tuner.client.job import heartbeat_interval_s, value_fields
+from tuner.client.job import heartbeat_interval_s
 from tuner.domain import DecisionKind
 from tuner.errors import (
     AuthError,
     ClientError,
     ConflictError,
     NotFound,
-    OutOfRange,
     TunerError,
 )
 from tuner.wire import WORKER_REPORT_EVERY_S, DecisionOut, JobOut
@@ -251,7 +250,7 @@ class Agent:
                 continue
             self._seen_experiment = True
             if self.stopping.is_set():
-                self._release(answer.job)
+                release(self.client, answer.job)
                 return
             self._run_job(answer.job, device, slot_name(index, device))
 
@@ -386,22 +385,23 @@ class Agent:
             )
         except OSError as exc:
             error = f"cannot start {list(self.config.command)!r}: {exc}"
-            return self._fail(job, error, f"failed: the command could not start ({exc})")
+            return fail(self.client, job, error, f"failed: the command could not start ({exc})")
         ended_by, answer = self._watch(job, process)
         code = process.wait()
         process.finish_output()
         self._send_output(job, process)
         log.info("event=job_end %s rc=%s ended_by=%s", fields, code, ended_by)
         if ended_by == "shutdown":
-            return self._release(job)
+            return release(self.client, job)
         if ended_by == "lease_lost":
             return Outcome("lost", f"lease lost, the command was ended: {answer}")
         if isinstance(answer, DecisionOut):  # stopped (by hand, cancelled, or it had ended)
-            return self._judged(job, answer)
+            return judged(self.client, job, answer)
         tail = process.tail(FAIL_TAIL_LINES)
         if code == 0:
-            return self._complete(job, tail)
-        return self._fail(
+            return complete(self.client, job, tail)
+        return fail(
+            self.client,
             job,
             f"the command exited with code {code}\n" + tail,
             f"failed: the command ended with {exit_code_text(code)}",
@@ -462,83 +462,6 @@ class Agent:
                 log.warning("event=output_unsupported detail=%s", exc.detail)
         except TunerError as exc:
             log.info("event=output_failed job_id=%d detail=%s", job.job_id, exc)
-
-    def _judged(self, job: JobOut, answer: DecisionOut) -> Outcome:
-        """The outcome the service's decision says; for a trial that had already stopped
-        (the script heard ``stop`` itself), the decision that stopped it."""
-        outcome = decision_outcome(answer.decision, answer.reason, job)
-        if answer.reason.get("rule") != "already_stopped":
-            return outcome
-        try:
-            decisions = self.client.get_trial(job.trial_id).decisions
-        except TunerError as exc:
-            log.info("event=trial_read_failed trial_id=%d detail=%s", job.trial_id, exc)
-            return outcome
-        stops = [d for d in decisions if d.kind == DecisionKind.STOP.value]
-        return decision_outcome(stops[-1].kind, stops[-1].reason, job) if stops else outcome
-
-    def _complete(self, job: JobOut, tail: str) -> Outcome:
-        """The command exited 0: complete the job unless the script already did."""
-        try:
-            out = self.client.job_call(job.job_id, "complete", {"lease_token": job.lease_token})
-            return self._judged(job, out)
-        except OutOfRange:
-            pass  # no report at to_resource: use the last value reported, below
-        except (ConflictError, NotFound) as exc:
-            log.info("event=complete_refused job_id=%d detail=%s", job.job_id, exc.detail)
-            return Outcome("lost", f"ended, but the service refused its completion: {exc.detail}")
-        except TunerError as exc:
-            log.warning("event=complete_failed job_id=%d detail=%s", job.job_id, exc)
-            return Outcome("lost", f"ended, but its completion was not sent: {exc}")
-        try:
-            trial = self.client.get_trial(job.trial_id)
-            reported = [r for r in trial.reports if r.job_id == job.job_id]
-            if not reported:
-                return self._fail(
-                    job,
-                    "the command exited 0 without reporting any value",
-                    "failed: the command exited 0 without reporting any value",
-                    tail_lines(tail),
-                )
-            last = reported[-1]
-            value = last.value if last.value_kind == "finite" else float(last.value_kind)
-            body = {"lease_token": job.lease_token, **value_fields(value)}
-            return self._judged(job, self.client.job_call(job.job_id, "complete", body))
-        except TunerError as exc:
-            log.warning("event=complete_failed job_id=%d detail=%s", job.job_id, exc)
-            return Outcome("lost", f"ended, but its completion was not accepted: {exc}")
-
-    def _release(self, job: JobOut) -> Outcome:
-        """Shutting down: the job goes back to the queue without spending a retry."""
-        outcome = Outcome("released", "released (the worker is leaving): queued again")
-        try:
-            self.client.release_job(job.job_id, job.lease_token)
-        except (ConflictError, NotFound) as exc:
-            log.info("event=release_refused job_id=%d detail=%s", job.job_id, exc.detail)
-            return Outcome("released", f"ended (the worker is leaving): {exc.detail}")
-        except TunerError as exc:
-            log.warning("event=release_failed job_id=%d detail=%s", job.job_id, exc)
-            return Outcome("released", f"ended (the worker is leaving), release not sent: {exc}")
-        return outcome
-
-    def _fail(self, job: JobOut, error: str, text: str, tail: str = "") -> Outcome:
-        """Fail the job with ``error``; the outcome says ``text`` and what became of the trial."""
-        try:
-            out = self.client.fail_job(job.job_id, job.lease_token, error[-10_000:])
-        except (ConflictError, NotFound) as exc:
-            log.info("event=fail_refused job_id=%d detail=%s", job.job_id, exc.detail)
-            refused = f"{text} (the service refused the failure: {exc.detail})"
-            return Outcome("failed", refused, tail)
-        except TunerError as exc:
-            log.warning("event=fail_failed job_id=%d detail=%s", job.job_id, exc)
-            return Outcome("failed", f"{text} (the failure was not sent: {exc})", tail)
-        if out.trial_state == "failed":
-            then = "the trial failed, no retry left"
-        elif out.trial_state == "pending":
-            then = f"queued again (retry {out.retries})"
-        else:
-            then = f"the trial is {out.trial_state}"
-        return Outcome("failed", f"{text}; {then}", tail)
 
 
 def _echo_line(line: str) -> None:
