@@ -77,6 +77,7 @@ CHECK_ROWS = [
     ("checkpoints", "retries resume from the checkpoint"),
     ("final", "every trial final"),
     ("budgets", "budgets respected"),
+    ("ranking", "each trial ranked by its highest judged rung"),
     ("repeat_answers", "a call sent again gets the first answer (soft)"),
 ]
 

@@ -100,7 +100,8 @@ class Facts:
         self.experiments = {r.id: r for r in q(
             "SELECT id, state, n_trials, resource_used, config FROM experiments")}
         self.trials = {r.id: r for r in q(
-            "SELECT id, experiment_id, number, bracket, state, rung, resource FROM trials")}
+            "SELECT id, experiment_id, number, bracket, state, rung, resource, ranked_kind, "
+            "ranked_step, ranked_loss FROM trials")}
         self.jobs = {r.id: r for r in q(
             "SELECT id, experiment_id, trial_id, rung, from_resource, to_resource, state, "
             "attempt, worker_id, lease_expires_at, created_at, ended_at FROM jobs")}
@@ -114,7 +115,7 @@ class Facts:
             "FROM superseded_reports") if "superseded_reports" in tables else []
         self.rung_results = q(
             "SELECT id, experiment_id, bracket, rung, trial_number, trial_id, loss, "
-            "loss_rank_kind, status FROM rung_results ORDER BY id")
+            "loss_rank_kind, status, resource FROM rung_results ORDER BY id")
         self.decisions = q("SELECT id, trial_id, kind, reason, step, created_at FROM decisions "
                            "ORDER BY id")
 
@@ -144,6 +145,7 @@ def check_run(fleet: Fleet, api_sample: int | None = None) -> Findings:
         "checkpoints": _check_checkpoints(facts, leases, calls),
         "final": _check_final(facts, fleet.cfg.cancel_at_end),
         "budgets": _check_budgets(facts),
+        "ranking": _check_ranking(facts),
         "repeat_answers": _check_repeat_answers(LeaseBounds(facts, leases, calls, ttl), calls),
     }
     claims = [{"kind": "claim", "status": 200, "code": "", "ts": x["ts"], "tr": x["tr"]}
@@ -451,6 +453,24 @@ def _check_final(facts: Facts, cancelled_ok: bool) -> Check:
         check.fail(f"job {j} is still active")
     check.failed += max(0, len(active) - 5)
     check.detail = {"experiments": len(facts.experiments), "trials": dict(states)}
+    return check
+
+
+def _check_ranking(facts: Facts) -> Check:
+    """Each trial's ranked result (tuner.ranking; what orders the best trials) is its
+    result at the highest rung where it was judged, ``trials.rung``, kept in step by the
+    rung writes whatever faults and retries went on; a worst-value placeholder left at a
+    higher rung by a failure or a stop does not rank it."""
+    check = Check("ranking")
+    at = {(r.trial_id, r.rung): r for r in facts.rung_results}
+    for t in facts.trials.values():
+        check.checked += 1
+        judged = at.get((t.id, t.rung))
+        want = (2, None, 0.0) if judged is None else (
+            judged.loss_rank_kind, judged.resource, judged.loss)
+        got = (t.ranked_kind, t.ranked_step, t.ranked_loss)
+        if got != want:
+            check.fail(f"trial {t.id} at rung {t.rung} is ranked {got}, its result there {want}")
     return check
 
 
