@@ -136,3 +136,9 @@ def test_quiet_keeps_the_start_note_and_exit_lines_only() -> None:
         "experiment 2 is over; waiting for work",
         "worker exits after 1 job (1 failed): SIGTERM received",
     ]
+
+
+def test_an_exit_on_an_error_leaves_the_error_to_the_caller() -> None:
+    lines, said = _lines()
+    lines.agent_exits("nothing left to do", error=True)
+    assert said[0][0].split(" ", 1)[1] == "worker exits on an error"

@@ -173,7 +173,8 @@ class Agent:
                 self.exit_reason = why
 
     def _exit_line(self) -> None:
-        self.lines.agent_exits(self.fatal or self.exit_reason or "nothing left to do")
+        # A fatal error is the caller's to show (``fatal``; the CLI prints it as an error).
+        self.lines.agent_exits(self.exit_reason or "nothing left to do", error=bool(self.fatal))
 
     def _send_registration(
         self, n_slots: int, *, exiting: bool = False, retry: RetryPolicy | None = None

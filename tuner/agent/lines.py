@@ -185,11 +185,12 @@ class Lines:
         """A change of the agent's own state (not a job's), shown even with ``--quiet``."""
         self._say(text)
 
-    def agent_exits(self, why: str) -> None:
+    def agent_exits(self, why: str, *, error: bool = False) -> None:
+        """The last line: why it leaves (``error``: on an error its caller shows)."""
         done = sum(self.outcomes.values())
         counts = ", ".join(f"{n} {kind}" for kind, n in sorted(self.outcomes.items()))
         summary = f" after {done} job{'s' if done != 1 else ''} ({counts})" if done else ""
-        self._say(f"worker exits{summary}: {why}")
+        self._say(f"worker exits{summary}" + (" on an error" if error else f": {why}"))
 
 
 __all__ = [
