@@ -83,6 +83,40 @@ def test_quickstart_small_ends_with_the_best_configuration(tmp_path: Path) -> No
     url = re.search(r"server: (http://127\.0\.0\.1:\d+)", out_text)
     assert url and _server_gone(url.group(1))  # it stopped what it started
     assert (tmp_path / "qs" / "tuner.db").exists()
+    _check_best_against_the_database(out_text, tmp_path / "qs" / "tuner.db")
+
+
+def _check_best_against_the_database(out_text: str, db: Path) -> None:
+    """The last lines name the top of the ranking (docs/RESULTS.md) as EXP/NUM, with its
+    value at the step it was ranked at (its report there) and its checkpoint's step."""
+    from sqlalchemy import select
+
+    from tuner.storage import queries
+    from tuner.storage.database import make_engine, make_session_factory
+    from tuner.storage.models import ReportRow
+
+    best = re.search(
+        r"best configuration \(trial (\d+)/(\d+)\): validation accuracy (\d\.\d+) at "
+        r"epoch (\d+)", out_text,
+    )
+    saved = re.search(r"checkpoint: (\S+) \(saved at epoch (\d+)", out_text)
+    assert best and saved, out_text
+    engine = make_engine(f"sqlite:///{db}")
+    try:
+        with make_session_factory(engine)() as session:
+            experiment_id = int(best.group(1))
+            (top,) = queries.list_trials(session, experiment_id, order_by="best", limit=1).items
+            value_there = session.scalar(
+                select(ReportRow.value).where(
+                    ReportRow.trial_id == top.id, ReportRow.step == top.ranked_step
+                )
+            )
+    finally:
+        engine.dispose()
+    assert (int(best.group(2)), int(best.group(4))) == (top.number, top.ranked_step)
+    assert top.ranked_loss is not None and value_there is not None
+    assert f"{-top.ranked_loss:.4f}" == best.group(3) == f"{value_there:.4f}"  # maximised
+    assert (saved.group(1), int(saved.group(2))) == (top.checkpoint, top.checkpoint_step)
 
 
 def test_quickstart_ctrl_c_stops_everything_and_exits_130(tmp_path: Path) -> None:
