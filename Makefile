@@ -7,6 +7,7 @@ PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 PIP_LINES := sed -u -n -e 's/^Collecting \([^ ]*\).*/  collecting \1/p' \
+	-e 's/^Processing .*\/\([^/]*\)\.whl.*/  collecting \1/p' \
 	-e 's/^Installing collected packages:.*/  installing them (the longest step).../p' \
 	-e 's/^Successfully installed.*/  done/p'
 
