@@ -83,3 +83,42 @@ def test_ranking_without_results_and_with_a_non_finite_value(api: Api) -> None:
     assert untrained["checkpoint_step"] is None
     assert [t["number"] for t in items] == [first["trial_number"], second["trial_number"]]
     assert api.get(f"/experiments/{experiment['id']}").json()["progress"]["best"] is None
+
+
+def test_ranking_in_the_stopping_form(api: Api) -> None:
+    """The stopping form judges a trial at each rung its reports reach (PostgreSQL sends
+    that rung insert with the report's next statement): every trial is ranked at the
+    highest of them, by its report there."""
+    scheduler = {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 9,
+                 "form": "stopping"}
+    experiment = api.create_experiment(scheduler=scheduler)
+    for _ in range(100):
+        answer = api.claim(experiment["id"], worker_id="w1")
+        if answer.status_code == 410:
+            break
+        assert answer.status_code == 200, answer.text
+        job = answer.json()
+        for step in range(job["from_resource"] + 1, job["to_resource"] + 1):
+            value = 0.1 * job["trial_number"] + 1.0 / step  # lower is better: later trials stop
+            body = {"lease_token": job["lease_token"], "step": step, "value": value}
+            answer = api.post(f"/jobs/{job['job_id']}/reports", body)
+            assert answer.status_code == 200, answer.text
+            if answer.json()["decision"] == "stop":
+                break
+        else:
+            done = {"lease_token": job["lease_token"]}
+            assert api.post(f"/jobs/{job['job_id']}/complete", done).status_code == 200
+    else:
+        raise AssertionError("the experiment never ended")
+    items = api.get(f"/experiments/{experiment['id']}/trials", order_by="value").json()["items"]
+    assert len(items) == 12 and {t["ranked_step"] for t in items} >= {1, 9}
+    for trial in items:
+        assert trial["ranked_step"] == (1, 3, 9)[trial["rung"]]
+        reports = api.get(f"/trials/{trial['id']}").json()["reports"]
+        at = {r["step"]: r["value"] for r in reports}
+        assert math.isclose(trial["ranked_value"], at[trial["ranked_step"]])
+    assert [t["number"] for t in items] == [
+        t["number"] for t in sorted(
+            items, key=lambda t: (-t["ranked_step"], t["ranked_value"], t["number"])
+        )
+    ]
