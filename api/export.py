@@ -1,11 +1,13 @@
 """An experiment's trials as one table: JSON for programs and the dashboard's trials table,
 CSV for spreadsheets (``GET /api/v1/experiments/{id}/export``).
 
-One row per trial, in ranking order (``queries.list_trials`` with ``order_by="best"``: the
-highest rung reached, then the value there, then the trial number). A row's trial fields
-come from :func:`api.shapes.trial_out`, so a trial reads the same here as in the trials
-list; ``metrics`` holds the extra metrics of the trial's latest report (the one with the
-highest step), read for every trial in one query through the ``(trial_id, step)`` index.
+One row per trial, in ranking order (the highest rung reached, then the value there, then
+the trial number: ``ranking_order``, the order of ``list_trials(order_by="best")``). A
+row's trial fields come from :func:`api.shapes.trial_fields` (what ``trial_out`` returns),
+so a trial reads the same here as in the trials list; ``metrics`` holds the extra metrics
+of the trial's latest report (the one with the highest step). One statement reads it all
+through indexes; no model object is built per trial (10,000 trials: see
+docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -13,15 +15,19 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from api import shapes, views
-from tuner.storage import queries
-from tuner.storage.models import ReportRow, TrialRow
+from tuner.domain import Trial
+from tuner.storage.sql.ranking import ranking_order
+from tuner.storage.sql.tables import REPORTS, TRIAL, TRIAL_COLUMNS, TRIALS, trial_of
+
+_NON_FINITE = re.compile(r"NaN|Infinity")
 
 #: The trial fields of a row, in CSV column order (then ``param.*``, then ``metric.*``).
 FIELDS = (
@@ -29,6 +35,8 @@ FIELDS = (
     "best_value", "last_value", "retries", "checkpoint", "checkpoint_step", "created_at",
     "ended_at",
 )
+#: A JSON row's keys from the trial's fields (then "metrics").
+ROW_KEYS = (*FIELDS, "params")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -36,65 +44,74 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-def last_metrics(session: Session, experiment_id: int) -> dict[int, dict[str, Any]]:
-    """trial id -> the extra metrics of its latest report (trials without one are absent).
+def _decode_all(texts: list[str | None]) -> list[Any]:
+    """JSON texts decoded in one call (a call per text costs more than the parsing).
+    Python's JSON writes non-finite floats as NaN/Infinity, which it reads back."""
+    return list(json.loads("[" + ",".join(t if t else "null" for t in texts) + "]"))
 
-    One statement: for each of the experiment's trials, the report with the highest step,
-    found by one descent of the ``(trial_id, step)`` unique index."""
-    tc, rc = TrialRow.__table__.c, ReportRow.__table__.c
+
+def _rows(
+    session: Session, experiment_id: int, limit: int | None, offset: int
+) -> list[tuple[Trial, Any]]:
+    """Every trial in ranking order with the metrics of its latest report, in one statement:
+    the trials through the ranking's index, each one's latest report through the
+    ``(trial_id, step)`` index. Parameters and metrics come as JSON text, decoded at once."""
+    rc = REPORTS.c
     latest = (
-        select(rc.metrics).where(rc.trial_id == tc.id).order_by(rc.step.desc()).limit(1)
-        .correlate(TrialRow.__table__).scalar_subquery()
+        select(cast(rc.metrics, Text)).where(rc.trial_id == TRIAL.id)
+        .order_by(rc.step.desc()).limit(1).correlate(TRIALS).scalar_subquery()
     )
-    out: dict[int, dict[str, Any]] = {}
-    for trial_id, metrics in session.connection().execute(
-        select(tc.id, latest).where(tc.experiment_id == experiment_id)
-    ):
-        if metrics:
-            loaded = json.loads(metrics) if isinstance(metrics, str) else metrics
-            if loaded:
-                out[trial_id] = shapes.clean(dict(loaded))
+    params_at = TRIAL_COLUMNS.index(TRIAL.params)
+    columns = [*TRIAL_COLUMNS]
+    columns[params_at] = cast(TRIAL.params, Text)
+    found = session.connection().execute(
+        select(*columns, latest).where(TRIAL.experiment_id == experiment_id)
+        .order_by(*ranking_order()).limit(limit).offset(offset)
+    ).all()
+    params = _decode_all([row[params_at] for row in found])
+    texts = [row[-1] for row in found]
+    metrics = _decode_all(texts)
+    out = []
+    for row, p, m, text in zip(found, params, metrics, texts, strict=True):
+        values = list(row[:-1])
+        values[params_at] = p
+        if text and _NON_FINITE.search(text):  # NaN, Infinity: null in JSON
+            m = shapes.clean(m)
+        out.append((trial_of(values), m or {}))
     return out
 
 
-def _ranked_trials(session: Session, experiment_id: int) -> list[Any]:
-    """Every trial, best first (pages of ``queries.MAX_PAGE``)."""
-    trials: list[Any] = []
-    while True:
-        page = queries.list_trials(
-            session, experiment_id, None, "best", queries.MAX_PAGE, len(trials)
-        )
-        trials.extend(page.items)
-        if not page.items or len(trials) >= page.total:
-            return trials
-
-
-def export(session: Session, experiment_id: int) -> dict[str, Any]:
+def export(
+    session: Session, experiment_id: int, limit: int | None = None, offset: int = 0
+) -> dict[str, Any]:
     """The JSON form: ``experiment_id``, ``metric``, ``mode``, ``params`` and ``metrics``
-    (column names) and ``trials`` (rows, best first). Raises NotFound for an unknown
-    experiment."""
+    (column names), ``total`` (trials in all), ``offset`` and ``trials`` (rows, best
+    first: all of them, or ``limit`` from position ``offset`` of the ranking). Raises
+    NotFound for an unknown experiment."""
     document = views.document(session, experiment_id)
+    total = session.scalar(
+        select(func.count()).select_from(TRIALS).where(TRIAL.experiment_id == experiment_id)
+    )
     sign = shapes.sign_of(document)
-    metrics = last_metrics(session, experiment_id)
     params = [name for name in document.get("space", {})]
     names: dict[str, None] = {}
     rows = []
-    for trial in _ranked_trials(session, experiment_id):
-        out = shapes.trial_out(trial, sign)
-        row: dict[str, Any] = {name: getattr(out, name, None) for name in FIELDS}
-        row["created_at"], row["ended_at"] = _iso(out.created_at), _iso(out.ended_at)
-        row["params"] = out.params
-        row["metrics"] = metrics.get(trial.id, {})
-        for name in row["metrics"]:
-            names.setdefault(name)
-        for name in out.params:
-            if name not in params:
-                params.append(name)
+    known = set(params)
+    for trial, metrics in _rows(session, experiment_id, limit, offset):
+        fields = shapes.trial_fields(trial, sign)
+        fields["created_at"] = _iso(fields["created_at"])
+        fields["ended_at"] = _iso(fields["ended_at"])
+        row: dict[str, Any] = {name: fields[name] for name in ROW_KEYS}
+        row["metrics"] = metrics
+        names.update(dict.fromkeys(metrics))
+        if not known.issuperset(trial.params):  # a parameter the document does not name
+            params.extend(name for name in trial.params if name not in known)
+            known.update(trial.params)
         rows.append(row)
     return {
         "experiment_id": experiment_id, "metric": document.get("metric"),
         "mode": document.get("mode", "min"), "params": params, "metrics": sorted(names),
-        "trials": rows,
+        "total": int(total or 0), "offset": offset, "trials": rows,
     }
 
 
@@ -110,16 +127,25 @@ def _cell(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
+def to_json(table: dict[str, Any]) -> bytes:
+    """The JSON form's bytes, as compact as the API's other answers (non-finite numbers
+    never get here: they are null)."""
+    return json.dumps(table, ensure_ascii=False, allow_nan=False, check_circular=False,
+                      separators=(",", ":")).encode()
+
+
 def to_csv(table: dict[str, Any]) -> str:
     """The CSV form of :func:`export`'s answer: a header row, then one row per trial."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([*FIELDS, *(f"param.{p}" for p in table["params"]),
                      *(f"metric.{m}" for m in table["metrics"])])
+    params, metrics = table["params"], table["metrics"]
     for row in table["trials"]:
-        writer.writerow([
-            *(_cell(row[name]) for name in FIELDS),
-            *(_cell(row["params"].get(p)) for p in table["params"]),
-            *(_cell(row["metrics"].get(m)) for m in table["metrics"]),
-        ])
+        # The trial fields are None, numbers and text, which csv writes as _cell would.
+        values = [row[name] for name in FIELDS]
+        p, m = row["params"], row["metrics"]
+        values.extend(_cell(p.get(name)) for name in params)
+        values.extend(_cell(m.get(name)) for name in metrics)
+        writer.writerow(values)
     return buffer.getvalue()

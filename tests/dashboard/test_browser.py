@@ -549,3 +549,19 @@ def test_workers_show_their_state_and_gpus(browser: Any, seeded: Seeded) -> None
         assert tab.errors == []
     finally:
         tab.close()
+
+
+def test_a_table_read_in_slices_has_every_trial_once_in_order(
+    browser: Any, seeded: Seeded
+) -> None:
+    tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["desktop"])
+    try:
+        page = tab.open(f"/ui/experiments/{seeded.finished}?table_slice=4")  # 15 trials: 4 reads
+        numbers = page.evaluate("() => Array.from(document.querySelectorAll("
+                                "'#trials-table tbody tr')).map(r => +r.dataset.number)")
+        table = export_of(seeded, seeded.finished)
+        assert numbers == [t["number"] for t in table["trials"]]
+        assert page.inner_text("#trials-count") == "15 of 15 trials"
+        assert tab.errors == []
+    finally:
+        tab.close()

@@ -250,3 +250,20 @@ def test_a_trial_page_is_named_by_experiment_and_number(seeded: Seeded) -> None:
     assert old.status_code == 307
     assert old.headers["location"] == f"/ui/experiments/{seeded.running}/trials/3"
     assert get(seeded, "/ui/trials/999999", token=None).status_code == 404
+
+
+def test_export_reads_a_slice_of_the_ranking(seeded: Seeded) -> None:
+    path = f"/api/v1/experiments/{seeded.finished}/export?format=json"
+    whole = get(seeded, path).json()
+    assert whole["total"] == len(whole["trials"]) == 15 and whole["offset"] == 0
+    parts = [get(seeded, f"{path}&limit=4&offset={at}").json() for at in range(0, 15, 4)]
+    assert all(p["total"] == 15 for p in parts)
+    assert [p["offset"] for p in parts] == [0, 4, 8, 12]
+    assert [t for p in parts for t in p["trials"]] == whole["trials"]
+    assert get(seeded, f"{path}&offset=15").json()["trials"] == []
+    for bad in ["&limit=0", "&offset=-1", "&limit=x"]:
+        r = get(seeded, path + bad)
+        assert r.status_code == 422 and ("limit" in r.json()["detail"]
+                                         or "offset" in r.json()["detail"])
+    csv_part = get(seeded, f"/api/v1/experiments/{seeded.finished}/export?format=csv&limit=3")
+    assert len(csv_part.text.strip().splitlines()) == 1 + 3

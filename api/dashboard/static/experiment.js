@@ -5,9 +5,29 @@
 "use strict";
 
 const ACTIVE = new Set(["pending", "running", "paused", "lost"]);
-/* Above this many trials the table (the export JSON) is read at most every BIG_TABLE_MS. */
+/* The table (the export JSON) is read in slices of TABLE_SLICE trials (each a short
+ * request; the first slice, the best trials, shows while the others load); above
+ * BIG_TABLE trials it is read at most every BIG_TABLE_MS. ?table_slice=N sets the slice. */
+const TABLE_SLICE = Number(new URLSearchParams(location.search).get("table_slice")) || 2000;
 const BIG_TABLE = 2000;
 const BIG_TABLE_MS = 10000;
+
+/* One table from slices of the export: every trial once (by number), columns merged. */
+function mergeTables(parts) {
+  const seen = new Set();
+  const trials = [];
+  const params = [];
+  const metrics = new Set();
+  for (const part of parts) {
+    for (const p of part.params) if (!params.includes(p)) params.push(p);
+    for (const m of part.metrics) metrics.add(m);
+    for (const t of part.trials) {
+      if (!seen.has(t.number)) { seen.add(t.number); trials.push(t); }
+    }
+  }
+  return Object.assign({}, parts[0], { params, metrics: Array.from(metrics).sort(), trials,
+    offset: 0 });
+}
 
 document.addEventListener("DOMContentLoaded", () => T.start((main) => {
   const { el } = T;
@@ -309,19 +329,27 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
     if (!docShown) { docShown = true; T.setText(docPre, JSON.stringify(e.config, null, 2)); }
   }
 
-  /* The export JSON: every poll while small; at most every BIG_TABLE_MS when large. */
-  function tableRequest(e) {
+  /* The export JSON: every poll while small; at most every BIG_TABLE_MS when large. The
+   * first slice is asked for with its ETag: unchanged, nothing changed. */
+  async function readTable(e) {
     const due = !haveTable || e.n_trials <= BIG_TABLE || Date.now() - tableAt > BIG_TABLE_MS;
-    if (!due) return Promise.resolve(null);
+    if (!due) return null;
     tableAt = Date.now();
-    return T.api(base + "/export?format=json", { conditional: true });
+    const slice = (offset) => base + "/export?format=json&limit=" + TABLE_SLICE
+      + "&offset=" + offset;
+    const first = await T.api(slice(0), { conditional: true });
+    if (!first || first.total <= TABLE_SLICE) return first;
+    if (!haveTable) { haveTable = true; trials.update(first); }  // the best trials, now
+    const rest = [];
+    for (let at = TABLE_SLICE; at < first.total; at += TABLE_SLICE) rest.push(T.api(slice(at)));
+    return mergeTables([first, ...await Promise.all(rest)]);
   }
 
   async function tick() {
     const e = await T.api(base);
     exp = e;
     const [top, rg, table, cv, bsf, pc, imp] = await Promise.all([
-      T.api(base + "/trials?order_by=value&limit=1"), T.api(base + "/rungs"), tableRequest(e),
+      T.api(base + "/trials?order_by=value&limit=1"), T.api(base + "/rungs"), readTable(e),
       T.api(ui + "/curves", { conditional: true }),
       T.api(ui + "/best-so-far", { conditional: true }),
       T.api(ui + "/parcoords", { conditional: true }),
