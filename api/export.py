@@ -19,7 +19,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, cast, func, select
+from sqlalchemy import ColumnElement, Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from api import shapes, views
@@ -62,7 +62,7 @@ def _rows(
         .order_by(rc.step.desc()).limit(1).correlate(TRIALS).scalar_subquery()
     )
     params_at = TRIAL_COLUMNS.index(TRIAL.params)
-    columns = [*TRIAL_COLUMNS]
+    columns: list[ColumnElement[Any]] = [*TRIAL_COLUMNS]
     columns[params_at] = cast(TRIAL.params, Text)
     found = session.connection().execute(
         select(*columns, latest).where(TRIAL.experiment_id == experiment_id)
