@@ -369,7 +369,11 @@ def test_agent_says_a_line_per_job_start_and_end_and_why_it_exits(
     shared_server: Server, agents: Agents, tmp_path: Path
 ) -> None:
     server = shared_server
-    doc = small_document(name="agent-lines", budget={"max_trials": 4}, lease_ttl_s=30)
+    doc = small_document(  # the stopping form: some trials run to the end, some are stopped
+        name="agent-lines", budget={"max_trials": 4}, lease_ttl_s=30,
+        scheduler={"type": "asha", "form": "stopping", "eta": 3, "min_resource": 1,
+                   "max_resource": 9},
+    )
     no_smi = tmp_path / "bin"  # PATH without nvidia-smi: GPU use unknown
     no_smi.mkdir()
     with server.client() as client:
@@ -390,13 +394,18 @@ def test_agent_says_a_line_per_job_start_and_end_and_why_it_exits(
     assert f"worker lines-1: serving experiment {experiment.id} of {server.url}, 2 CPU slots" in out
     starts = START_LINE.findall(out)
     ends = END_LINE.findall(out)
-    assert len(starts) == len(ends) == len(jobs) > len(trials), out
+    assert len(starts) == len(ends) == len(jobs) >= len(trials), out
     assert sorted((trial, int(a), int(b)) for _, trial, a, b in starts) == sorted(jobs)
-    by_trial = {f"{experiment.id}/{t.number}": t.state for t in trials}
+    by_trial = {f"{experiment.id}/{t.number}": t for t in trials}
     for _, trial, outcome in ends:
-        assert outcome != "failed" and outcome != "lease lost", out
-        if outcome == "completed":
-            assert by_trial[trial] == "completed"
+        assert outcome not in ("failed", "lease lost"), out
+        if outcome == "completed":  # with its final value
+            assert by_trial[trial].state == "completed"
+            value = by_trial[trial].last_value
+            assert value is not None
+            assert f"{trial} completed: reached the maximum resource (9), loss {value:.6g} [" in out
+    completed = [t for t in trials if t.state == "completed"]
+    assert completed and len(completed) == sum(1 for e in ends if e[2] == "completed"), out
     assert re.search(
         rf"worker exits after {len(jobs)} jobs \([^)]*\): experiment {experiment.id} is over$",
         out.rstrip(),

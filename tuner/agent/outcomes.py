@@ -17,17 +17,24 @@ log = logging.getLogger(__name__)
 
 
 def judged(client: Client, job: JobOut, answer: DecisionOut) -> Outcome:
-    """The outcome the service's decision says; for a trial that had already stopped
-    (the script heard ``stop`` itself), the decision that stopped it."""
+    """The outcome the service's decision says: for a trial that had already stopped (the
+    script heard ``stop`` itself), the decision that stopped it; for a completed trial (one
+    per trial, so the read is rare), its final value."""
     outcome = decision_outcome(answer.decision, answer.reason, job)
-    if answer.reason.get("rule") != "already_stopped":
+    if outcome.kind != "completed" and answer.reason.get("rule") != "already_stopped":
         return outcome
     try:
-        decisions = client.get_trial(job.trial_id).decisions
+        trial = client.get_trial(job.trial_id)
     except TunerError as exc:
         log.info("event=trial_read_failed trial_id=%d detail=%s", job.trial_id, exc)
         return outcome
-    stops = [d for d in decisions if d.kind == DecisionKind.STOP.value]
+    if outcome.kind == "completed":
+        value = trial.last_value if trial.last_value_kind == "finite" else trial.last_value_kind
+        if value is None:
+            return outcome
+        shown = f"{value:.6g}" if isinstance(value, float) else value
+        return Outcome(outcome.kind, f"{outcome.text}, {job.metric or 'value'} {shown}")
+    stops = [d for d in trial.decisions if d.kind == DecisionKind.STOP.value]
     return decision_outcome(stops[-1].kind, stops[-1].reason, job) if stops else outcome
 
 
