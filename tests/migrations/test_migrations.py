@@ -148,6 +148,49 @@ def test_migration_0002_keeps_the_rows_and_widens_the_counter(empty_url: str) ->
         engine.dispose()
 
 
+def test_upgrade_from_0001_keeps_every_row_under_an_experiment(empty_url: str) -> None:
+    """0002 rebuilds ``experiments`` on SQLite; the rows that refer to it (trials, jobs,
+    reports, brackets, rungs) come through the upgrade to head. With foreign keys on during
+    the rebuild, its DROP TABLE cascaded and deleted every one of them."""
+    upgrade(empty_url, "0001")
+    engine = make_engine(empty_url)
+    rows = [
+        "INSERT INTO experiments (id, name, config, state, scheduler_state, n_trials, "
+        "resource_used, created_at, updated_at) VALUES (3, 'kept', "
+        "'{\"name\": \"kept\", \"scheduler\": {\"type\": \"asha\", \"eta\": 3, "
+        "\"max_resource\": 9}}', 'running', '{}', 1, 1, 1.0, 2.0)",
+        "INSERT INTO trials (id, experiment_id, number, bracket, params, params_key, state, "
+        "rung, resource, checkpoint_step, retries, stop_requested, created_at, updated_at) "
+        "VALUES (11, 3, 0, 0, '{\"lr\": 0.1}', 'k0', 'paused', 0, 1, 0, 0, false, 1.0, 1.0)",
+        "INSERT INTO brackets (experiment_id, bracket, n_trials) VALUES (3, 0, 1)",
+        "INSERT INTO jobs (id, experiment_id, trial_id, trial_number, bracket, rung, "
+        "from_resource, to_resource, state, attempt, created_at) "
+        "VALUES (21, 3, 11, 0, 0, 0, 0, 1, 'done', 0, 1.0)",
+        "INSERT INTO reports (trial_id, job_id, step, value, value_kind, metrics, created_at) "
+        "VALUES (11, 21, 1, 0.5, 'finite', '{}', 1.0)",
+        "INSERT INTO rung_results (experiment_id, bracket, rung, trial_number, trial_id, loss, "
+        "loss_rank_kind, value, value_kind, status, created_at) "
+        "VALUES (3, 0, 0, 0, 11, 0.5, 0, 0.5, 'finite', 0, 1.0)",
+        "INSERT INTO rungs (experiment_id, bracket, rung, n_results, n_left, n_promoted) "
+        "VALUES (3, 0, 0, 1, 0, 0)",
+    ]
+    counted = ["trials", "brackets", "jobs", "reports", "rung_results", "rungs"]
+    try:
+        with engine.begin() as conn:
+            for statement in rows:
+                conn.execute(text(statement))
+        upgrade(empty_url)
+        with engine.begin() as conn:
+            counts = [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in counted]
+            assert counts == [1] * len(counted)
+            ranked = conn.execute(text("SELECT ranked_step, ranked_loss FROM trials")).one()
+            assert tuple(ranked) == (1, 0.5)
+            if engine.dialect.name == "sqlite":  # the pooled connection has its keys back on
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        engine.dispose()
+
+
 def test_migration_0003_ranks_the_stored_trials(empty_url: str) -> None:
     """0003 fills in each stored rung result's resource (``levels[rung]`` of its
     experiment's document) and each trial's ranked result (its result at ``trials.rung``: a

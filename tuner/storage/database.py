@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import site
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -167,13 +168,41 @@ def alembic_config(url: str | URL, connection: Any = None) -> Any:
     return cfg
 
 
+@contextmanager
+def _migrating(engine: Engine) -> Iterator[Connection]:
+    """One transaction for a migration run. On SQLite, with foreign keys off while it runs:
+    batch mode rebuilds a table (create a copy, copy the rows, DROP the old one, rename),
+    and with foreign keys on, that DROP deletes every row that refers to the old table
+    through ON DELETE CASCADE (Alembic's batch documentation says to turn them off). The
+    keys are checked before the commit (a violation rolls the migration back) and turned
+    on again for the pooled connection."""
+    with engine.connect() as connection:
+        sqlite = is_sqlite(engine)
+        raw: Any = connection.connection.driver_connection
+        if sqlite:  # outside any transaction: SQLite ignores this PRAGMA inside one
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                yield connection
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(
+                            f"the migration left rows whose foreign keys point nowhere: "
+                            f"{broken[:5]} (rolled back; report this as a bug)"
+                        )
+        finally:
+            if sqlite:
+                raw.execute("PRAGMA foreign_keys=ON")
+
+
 def upgrade(url: str | URL, revision: str = "head") -> None:
     """Bring the schema at ``url`` to ``revision`` (Alembic), creating the SQLite file if needed."""
     from alembic import command
 
     engine = make_engine(url)
     try:
-        with engine.begin() as connection:
+        with _migrating(engine) as connection:
             command.upgrade(alembic_config(url, connection), revision)
     finally:
         engine.dispose()
@@ -185,7 +214,7 @@ def downgrade(url: str | URL, revision: str) -> None:
 
     engine = make_engine(url)
     try:
-        with engine.begin() as connection:
+        with _migrating(engine) as connection:
             command.downgrade(alembic_config(url, connection), revision)
     finally:
         engine.dispose()
