@@ -239,6 +239,9 @@ def test_agent_stop_decision_ends_the_command_within_two_seconds(
         trial = client.get_trial(started["trial_id"])
     assert elapsed < 2.0, f"the command ran {elapsed:.2f} s after the stop"
     assert trial.state == "stopped"
+    assert re.search(
+        rf"(?m)^\d\d:\d\d:\d\d slot 0: {experiment.id}/0 stopped by hand \[", agents.output()
+    ), agents.output()
 
 
 def test_agent_sigterm_terminates_commands_releases_jobs_and_exits_zero(
@@ -260,6 +263,9 @@ def test_agent_sigterm_terminates_commands_releases_jobs_and_exits_zero(
     released = [j for j in trial.jobs if j.id == started["job_id"]]
     assert released
     assert released[0].state == "released"
+    out = agents.output()
+    assert f"slot 0: {experiment.id}/0 released (the worker is leaving): queued again [" in out
+    assert out.rstrip().endswith("worker exits after 1 job (1 released): SIGTERM received"), out
 
 
 def test_agent_survives_a_server_restart(server_factory: ServerFactory, agents: Agents) -> None:
