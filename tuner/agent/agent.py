@@ -81,6 +81,7 @@ class AgentConfig:
     cwd: str | None = None
     echo_output: bool = False
     quiet: bool = False  # no job lines (the start and exit lines stay)
+    report_every_s: float = WORKER_REPORT_EVERY_S  # registering again: GPU use, jobs done
 
 
 class Backoff:
@@ -145,7 +146,7 @@ class Agent:
         ]
         for thread in threads:
             thread.start()
-        next_report = time.monotonic() + WORKER_REPORT_EVERY_S
+        next_report = time.monotonic() + self.config.report_every_s
         while any(thread.is_alive() for thread in threads):
             for thread in threads:
                 thread.join(0.2)
@@ -153,7 +154,7 @@ class Agent:
                 self._report(len(devices))  # GPU use, jobs done, and "still here"
                 for experiment_id in self._watched():
                     self._say_state(experiment_id)
-                next_report = time.monotonic() + WORKER_REPORT_EVERY_S
+                next_report = time.monotonic() + self.config.report_every_s
         if not self.fatal or not self.fatal.startswith("the server refused the token"):
             self._report(len(devices), exiting=True)
         self._exit_line()
