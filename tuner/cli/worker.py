@@ -5,16 +5,17 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from tuner.agent import Agent, AgentConfig, detect_gpus
 from tuner.cli.options import DEFAULT_SERVER, ServerOpt, TokenOpt, VerboseOpt
 from tuner.cli.output import configure_logging, print_error, stderr
-from tuner.client import Client
 from tuner.errors import ConfigError
+
+if TYPE_CHECKING:  # imported when the command runs: `tuner --help` does not pay for them
+    from tuner.agent import Agent
 
 _STYLES = {"failed": "red", "dim": "dim"}
 
@@ -77,6 +78,9 @@ def worker(
     """
     if not command:
         raise typer.BadParameter("give the training command after `--`", param_hint="COMMAND")
+    from tuner.agent import Agent, AgentConfig, detect_gpus
+    from tuner.client import Client
+
     configure_logging(verbose)
     try:
         found = detect_gpus(gpus)
