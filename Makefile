@@ -21,7 +21,7 @@ $(VENV)/bin/python:
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	@echo "[2/3] upgrading pip in ./$(VENV)..."
 	@$(VENV)/bin/pip install --quiet --upgrade pip
-	@echo "[3/3] installing tuner and its dependencies into ./$(VENV) (about 2 minutes on 2 cores)..."
+	@echo "[3/3] installing tuner and its dependencies into ./$(VENV) (about a minute, more while pip downloads)..."
 	@$(VENV)/bin/pip install -e . | $(PIP_LINES)
 	@touch $@
 
