@@ -331,34 +331,58 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
 
   /* The export JSON: every poll while small; at most every BIG_TABLE_MS when large. The
    * first slice is asked for with its ETag: unchanged, nothing changed. */
-  async function readTable(e) {
-    const due = !haveTable || e.n_trials <= BIG_TABLE || Date.now() - tableAt > BIG_TABLE_MS;
+  async function readTable(restAfter) {
+    const due = !haveTable || exp.n_trials <= BIG_TABLE || Date.now() - tableAt > BIG_TABLE_MS;
     if (!due) return null;
     tableAt = Date.now();
     const slice = (offset) => base + "/export?format=json&limit=" + TABLE_SLICE
       + "&offset=" + offset;
     const first = await T.api(slice(0), { conditional: true });
     if (!first || first.total <= TABLE_SLICE) return first;
-    if (!haveTable) { haveTable = true; trials.update(first); }  // the best trials, now
+    if (!haveTable) {  // the best trials, now
+      haveTable = true;
+      trials.update(first);
+      performance.mark("tuner:table-first");
+    }
+    await restAfter;  // the rest once the charts are drawn: they matter more
     const rest = [];
     for (let at = TABLE_SLICE; at < first.total; at += TABLE_SLICE) rest.push(T.api(slice(at)));
     return mergeTables([first, ...await Promise.all(rest)]);
   }
 
+  /* The table fills on its own (slices of a large one take longer); the rest of the page
+   * does not wait for it. */
+  async function fillTable(restAfter) {
+    const table = await readTable(restAfter);
+    if (table) { haveTable = true; trials.update(table); }
+    if (!performance.getEntriesByName("tuner:table").length) performance.mark("tuner:table");
+  }
+
   async function tick() {
-    const e = await T.api(base);
-    exp = e;
-    const [top, rg, table, cv, bsf, pc, imp] = await Promise.all([
-      T.api(base + "/trials?order_by=value&limit=1"), T.api(base + "/rungs"), readTable(e),
+    if (exp === null) exp = await T.api(base);  // the table needs its size
+    let chartsDone = null;
+    const tableRead = fillTable(new Promise((resolve) => { chartsDone = resolve; }));
+    try {
+      await fillPage();
+    } finally {
+      chartsDone();
+    }
+    await tableRead;
+    document.body.dataset.ready = "1";
+  }
+
+  async function fillPage() {
+    const [e, top, rg, cv, bsf, pc, imp] = await Promise.all([
+      T.api(base), T.api(base + "/trials?order_by=value&limit=1"), T.api(base + "/rungs"),
       T.api(ui + "/curves", { conditional: true }),
       T.api(ui + "/best-so-far", { conditional: true }),
       T.api(ui + "/parcoords", { conditional: true }),
       T.api(ui + "/importance", { conditional: true }),
     ]);
+    exp = e;
     fillHeader(e);
     fillBest(e.progress.best ? top.items[0] : null);
     fillSummary(e);
-    if (table) { haveTable = true; trials.update(table); }
 
     T.patchRows(rungs.tbody, rg.items, (r) => r.bracket + "." + r.rung, () => {
       const tr = el("tr");
@@ -372,8 +396,7 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
       + "sorted best first); a result must be at least this good to be in the top ⌊n/η⌋ and "
       + "go on now. “—” while ⌊n/η⌋ = 0.");
 
-    performance.mark("tuner:table");
-    // Let the browser paint the table before the charts; one chart per frame.
+    // One chart per frame, so that the browser paints in between.
     const frame = () => new Promise((resolve) => requestAnimationFrame(() => resolve()));
     await T.plotly();
     performance.mark("tuner:plotly");
@@ -392,7 +415,6 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
       pcPending = pc;
       if (pcVisible) { await frame(); await drawPendingParcoords(); }
     }
-    document.body.dataset.ready = "1";
   }
   let pcPending = null;
   let pcVisible = false;
