@@ -16,6 +16,7 @@ Parameters it reads (all optional): ``lr`` (float), ``hidden`` (int), ``dropout`
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -118,6 +119,11 @@ def main() -> int:
     parser.add_argument("--synthetic", action="store_true", help="synthetic data, no sklearn")
     parser.add_argument("--epochs", type=int, default=5, help="epochs without an agent")
     args = parser.parse_args()
+    if importlib.util.find_spec("torch") is None:
+        # One line the worker agent shows with the failure, instead of a traceback per job.
+        print("this example needs PyTorch: pip install torch (not a dependency of tuner)",
+              file=sys.stderr)
+        return 2
 
     from tuner.client import current_job
 

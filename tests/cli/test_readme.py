@@ -196,3 +196,21 @@ def test_readme_blocks_are_found_and_parsed() -> None:
     assert readme_pairs(
         "```bash\ntuner submit a.yaml  # note\ntuner worker --experiment 1 -- python b.py\n```"
     ) == [Pair("a.yaml", ("tuner", "worker", "--experiment", "1", "--", "python", "b.py"))]
+
+
+def test_the_pytorch_example_without_torch_says_what_to_install() -> None:
+    """Without torch, each job fails with one line that says what to do (the worker shows
+    a failure's last lines), not a traceback."""
+    hide_torch = (
+        "import runpy, sys; sys.modules['torch'] = None; sys.argv = ['pytorch_mnist_like.py']; "
+        "runpy.run_path('examples/pytorch_mnist_like.py', run_name='__main__')"
+    )
+    done = subprocess.run(
+        [PYTHON, "-c", hide_torch], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "this example needs PyTorch: pip install torch (not a dependency of tuner)"
+    )
