@@ -533,17 +533,37 @@ def test_at_phone_width_the_key_columns_fit(browser: Any, seeded: Seeded) -> Non
 
 
 def test_workers_show_their_state_and_gpus(browser: Any, seeded: Seeded) -> None:
+    with driver.client(seeded.base) as c:
+        c.post("/api/v1/workers", json={
+            "worker_id": "gpu-reader", "host": "h100-box", "gpus": ["NVIDIA H100"],
+            "jobs_done": 5, "gpu_stats": [{
+                "index": 0, "name": "NVIDIA H100", "utilization": 87,
+                "memory_used_mb": 31000, "memory_total_mb": 81559}],
+        }).raise_for_status()
+        c.post("/api/v1/workers", json={"worker_id": "gone", "host": "old-box",
+                                        "exiting": True}).raise_for_status()
     tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["desktop"])
     try:
         page = tab.open("/ui/workers")
+        reader = page.locator("#workers-table tr[id='worker-gpu-reader']")
+        gpu = " ".join(reader.locator("td").nth(3).inner_text().split())
+        assert gpu == "0 NVIDIA H100: 87 % · 30.3 GiB / 79.6 GiB"
+        assert reader.locator("meter").get_attribute("value") == "87"
+        assert reader.locator("td").nth(5).inner_text() == "5"
+        gone = page.locator("#workers-table tr[id='worker-gone']")
+        assert gone.get_attribute("class") == "offline"
+        assert gone.locator(".badge").inner_text() == "offline"
+        grey = gone.locator("td").first.evaluate("td => getComputedStyle(td).color")
+        assert grey == "rgb(156, 163, 175)"  # greyed
         workers = api(seeded, "/ui/api/workers")["items"]
         for w in workers:
             row = page.locator(f"#workers-table tr[id='worker-{w['worker_id']}']")
             state = row.locator(".badge")
             assert state.inner_text() == w["state"]
             assert f"worker-{w['state']}" in (state.get_attribute("class") or "")
-            if w["gpu_stats"] is None:
-                assert "unknown" in row.locator("td").nth(3).inner_text()
+            gpus = row.locator("td").nth(3).inner_text()
+            if w["gpu_stats"] is None:  # GPUs it cannot read are unknown, none are none
+                assert ("unknown" in gpus) if w["gpus"] else gpus == "none"
         assert "busy" in page.inner_text("#workers-status")
         tab.shot("workers-1280x800")
         assert tab.errors == []

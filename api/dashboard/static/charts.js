@@ -127,7 +127,7 @@ const Charts = (() => {
     return Plotly.react(div, traces, layout({
       uirevision: "compare", height: 320, showlegend: true, legend: { orientation: "h", y: -0.25 },
       xaxis: { title: { text: "resource" }, type: isLogX(c.levels) ? "log" : "linear",
-        zeroline: false },
+        zeroline: false, tickvals: c.levels.length ? c.levels : undefined },
       yaxis: { title: { text: plotText(c.metric) }, zeroline: false,
         range: range || undefined, autorange: range ? false : true },
       shapes: rungLines(c.levels),

@@ -43,6 +43,7 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
     const tr = el("tr", { id: "worker-" + w.worker_id });
     tr._c = Array.from({ length: COLUMNS.length }, () => el("td"));
     tr._c[5].className = tr._c[7].className = "num";
+    tr._c[0].className = "nowrap";
     tr._state = el("span");
     tr._c[1].append(tr._state);
     tr.append(...tr._c);
@@ -81,8 +82,8 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
     const count = (s) => page.items.filter((w) => (w.state || (w.current_jobs.length ? "busy"
       : "idle")) === s).length;
     T.setText(status, T.fmtInt(page.total) + " workers: " + count("busy") + " busy, "
-      + count("idle") + " idle, " + count("offline") + " offline (not seen within their "
-      + "heartbeat window).");
+      + count("idle") + " idle, " + count("offline") + " offline (it stopped, or was not "
+      + "seen within its heartbeat window).");
     document.body.dataset.ready = "1";
   });
 }));
