@@ -119,7 +119,12 @@ def _check_best_against_the_database(out_text: str, db: Path) -> None:
     assert (saved.group(1), int(saved.group(2))) == (top.checkpoint, top.checkpoint_step)
 
 
-def test_quickstart_ctrl_c_stops_everything_and_exits_130(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_quickstart_ctrl_c_stops_everything_and_exits_130(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """Ctrl-C, or a SIGTERM (``kill``, a CI runner's timeout), stops the server and the agents
+    it started, which live in their own sessions and would otherwise outlive it."""
     log = tmp_path / "out.txt"
     with log.open("wb") as out, _quickstart(tmp_path, out) as process:
         # As long as a server start may take on this machine (it scales with the load).
@@ -131,11 +136,11 @@ def test_quickstart_ctrl_c_stops_everything_and_exits_130(tmp_path: Path) -> Non
         time.sleep(1.0)
         assert process.poll() is None, log.read_text()  # still running when interrupted
         sent = time.monotonic()
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         code = process.wait(60)
         took = time.monotonic() - sent
     text = log.read_text()
-    assert code == 130, f"exit {code} {took:.1f} s after SIGINT:\n{text}"
+    assert code == 130, f"exit {code} {took:.1f} s after {signum.name}:\n{text}"
     assert "Traceback" not in text
     url = re.search(r"server: (http://127\.0\.0\.1:\d+)", text)
     assert url and _server_gone(url.group(1))

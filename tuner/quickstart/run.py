@@ -279,6 +279,9 @@ def quickstart(
     """Run the quickstart; answer the exit code (130 after Ctrl-C)."""
     run = Quickstart(directory.absolute(), workers, budget, port, console)
     interrupted = False
+    # A SIGTERM (kill, a CI runner's timeout) stops what the quickstart started, as Ctrl-C
+    # does: its server and agents live in their own sessions and would outlive it.
+    previous_term = signal.signal(signal.SIGTERM, _interrupt)
     try:
         info = run.run()
         run.report(info)
@@ -292,8 +295,14 @@ def quickstart(
     finally:
         # A second Ctrl-C while stopping must not leave processes behind.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             run.stop_all()
         finally:
             signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous_term)
     return 130 if interrupted else 0
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
