@@ -242,7 +242,7 @@ def render_experiment(info: ExperimentOut, rungs: RungsOut, best: list[TrialOut]
         stdout.print(table)
     if best:
         table = Table(
-            "trial", "state", "rung", "resource", "value (step)", "best seen", "params",
+            "trial", "state", "rung", "resource", "value (step)", "best at a rung", "params",
             title="best trials (by the highest rung reached, then the value there)", box=None,
         )
         for trial in best:
@@ -320,7 +320,7 @@ def render_trial(trial: TrialDetailOut) -> None:
     if trial.ranked_value is not None:
         stdout.print(
             f"value: {_value(trial.ranked_value)} at step {trial.ranked_step} (its highest "
-            f"rung; best seen at any step {_value(trial.best_value)})"
+            f"rung; best at any rung {_value(trial.best_value)})"
         )
     current = [r for r in trial.reports if r.superseded_by_job_id is None]
     if current:

@@ -80,7 +80,7 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
     el("div", null, el("dt", null, "Trial"), el("dd", null, best.link)),
     el("div", null, el("dt", null, "Step (rung)"), best.step),
     el("div", null, el("dt", null, "Checkpoint"), best.checkpoint),
-    el("div", null, el("dt", null, "Best seen at any step"), best.seen),
+    el("div", null, el("dt", null, "Best at any rung"), best.seen),
     el("div", { className: "wide" }, el("dt", null, "Parameters"), best.params));
   main.append(el("section", { className: "panel best", id: "best", "aria-labelledby": "best-h" },
     el("h2", { id: "best-h" }, "Best trial"),
@@ -267,7 +267,7 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
         : null)],
       ["Step", (t) => (t.ranked_step === undefined || t.ranked_step === null ? "—"
         : T.fmtInt(t.ranked_step))],
-      ["Best seen", (t) => T.fmtValue(t.best_value)],
+      ["Best at any rung", (t) => T.fmtValue(t.best_value)],
       ["Checkpoint", (t) => t.checkpoint || "—"],
       ...c.params.map((p) => [p, (t) => (p in t.params ? (typeof t.params[p] === "number"
         ? T.fmtValue(t.params[p]) : String(t.params[p])) : "—"), "param"]),

@@ -47,7 +47,7 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
   const facts = {};
   const factList = el("dl", { className: "facts", id: "trial-facts" });
   for (const [k, label] of [["ranked", "Value at its highest rung"], ["step", "Step (rung)"],
-    ["best", "Best seen at any step"], ["last", "Last value"], ["resource", "Resource trained"],
+    ["best", "Best at any rung"], ["last", "Last value"], ["resource", "Resource trained"],
     ["bracket", "Bracket"], ["checkpoint", "Checkpoint"], ["retries", "Retries"],
     ["created", "Created"], ["updated", "Updated"], ["ended", "Ended"]]) {
     facts[k] = el("dd", { id: "fact-" + k });

@@ -76,8 +76,8 @@ const TrialsTable = (() => {
           T.setTrialBadge(b, r);
         } },
       { key: "rung", label: "Rung", get: (r) => (r.rung < 0 ? null : r.rung), num: true },
-      { key: "best", label: "Best seen", num: true, better: true,
-        title: "the best value reported at any step", get: (r) => r.best_value },
+      { key: "best", label: "Best at a rung", num: true, better: true,
+        title: "the best of its values at the rungs where it was judged", get: (r) => r.best_value },
     ];
     for (const p of table.params) {
       cols.push({ key: "param." + p, label: p, get: (r) => r.params[p], param: true,
