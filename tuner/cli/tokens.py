@@ -23,12 +23,12 @@ from rich.table import Table
 from tuner.cli.options import DEFAULT_SERVER, TokenOpt, connect
 from tuner.cli.output import stdout
 from tuner.errors import ConfigError
-from tuner.wire import TokenInfoOut
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from tuner.storage.queries import TokenInfo
+    from tuner.wire import TokenInfoOut
 
 token_app = typer.Typer(help="API tokens: create, list, revoke.", no_args_is_help=True)
 
@@ -92,6 +92,8 @@ def _existing_database(url: str) -> Iterator[Session]:
 
 
 def _info_out(info: TokenInfo) -> TokenInfoOut:
+    from tuner.wire import TokenInfoOut  # pydantic models: loaded when a command runs
+
     revoked_at = info.revoked_at
     return TokenInfoOut(
         id=info.id, name=info.name, role=info.role,

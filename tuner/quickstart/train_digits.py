@@ -82,7 +82,7 @@ def train_job() -> int:
     params = {**DEFAULT_PARAMS, **job.params}
     if job.checkpoint:
         model = load_checkpoint(job.checkpoint)
-        say(f"trial {job.trial_number}: resuming from {job.checkpoint}")
+        say(f"trial {job.experiment_id}/{job.trial_number}: resuming from {job.checkpoint}")
     else:
         model = new_model(params, seed=job.trial_number)
     directory = Path(job.checkpoint_dir or ".")
@@ -95,7 +95,10 @@ def train_job() -> int:
         accuracy = float(model.score(x_val, y_val))
         checkpoint = save_checkpoint(model, directory, epoch)
         decision = job.report(epoch, accuracy, checkpoint=checkpoint, loss=float(model.loss_))
-        say(f"trial {job.trial_number} epoch {epoch}: accuracy {accuracy:.4f} -> {decision.kind}")
+        say(
+            f"trial {job.experiment_id}/{job.trial_number} epoch {epoch}: "
+            f"accuracy {accuracy:.4f} -> {decision.kind}"
+        )
         if previous is not None and previous != job.checkpoint:
             Path(previous).unlink(missing_ok=True)
         previous = checkpoint
