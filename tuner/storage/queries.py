@@ -331,7 +331,7 @@ def trial_detail(session: Session, trial_id: int, max_reports: int = 10_000) -> 
         )
     ]
     superseded = [
-        _superseded_point(r)
+        _point(r)
         for r in session.scalars(
             select(SupersededReportRow)
             .where(SupersededReportRow.trial_id == trial_id)
@@ -365,7 +365,7 @@ def trial_detail(session: Session, trial_id: int, max_reports: int = 10_000) -> 
     )
 
 
-def _point(row: ReportRow) -> ReportPoint:
+def _point(row: ReportRow | SupersededReportRow) -> ReportPoint:
     value = join_value(row.value, row.value_kind)
     return ReportPoint(
         step=row.step,
@@ -374,19 +374,7 @@ def _point(row: ReportRow) -> ReportPoint:
         metrics=dict(row.metrics),
         job_id=row.job_id,
         created_at=row.created_at,
-    )
-
-
-def _superseded_point(row: SupersededReportRow) -> ReportPoint:
-    value = join_value(row.value, row.value_kind)
-    return ReportPoint(
-        step=row.step,
-        value=math.nan if value is None else value,
-        value_kind=ValueKind(row.value_kind),
-        metrics=dict(row.metrics),
-        job_id=row.job_id,
-        created_at=row.created_at,
-        superseded_by_job_id=row.superseded_by_job_id,
+        superseded_by_job_id=getattr(row, "superseded_by_job_id", None),
     )
 
 
