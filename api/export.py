@@ -115,16 +115,24 @@ def export(
     }
 
 
+#: A text cell starting with one of these is a formula to a spreadsheet (OWASP's "CSV
+#: injection"): such a cell gets a leading ``'``, which spreadsheets show as text.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> str:
+    """A CSV cell: numbers as Python writes them, text defused (:data:`FORMULA_START`);
+    parameters, checkpoints and text metrics are typed by users and workers."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)
-    if isinstance(value, str | int):
+    if isinstance(value, int):
         return str(value)
-    return json.dumps(value, sort_keys=True)
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return "'" + text if text.startswith(FORMULA_START) else text
 
 
 def to_json(table: dict[str, Any]) -> bytes:
@@ -142,8 +150,7 @@ def to_csv(table: dict[str, Any]) -> str:
                      *(f"metric.{m}" for m in table["metrics"])])
     params, metrics = table["params"], table["metrics"]
     for row in table["trials"]:
-        # The trial fields are None, numbers and text, which csv writes as _cell would.
-        values = [row[name] for name in FIELDS]
+        values = [_cell(row[name]) for name in FIELDS]
         p, m = row["params"], row["metrics"]
         values.extend(_cell(p.get(name)) for name in params)
         values.extend(_cell(m.get(name)) for name in metrics)

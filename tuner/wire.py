@@ -436,9 +436,13 @@ class GpuStat(BaseModel):
 
     index: int = Field(ge=0, le=100_000)
     name: Annotated[str, StringConstraints(max_length=200)] = ""
-    utilization: float | None = Field(None, ge=0, le=100, description="percent of the last sample")
-    memory_used_mb: float | None = Field(None, ge=0, description="MiB")
-    memory_total_mb: float | None = Field(None, ge=0, description="MiB")
+    utilization: float | None = Field(
+        None, ge=0, le=100, allow_inf_nan=False, description="percent of the last sample"
+    )
+    memory_used_mb: float | None = Field(None, ge=0, le=1e12, allow_inf_nan=False,
+                                         description="MiB")
+    memory_total_mb: float | None = Field(None, ge=0, le=1e12, allow_inf_nan=False,
+                                          description="MiB")
 
 
 class WorkerIn(_In):

@@ -131,6 +131,20 @@ def test_bad_worker_registration_is_a_422_naming_the_field(
     assert body["error"] == "invalid_request" and where in body["detail"], body
 
 
+@pytest.mark.parametrize("field", ["memory_used_mb", "memory_total_mb", "utilization"])
+def test_a_non_finite_gpu_reading_is_a_422_on_every_database(api: Api, field: str) -> None:
+    """JSON's Infinity (Python writes it) would be stored as null on SQLite and refused by
+    PostgreSQL as a value it cannot store: the request model refuses it on both."""
+    stat = f'{{"index": 0, "{field}": Infinity}}'
+    body = f'{{"worker_id": "inf", "host": "box", "gpu_stats": [{stat}]}}'
+    answer = api.client.post(
+        "/api/v1/workers", content=body,
+        headers={**api.as_("worker"), "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 422, answer.text
+    assert "gpu_stats" in answer.json()["detail"] and field in answer.json()["detail"]
+
+
 def test_dashboard_workers_read_has_the_same_state_and_readings(api: Api) -> None:
     _register(api, "dash-busy", gpu_stats=STATS, jobs_done=3, labels={"zone": "b"})
     _register(api, "dash-gone")

@@ -142,6 +142,9 @@ def test_cli_experiment_commands(
     assert code == 0 and "cli-test" in out
     code, out, _ = run(["show", str(experiment_id), *auth], capsys)
     assert code == 0 and "rungs" in out and "best" in out and "0.25" in out
+    code, out, _ = run(["show", str(experiment_id), "--top", "0", *auth], capsys)
+    assert code == 0 and f"best: trial {experiment_id}/{number} value 0.25" in out
+    assert "best trials" not in out  # no table, but the best trial's line
     for action, state in (("pause", "paused"), ("resume", "running")):
         code, out, _ = run([action, str(experiment_id), *auth], capsys)
         assert code == 0 and state in out

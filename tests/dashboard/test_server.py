@@ -197,6 +197,40 @@ def test_export_csv_rows_equal_the_json_rows(seeded: Seeded) -> None:
         assert row["state"] == trial["state"]
 
 
+def test_export_csv_defuses_text_a_spreadsheet_would_run(seeded: Seeded) -> None:
+    """A choice, a checkpoint or a text metric starting with = + - @ is typed by a user or a
+    worker; in the CSV it gets a leading ' (a spreadsheet then shows it as text), in the
+    JSON it stays as it is. Numbers, negative ones too, are written as numbers."""
+    import csv
+    import io
+
+    formula = '=HYPERLINK("http://example.invalid","x")'
+    document = {
+        "name": "csv-injection", "metric": "loss", "mode": "min",
+        "space": {"opt": {"type": "categorical", "choices": [formula]},
+                  "shift": {"type": "float", "low": -2.0, "high": -1.0}},
+        "scheduler": {"type": "asha", "eta": 3, "min_resource": 1, "max_resource": 3},
+        "budget": {"max_trials": 1},
+    }
+    experiment_id = driver.create_experiment(seeded.base, document)
+    with driver.client(seeded.base) as c:
+        job = c.post(f"/api/v1/experiments/{experiment_id}/claims", json={}).json()
+        r = c.post(f"/api/v1/jobs/{job['job_id']}/reports", json={
+            "lease_token": job["lease_token"], "step": 1, "value": 0.5,
+            "metrics": {"note": "+1+1", "at": "@SUM(1)"}, "checkpoint": "-2+3",
+        })
+        assert r.status_code == 200, r.text
+    path = f"/api/v1/experiments/{experiment_id}/export"
+    row = next(csv.DictReader(io.StringIO(get(seeded, path + "?format=csv").text)))
+    assert row["param.opt"] == "'" + formula
+    assert (row["metric.note"], row["metric.at"], row["checkpoint"]) == (
+        "'+1+1", "'@SUM(1)", "'-2+3")
+    assert -2.0 <= float(row["param.shift"]) <= -1.0  # a number stays a number
+    trial = get(seeded, path).json()["trials"][0]
+    assert trial["params"]["opt"] == formula and trial["checkpoint"] == "-2+3"
+    assert trial["metrics"] == {"note": "+1+1", "at": "@SUM(1)"}
+
+
 def test_export_refuses_a_bad_format_and_an_unknown_experiment(seeded: Seeded) -> None:
     bad = get(seeded, f"/api/v1/experiments/{seeded.finished}/export?format=xml")
     assert bad.status_code == 422 and "format" in bad.json()["detail"]

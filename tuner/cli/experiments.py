@@ -164,9 +164,9 @@ def show(
     with connect(server, token) as client:
         info = client.get_experiment(experiment)
         rungs = client.rungs(experiment)
-        best = client.list_trials(experiment, order_by="value", limit=max(top, 1)).items
+        ranked = client.list_trials(experiment, order_by="value", limit=max(top, 1)).items
         failed = client.failures(experiment, limit=failures) if failures else None
-    best = best[:top] if top else []
+    best = ranked[:top]
     if as_json:
         print_json({
             "experiment": info.model_dump(mode="json"),
@@ -175,7 +175,7 @@ def show(
             "failures": failed.model_dump(mode="json") if failed is not None else None,
         })
         return
-    render_experiment(info, rungs, best)
+    render_experiment(info, rungs, best, leader=ranked[0] if ranked else None)
     if failed is not None:
         render_failures(failed)
 
@@ -190,7 +190,11 @@ def _params(params: dict[str, Any]) -> str:
     )
 
 
-def render_experiment(info: ExperimentOut, rungs: RungsOut, best: list[TrialOut]) -> None:
+def render_experiment(
+    info: ExperimentOut, rungs: RungsOut, best: list[TrialOut], *, leader: TrialOut | None
+) -> None:
+    """The experiment's summary; ``leader`` is the top of the ranking (its "best:" line,
+    shown even with ``--top 0``), ``best`` the trials of the table."""
     config = info.config
     scheduler = config.get("scheduler", {})
     stdout.print(
@@ -205,8 +209,8 @@ def render_experiment(info: ExperimentOut, rungs: RungsOut, best: list[TrialOut]
     stdout.print(
         f"trials: {info.n_trials} ({states or 'none yet'}); resource used: {info.resource_used}"
     )
-    if info.progress.best is not None and best:
-        top = best[0]  # the top of the ranking: its value at the highest rung it reached
+    if info.progress.best is not None and leader is not None:
+        top = leader  # the top of the ranking: its value at the highest rung it reached
         saved = "no checkpoint"
         if top.checkpoint is not None:
             saved = f"checkpoint {escape(top.checkpoint)} (step {top.checkpoint_step})"
