@@ -8,11 +8,12 @@ Losses are direction-normalised in storage; the wire speaks the metric's own dir
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from tuner.coordinator import Assignment
-from tuner.domain import Decision, Trial, ValueKind
+from tuner.domain import Decision, JobState, Trial, ValueKind
 from tuner.storage.queries import ExperimentDetail, ExperimentSummary, TrialDetail, WorkerInfo
 from tuner.wire import (
     BestTrialOut,
@@ -133,7 +134,34 @@ def trial_out(trial: Trial, sign: float) -> TrialOut:
     return TrialOut(**_trial_fields(trial, sign))
 
 
+#: The job endings that carry an error: a failure's text, or why the lease ran out.
+ERROR_ENDINGS = frozenset({JobState.FAILED, JobState.EXPIRED})
+
+
+def job_errors(
+    jobs: Iterable[tuple[int, int, JobState, float | None]],
+    decisions: Iterable[tuple[int, float, Mapping[str, Any] | None]],
+) -> dict[int, str]:
+    """The error of each failed or lost job, by job id: the note of the decision that the
+    transaction ending it wrote (the same trial, the same time). ``jobs``: (id, trial id,
+    state, ended at); ``decisions``: (trial id, created at, reason)."""
+    notes = {
+        (trial_id, at): str(reason["note"])
+        for trial_id, at, reason in decisions
+        if reason and reason.get("note")
+    }
+    return {
+        job_id: notes.get((trial_id, ended_at), "")
+        for job_id, trial_id, state, ended_at in jobs
+        if JobState(state) in ERROR_ENDINGS and ended_at is not None
+    }
+
+
 def trial_detail_out(detail: TrialDetail, sign: float) -> TrialDetailOut:
+    errors = job_errors(
+        ((j.id, j.trial_id, j.state, detail.jobs_ended_at.get(j.id)) for j in detail.jobs),
+        ((d.trial_id, d.created_at, d.reason) for d in detail.decisions),
+    )
     return TrialDetailOut(
         **_trial_fields(detail.trial, sign),
         reports=[
@@ -165,7 +193,7 @@ def trial_detail_out(detail: TrialDetail, sign: float) -> TrialDetailOut:
                 id=j.id, rung=j.rung, from_resource=j.from_resource, to_resource=j.to_resource,
                 state=j.state.value, attempt=j.attempt, worker_id=j.worker_id,
                 lease_expires_at=iso_or_none(j.lease_expires_at), created_at=iso(j.created_at),
-                ended_at=iso_or_none(detail.jobs_ended_at.get(j.id)),
+                ended_at=iso_or_none(detail.jobs_ended_at.get(j.id)), error=errors.get(j.id),
             )
             for j in detail.jobs
         ],

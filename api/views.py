@@ -150,19 +150,17 @@ def failures(session: Session, experiment_id: int, limit: int) -> FailuresOut:
             JobRow.state, JobRow.worker_id, JobRow.ended_at,
         ).where(*where).order_by(JobRow.id.desc()).limit(limit)
     ).all()
-    # The decision that ended a job is written in its transaction, at its ended_at.
-    notes: dict[tuple[int, float], str] = {}
     ended = {job.ended_at for job in jobs if job.ended_at is not None}
-    if ended:
-        for row in session.execute(
-            select(DecisionRow.trial_id, DecisionRow.created_at, DecisionRow.reason).where(
-                DecisionRow.trial_id.in_({job.trial_id for job in jobs}),
-                DecisionRow.created_at.in_(ended),
-            )
-        ):
-            note = (row.reason or {}).get("note")
-            if note:
-                notes[(row.trial_id, row.created_at)] = str(note)
+    decisions = session.execute(
+        select(DecisionRow.trial_id, DecisionRow.created_at, DecisionRow.reason).where(
+            DecisionRow.trial_id.in_({job.trial_id for job in jobs}),
+            DecisionRow.created_at.in_(ended),
+        )
+    ).all() if ended else []
+    errors = shapes.job_errors(
+        ((job.id, job.trial_id, JobState(job.state), job.ended_at) for job in jobs),
+        ((d.trial_id, d.created_at, d.reason) for d in decisions),
+    )
     return FailuresOut(
         experiment_id=experiment_id,
         total=int(total),
@@ -172,7 +170,7 @@ def failures(session: Session, experiment_id: int, limit: int) -> FailuresOut:
                 job_id=job.id, attempt=job.attempt, rung=job.rung,
                 outcome=FAILURE_OUTCOMES[JobState(job.state)], worker_id=job.worker_id,
                 ended_at=shapes.iso_or_none(job.ended_at),
-                error=notes.get((job.trial_id, job.ended_at), "") if job.ended_at else "",
+                error=errors.get(job.id, ""),
             )
             for job in jobs
         ],

@@ -349,6 +349,11 @@ class JobSummaryOut(BaseModel):
     lease_expires_at: datetime | None
     created_at: datetime
     ended_at: datetime | None = None
+    error: str | None = Field(
+        None,
+        description="a failed job's error (its first line and its end) or why a lost job's "
+        "lease ran out; null for a job that did not fail or get lost",
+    )
 
 
 class TrialDetailOut(TrialOut):

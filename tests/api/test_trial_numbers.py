@@ -134,6 +134,13 @@ def test_failures_list_the_latest_failed_and_lost_jobs_with_their_error(api: Api
 
     only = api.get(f"/experiments/{eid}/failures", limit=1).json()
     assert [f["job_id"] for f in only["items"]] == [retry["job_id"]] and only["total"] == 2
+    # The trial's own jobs carry the same errors (one home: shapes.job_errors); a job that
+    # did not fail has none.
+    jobs = {j["id"]: j for j in api.get(f"/experiments/{eid}/trials/0").json()["jobs"]}
+    assert jobs[first["job_id"]]["error"] == earlier["error"]
+    assert jobs[retry["job_id"]]["error"] == latest["error"]
+    running = api.get(f"/experiments/{eid}/trials/1").json()["jobs"]
+    assert [j["error"] for j in running] == [None]
 
 
 def test_a_lost_lease_is_listed_as_lost(api: Api) -> None:
@@ -151,6 +158,9 @@ def test_a_lost_lease_is_listed_as_lost(api: Api) -> None:
     items = api.get(f"/experiments/{experiment['id']}/failures").json()["items"]
     assert [(f["job_id"], f["outcome"]) for f in items] == [(job["job_id"], "lost")]
     assert "gone" in items[0]["error"] and "lease" in items[0]["error"]
+    trial = api.get(f"/experiments/{experiment['id']}/trials/{job['trial_number']}").json()
+    lost = next(j for j in trial["jobs"] if j["id"] == job["job_id"])
+    assert lost["state"] == "expired" and lost["error"] == items[0]["error"]
 
 
 def test_failures_of_an_experiment_without_any_and_of_none(api: Api) -> None:

@@ -296,21 +296,6 @@ def render_failures(failed: FailuresOut) -> None:
     stdout.print("(`tuner show EXP/NUM` shows a trial's jobs and the end of each error)")
 
 
-def _job_errors(trial: TrialDetailOut) -> dict[int, str]:
-    """The error text of each failed or lost job: the note of the decision written when
-    it ended (the same transaction, so the same time)."""
-    notes = {
-        d.created_at: str(d.reason.get("note") or "")
-        for d in trial.decisions
-        if d.reason.get("rule") in ("job_failed", "lease_expired")
-    }
-    return {
-        job.id: notes.get(job.ended_at, "")
-        for job in trial.jobs
-        if job.state in ("failed", "expired") and job.ended_at is not None
-    }
-
-
 def render_trial(trial: TrialDetailOut) -> None:
     """One trial: where it stands, its parameters, value, checkpoint, jobs and errors."""
     ref = trial_ref(trial.experiment_id, trial.number)
@@ -336,7 +321,6 @@ def render_trial(trial: TrialDetailOut) -> None:
         stdout.print(f"checkpoint: {escape(trial.checkpoint)}{at}")
     if not trial.jobs:
         return
-    errors = _job_errors(trial)
     table = Table(
         "job", "rung", "resource", "attempt", "worker", "outcome", "ended", title="jobs", box=None
     )
@@ -347,8 +331,8 @@ def render_trial(trial: TrialDetailOut) -> None:
         )
     stdout.print(table)
     for job in trial.jobs:
-        if job.id in errors:
-            lines = _last_lines(errors[job.id], 5)
+        if job.error is not None:  # failed or lost: the server says why
+            lines = _last_lines(job.error, 5)
             stdout.print(f"[red]job {job.id} (attempt {job.attempt}) {job.state}:[/]")
             for line in lines or ["(no error text)"]:
                 stdout.print(f"  {escape(line)}")

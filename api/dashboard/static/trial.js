@@ -6,13 +6,6 @@
 const LIVE = new Set(["pending", "running", "paused", "lost"]);
 const ERROR_TAIL_LINES = 6;
 
-/* The decision that ended a job: recorded at the job's end, with the error as its note. */
-function endingOf(job, decisions) {
-  if (!job.ended_at) return null;
-  const at = T.toMs(job.ended_at);
-  return decisions.find((d) => T.toMs(d.created_at) === at && d.reason && d.reason.note) || null;
-}
-
 function tailOf(text, lines) {
   const all = String(text || "").trimEnd().split("\n");
   return all.slice(-lines).join("\n");
@@ -159,17 +152,15 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
       + "reported again (superseded)." : "."));
   }
 
-  function attemptItem(j, t) {
-    const ending = endingOf(j, t.decisions);
+  function attemptItem(j) {
     const outcome = j.state === "leased" ? "running" : j.state;
     const when = j.ended_at ? "ended " + T.fmtTime(j.ended_at) : "started " + T.fmtTime(j.created_at);
-    const error = ending && ending.reason.rule === "job_failed" ? ending.reason.note : null;
+    const error = j.error;  // a failure's error, or why a lost job's lease ran out
     return el("li", { dataset: { job: j.id } },
       el("div", { className: "head" },
         el("strong", null, "Attempt " + (j.attempt + 1)), el("span", null, "job " + j.id),
         el("span", null, "worker " + (j.worker_id || "—")),
-        el("span", { className: "outcome-" + outcome }, outcome
-          + (ending && !error ? " (" + ending.reason.rule.replace(/_/g, " ") + ")" : "")),
+        el("span", { className: "outcome-" + outcome }, outcome),
         el("span", { className: "muted" }, when),
         el("span", { className: "muted" }, "steps " + j.from_resource + " → " + j.to_resource)),
       error ? el("pre", { className: "error-tail" }, tailOf(error, ERROR_TAIL_LINES)) : null);
@@ -179,7 +170,7 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
     const troubled = t.jobs.some((j) => j.state === "failed" || j.state === "expired");
     attempts.hidden = !troubled;
     if (!troubled) return;
-    const items = t.jobs.map((j) => attemptItem(j, t));
+    const items = t.jobs.map(attemptItem);
     T.setChildren(attemptsList, items);
   }
 
