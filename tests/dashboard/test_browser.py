@@ -532,6 +532,44 @@ def test_at_phone_width_the_key_columns_fit(browser: Any, seeded: Seeded) -> Non
         tab.close()
 
 
+def _right_edges(page: Any, selector: str) -> list[float]:
+    """The right edge (px) of every visible element matching ``selector``."""
+    return page.evaluate(
+        "s => Array.from(document.querySelectorAll(s)).filter(e => e.offsetParent)"
+        ".map(e => e.getBoundingClientRect().right)", selector)
+
+
+def test_at_phone_width_lists_show_their_key_columns_whole(browser: Any, seeded: Seeded) -> None:
+    width, height = VIEWPORTS["phone"]
+    tab = Tab(browser, seeded.base, driver.ADMIN, (width, height))
+    try:
+        page = tab.page
+        page.wait_for_selector("#experiments-table td.col-best")
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+        for col in ("name", "state", "best"):  # whole, inside the screen, not scrolled to
+            edges = _right_edges(page, f"#experiments-table td.col-{col}")
+            assert edges and max(edges) <= width, col
+        for col in ("progress", "states", "created"):  # the minor columns hide
+            assert _right_edges(page, f"#experiments-table .col-{col}") == [], col
+        # A name breaks between words or at a hyphen, not letter by letter: its link is
+        # at most two lines high.
+        heights = page.evaluate("() => Array.from(document.querySelectorAll("
+                                "'#experiments-table a.name')).map(a => a.getClientRects().length)")
+        assert heights and max(heights) <= 2, heights
+        tab.shot(f"experiments-keys-{width}x{height}")
+        page = tab.open("/ui/workers")
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width
+        for col in ("worker", "state", "current", "done"):
+            edges = _right_edges(page, f"#workers-table td.col-{col}")
+            assert edges and max(edges) <= width, col
+        for col in ("host", "gpus", "heartbeat", "lost", "labels"):
+            assert _right_edges(page, f"#workers-table .col-{col}") == [], col
+        tab.shot(f"workers-keys-{width}x{height}")
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
 def test_workers_show_their_state_and_gpus(browser: Any, seeded: Seeded) -> None:
     with driver.client(seeded.base) as c:
         c.post("/api/v1/workers", json={

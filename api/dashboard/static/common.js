@@ -365,9 +365,12 @@ const T = (() => {
   }
 
   function tableOf(headers, opts = {}) {
+    // opts.cols: one name per column; its header gets the class col-NAME (the rows' cells
+    // carry the same class), so the stylesheet can hide minor columns at phone width.
+    const cols = opts.cols || [];
     const thead = el("thead", null, el("tr", null,
-      ...headers.map((h) => (h instanceof Node ? el("th", { scope: "col" }, h)
-        : el("th", { scope: "col" }, h)))));
+      ...headers.map((h, i) => el("th", { scope: "col",
+        className: cols[i] ? "col-" + cols[i] : "" }, h))));
     const tbody = el("tbody");
     const table = el("table", { className: opts.className || "" },
       opts.caption ? el("caption", { className: "sr-only" }, opts.caption) : null, thead, tbody);

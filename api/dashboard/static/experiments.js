@@ -15,7 +15,8 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
   const prev = el("button", { type: "button", className: "secondary" }, "← Newer");
   const next = el("button", { type: "button", className: "secondary" }, "Older →");
   const tbl = T.tableOf(["Name", "State", "Progress", "Best value", "Trials by state",
-    "Created"], { caption: "Experiments, newest first", className: "experiments" });
+    "Created"], { caption: "Experiments, newest first", className: "experiments",
+    cols: ["name", "state", "progress", "best", "states", "created"] });
   tbl.table.id = "experiments-table";
   main.append(
     el("div", { className: "title-row" }, el("h1", null, "Experiments")),
@@ -33,15 +34,17 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
     tr._state = el("span");
     tr._bar = el("progress", { max: "1", value: "0" });
     tr._progressText = el("span", { className: "muted small" });
-    tr._best = el("td", { className: "num best" });
+    tr._bestValue = el("span", { className: "best-value-num" });
+    tr._bestTrial = el("span", { className: "muted best-trial" });
+    tr._best = el("td", { className: "num best col-best" }, tr._bestValue, tr._bestTrial);
     tr._states = T.stateBar();
-    tr._age = el("td", { className: "nowrap" });
+    tr._age = el("td", { className: "nowrap col-created" });
     tr.append(
-      el("td", null, tr._name, " ", tr._id),
-      el("td", null, tr._state),
-      el("td", { className: "progress-cell" }, tr._bar, tr._progressText),
+      el("td", { className: "col-name" }, tr._name, " ", tr._id),
+      el("td", { className: "col-state" }, tr._state),
+      el("td", { className: "progress-cell col-progress" }, tr._bar, tr._progressText),
       tr._best,
-      el("td", null, tr._states.node),
+      el("td", { className: "col-states" }, tr._states.node),
       tr._age);
     return tr;
   }
@@ -61,8 +64,9 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
     }
     T.setAttr(tr._bar, "aria-label", tr._progressText.textContent);
     const best = exp.progress.best;
-    T.setText(tr._best, best ? T.fmtValue(best.value) + "  (trial "
-      + T.trialName(exp.id, best.trial_number) + ")" : "—");
+    T.setText(tr._bestValue, best ? T.fmtValue(best.value) : "—");
+    T.setText(tr._bestTrial, best ? " (trial " + T.trialName(exp.id, best.trial_number) + ")"
+      : "");
     T.fillStateBar(tr._states, exp.progress.trials_by_state);
     T.setText(tr._age, T.fmtAge(exp.created_at));
     T.setAttr(tr._age, "title", T.fmtTime(exp.created_at));

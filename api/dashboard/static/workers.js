@@ -5,6 +5,9 @@
 
 const COLUMNS = ["Worker", "State", "Host", "GPUs", "Current jobs", "Jobs done",
   "Last heartbeat", "Lost leases", "Labels"];
+/* Column classes (col-NAME): at phone width only worker, state and jobs show. */
+const COLUMN_KEYS = ["worker", "state", "host", "gpus", "current", "done", "heartbeat",
+  "lost", "labels"];
 
 function fmtMiB(mb) {
   return mb >= 1024 ? (mb / 1024).toFixed(1) + " GiB" : Math.round(mb) + " MiB";
@@ -33,7 +36,8 @@ function gpuLines(w) {
 
 document.addEventListener("DOMContentLoaded", () => T.start((main) => {
   const { el } = T;
-  const tbl = T.tableOf(COLUMNS, { caption: "Workers, most recently seen first" });
+  const tbl = T.tableOf(COLUMNS, { caption: "Workers, most recently seen first",
+    cols: COLUMN_KEYS, className: "workers" });
   tbl.table.id = "workers-table";
   const status = el("p", { className: "muted", "aria-live": "polite", id: "workers-status" });
   main.append(el("div", { className: "title-row" }, el("h1", null, "Workers")),
@@ -41,9 +45,10 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
 
   function create(w) {
     const tr = el("tr", { id: "worker-" + w.worker_id });
-    tr._c = Array.from({ length: COLUMNS.length }, () => el("td"));
-    tr._c[5].className = tr._c[7].className = "num";
-    tr._c[0].className = "nowrap";
+    tr._c = COLUMN_KEYS.map((key) => el("td", { className: "col-" + key }));
+    tr._c[5].classList.add("num");
+    tr._c[7].classList.add("num");
+    tr._c[0].classList.add("nowrap");
     tr._state = el("span");
     tr._c[1].append(tr._state);
     tr.append(...tr._c);
