@@ -532,6 +532,35 @@ def test_at_phone_width_the_key_columns_fit(browser: Any, seeded: Seeded) -> Non
         tab.close()
 
 
+def test_an_unknown_experiment_or_trial_is_one_sentence_and_a_way_back(
+    browser: Any, seeded: Seeded
+) -> None:
+    tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["desktop"])
+    try:
+        cases = [("/ui/experiments/99", "Experiment 99 does not exist.", "/ui"),
+                 (f"/ui/experiments/{seeded.finished}/trials/999",
+                  f"Trial {seeded.finished}/999 does not exist.",
+                  f"/ui/experiments/{seeded.finished}"),
+                 ("/ui/experiments/99/trials/1", "Experiment 99 does not exist.", "/ui")]
+        for path, sentence, back in cases:
+            page = tab.open(path)
+            assert page.get_attribute("body", "data-missing") == "1", path
+            assert page.inner_text("#missing h1") == sentence
+            assert page.get_attribute("#missing-back", "href") == back
+            # nothing else: no empty cards, charts or tables under it
+            assert page.locator("main section").count() == 1, path
+            assert page.locator("main table, main .chart, main .cards").count() == 0, path
+            assert page.is_hidden("#banner"), path
+        tab.shot("missing-experiment-1280x800")
+        page.click("#missing-back")
+        page.wait_for_url(seeded.base + "/ui")
+        # the browser logs each 404 it was answered; nothing else went wrong
+        assert all("404" in e for e in tab.errors), tab.errors
+        assert tab.alerts == []
+    finally:
+        tab.close()
+
+
 def _right_edges(page: Any, selector: str) -> list[float]:
     """The right edge (px) of every visible element matching ``selector``."""
     return page.evaluate(

@@ -225,6 +225,29 @@ const T = (() => {
     return api("/api/v1/experiments/" + experimentId + "/trials/" + number);
   }
 
+  /* Whether GET `path` finds its subject: false only on a 404 (any other error is the
+   * page's poll to report). */
+  async function exists(path) {
+    try {
+      await api(path);
+      return true;
+    } catch (e) {
+      return !(e && e.status === 404);
+    }
+  }
+
+  /* The whole page when its subject does not exist: one sentence and a way back (no empty
+   * skeleton of a page about nothing). */
+  function showMissing(main, text, backHref, backLabel) {
+    document.title = text + " · tuner";
+    main.replaceChildren(el("section", { className: "panel missing", id: "missing" },
+      el("h1", null, text + "."),
+      el("p", null, el("a", { href: backHref || "/ui", id: "missing-back" },
+        "← " + (backLabel || "Back to the experiments")))));
+    document.body.dataset.missing = "1";
+    document.body.dataset.ready = "1";
+  }
+
   /* Stop a trial by its number, after asking (it stops at its next report). */
   async function stopTrial(experimentId, number) {
     const name = trialName(experimentId, number);
@@ -424,6 +447,6 @@ const T = (() => {
     fmtTime, fmtParams, fmtInt, badge, setBadge, banner, confirmAction, actionButton, poll,
     section, tableOf, start, token, role, isAdmin, logout, STATE_COLORS, TRIAL_STATES,
     plotConfig, toMs, stateBar, fillStateBar, plotly, TRIAL_WORDS, trialStatus, setTrialBadge,
-    trialName, trialUrl, download, trialByNumber, stopTrial,
+    trialName, trialUrl, download, trialByNumber, stopTrial, exists, showMissing,
   };
 })();

@@ -29,7 +29,7 @@ function mergeTables(parts) {
     offset: 0 });
 }
 
-document.addEventListener("DOMContentLoaded", () => T.start((main) => {
+document.addEventListener("DOMContentLoaded", () => T.start(async (main) => {
   const { el } = T;
   const id = Number(document.body.dataset.id);
   const admin = T.isAdmin();
@@ -37,6 +37,10 @@ document.addEventListener("DOMContentLoaded", () => T.start((main) => {
   const ui = "/ui/api/experiments/" + id;
   let poller = null;
   let exp = null;
+  if (!await T.exists(base)) {
+    T.showMissing(main, "Experiment " + id + " does not exist");
+    return;
+  }
 
   // ---- header and actions -------------------------------------------------------------
   const title = el("h1", { id: "exp-name" });

@@ -11,13 +11,22 @@ function tailOf(text, lines) {
   return all.slice(-lines).join("\n");
 }
 
-document.addEventListener("DOMContentLoaded", () => T.start((main) => {
+document.addEventListener("DOMContentLoaded", () => T.start(async (main) => {
   const { el } = T;
   const eid = Number(document.body.dataset.experiment);
   const number = Number(document.body.dataset.number);
   const name = T.trialName(eid, number);
   const admin = T.isAdmin();
   let poller = null;
+  if (!await T.exists("/api/v1/experiments/" + eid)) {
+    T.showMissing(main, "Experiment " + eid + " does not exist");
+    return;
+  }
+  if (!await T.exists("/api/v1/experiments/" + eid + "/trials/" + number)) {
+    T.showMissing(main, "Trial " + name + " does not exist", "/ui/experiments/" + eid,
+      "Back to experiment " + eid);
+    return;
+  }
 
   const title = el("h1", { id: "trial-title" }, "Trial " + name);
   const stateBadge = el("span", { id: "trial-state" });
