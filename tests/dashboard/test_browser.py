@@ -507,6 +507,26 @@ def test_a_failed_trial_lists_its_attempts_and_draws_no_empty_chart(
         tab.close()
 
 
+def test_an_experiment_without_results_draws_no_empty_charts(
+    browser: Any, seeded: Seeded
+) -> None:
+    experiment_id = driver.create_experiment(seeded.base, driver.asha_document("no-results-yet"))
+    tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["desktop"])
+    try:
+        page = tab.open(f"/ui/experiments/{experiment_id}")
+        assert page.locator("#curves-chart").is_hidden()  # no empty axes
+        assert page.inner_text("#curves-note") == "No reports yet."
+        assert page.locator("#curves-chart .main-svg").count() == 0
+        assert page.inner_text("#parcoords-note") == "No trial has a finite result at a rung yet."
+        box = page.locator("#parcoords").bounding_box()  # the card shrinks to its sentence
+        assert box is not None and box["height"] < 120, box
+        assert page.is_hidden("#banner")  # every part of the page refreshed
+        tab.shot("experiment-no-results-1280x800")
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
 def test_at_phone_width_the_key_columns_fit(browser: Any, seeded: Seeded) -> None:
     width, height = VIEWPORTS["phone"]
     tab = Tab(browser, seeded.base, driver.ADMIN, (width, height))

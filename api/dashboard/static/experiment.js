@@ -201,6 +201,14 @@ document.addEventListener("DOMContentLoaded", () => T.start(async (main) => {
   }
 
   function drawCurves(c) {
+    const points = c.groups.reduce((n, g) => n + g.x.length, 0);
+    if (!points) {  // no empty axes: say why there is no chart
+      Plotly.purge(curvesDiv);
+      curvesDiv.hidden = true;
+      T.setText(curvesNote, "No reports yet.");
+      return null;
+    }
+    curvesDiv.hidden = false;
     T.setText(curvesNote, (c.shown_trials < c.total_trials
       ? "Showing " + T.fmtInt(c.shown_trials) + " of " + T.fmtInt(c.total_trials)
         + " trials (the best third and a spread of the rest)"
@@ -223,11 +231,13 @@ document.addEventListener("DOMContentLoaded", () => T.start(async (main) => {
   }
 
   function drawParcoords(pc) {
-    if (pc.n === 0) {
+    if (pc.n === 0) {  // one sentence, not a tall empty box
       Plotly.purge(pcDiv);
+      pcDiv.classList.add("empty-chart");
       T.setText(pcNote, "No trial has a finite result at a rung yet.");
       return null;
     }
+    pcDiv.classList.remove("empty-chart");
     T.setText(pcNote, "One line per trial: its parameters and its value at the highest rung it "
       + "reached (" + T.fmtInt(pc.n) + " of " + T.fmtInt(pc.total) + " trials with a result; "
       + (pc.mode === "min" ? "lower" : "higher") + " is better, brighter colours). "
@@ -408,7 +418,7 @@ document.addEventListener("DOMContentLoaded", () => T.start(async (main) => {
     if (cv) {
       await frame();
       await drawCurves(cv);
-      bindClick(curvesDiv);
+      if (!curvesDiv.hidden) bindClick(curvesDiv);  // a chart was drawn
       performance.mark("tuner:curves");
     }
     if (imp) { await frame(); await drawImportance(imp); performance.mark("tuner:importance"); }
@@ -417,7 +427,8 @@ document.addEventListener("DOMContentLoaded", () => T.start(async (main) => {
     // never scrolls there should not pay for it.
     if (pc) {
       pcPending = pc;
-      if (pcVisible) { await frame(); await drawPendingParcoords(); }
+      // (with no result there is nothing to compile: its sentence shows at once)
+      if (pcVisible || pc.n === 0) { await frame(); await drawPendingParcoords(); }
     }
   }
   let pcPending = null;
