@@ -10,6 +10,9 @@ PIP_LINES := sed -u -n -e 's/^Collecting \([^ ]*\).*/  collecting \1/p' \
 	-e 's/^Processing .*\/\([^/]*\)\.whl.*/  collecting \1/p' \
 	-e 's/^Installing collected packages:.*/  installing them (the longest step).../p' \
 	-e 's/^Successfully installed.*/  done/p'
+# pip's warning for each package about a configured index folder that does not exist (a
+# machine's pip.conf) says nothing about tuner; its other messages pass through.
+PIP_WARNINGS := grep -v --line-buffered "^WARNING: Location '.*' is ignored" >&2 || true
 
 .PHONY: quickstart test install install-test lint
 
@@ -20,14 +23,14 @@ $(VENV)/bin/python:
 
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	@echo "[2/3] upgrading pip in ./$(VENV)..."
-	@$(VENV)/bin/pip install --quiet --upgrade pip
+	@$(VENV)/bin/pip install --quiet --upgrade pip 2> >($(PIP_WARNINGS))
 	@echo "[3/3] installing tuner and its dependencies into ./$(VENV) (about a minute, more while pip downloads)..."
-	@$(VENV)/bin/pip install -e . | $(PIP_LINES)
+	@PYTHONWARNINGS='ignore:Editable installation' $(VENV)/bin/pip install -e . 2> >($(PIP_WARNINGS)) | $(PIP_LINES)
 	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	@echo "installing the test tools into ./$(VENV) (pytest, Playwright, mypy, ruff...)..."
-	@$(VENV)/bin/pip install -e '.[test]' | $(PIP_LINES)
+	@PYTHONWARNINGS='ignore:Editable installation' $(VENV)/bin/pip install -e '.[test]' 2> >($(PIP_WARNINGS)) | $(PIP_LINES)
 	@touch $@
 
 install: $(VENV)/.installed

@@ -107,15 +107,18 @@ def trial(session: Session, trial_id: int) -> TrialDetailOut:
 
 def rungs(session: Session, experiment_id: int) -> RungsOut:
     """Per bracket and rung: counts, and the value a result must reach to be in the top
-    ``floor(n / eta)`` now (position ``floor(n / eta) - 1`` of the rung's order)."""
+    ``floor(n / eta)`` now (position ``floor(n / eta) - 1`` of the rung's order). The top
+    rung (``R``) promotes nothing: its top k is 0 and it has no value to beat."""
     config = parse_config(document(session, experiment_id))
     levels = build_scheduler(config).levels
     eta = config.scheduler.eta
     items = []
     for r in queries.rung_table(session, experiment_id):
-        top_k = r.n_results // eta
-        loss = queries.nth_loss(session, experiment_id, r.bracket, r.rung, top_k - 1)
-        value = shapes.finite(loss)
+        top_k = r.n_results // eta if r.rung < len(levels) - 1 else 0
+        value = None
+        if top_k:
+            loss = queries.nth_loss(session, experiment_id, r.bracket, r.rung, top_k - 1)
+            value = shapes.finite(loss)
         items.append(
             RungOut(
                 bracket=r.bracket, rung=r.rung,

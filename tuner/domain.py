@@ -38,6 +38,13 @@ class TrialState(enum.StrEnum):
     def is_finished(self) -> bool:
         return self in FINISHED_TRIAL_STATES
 
+    @property
+    def word(self) -> str:
+        """How people read it: ``PAUSED`` is "waiting" (at a rung, for a promotion), since
+        "paused" is what an experiment is when someone pauses it. The dashboard says the
+        same ("waiting at rung k")."""
+        return "waiting" if self is TrialState.PAUSED else self.value
+
     def is_active(self) -> bool:
         """Holds or waits for a job (counts against ``max_concurrent``)."""
         return self in (TrialState.PENDING, TrialState.RUNNING, TrialState.LOST)

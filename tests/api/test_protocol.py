@@ -69,6 +69,8 @@ def test_protocol_runs_whole_experiment(api: Api) -> None:
     bottom = next(r for r in rungs["items"] if r["rung"] == 0)
     assert bottom["n_results"] == 12 and bottom["top_k"] == 4
     assert math.isclose(bottom["promotable_value"], 4.0)  # 4th best value at resource 1
+    top = max(rungs["items"], key=lambda r: r["rung"])  # at R: nothing is promoted from it
+    assert top["n_results"] >= 1 and top["top_k"] == 0 and top["promotable_value"] is None
     trials = api.get(f"/experiments/{experiment['id']}/trials", order_by="value").json()
     assert trials["total"] == 12 and trials["items"][0]["number"] == 0
     curves = api.get(f"/experiments/{experiment['id']}/curves").json()

@@ -153,3 +153,15 @@ def test_a_missing_experiment_gets_no_url_hint(
 
     assert code == 1 and "not found" in err
     assert "drop" not in err
+
+
+def test_a_server_url_without_a_scheme_says_to_write_http(
+    shared_server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bare = shared_server.url.removeprefix("http://")  # 127.0.0.1:PORT, as people type it
+
+    code, _, err = run(["ls", "--server", bare, "--token", ADMIN_TOKEN], capsys)
+
+    assert code == 1
+    assert f"has no scheme: write it as http://{bare}" in err
+    assert "is the server running" not in err  # it is: the URL is what is wrong

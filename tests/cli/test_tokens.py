@@ -51,8 +51,9 @@ def test_cli_token_commands_go_through_the_named_server(
     code, out, err = run(["token", "create", "--role", "viewer", "--name", "cli-viewer"], capsys)
 
     assert code == 0, err
-    viewer = out.strip()
+    viewer = out.strip()  # alone on stdout; what it is goes to stderr
     assert viewer.startswith("tnr_")
+    created_note = " ".join(err.split())
     with shared_server.client(viewer) as client:
         client.list_experiments()  # the server knows it
     code, out, err = run(["token", "list"], capsys)
@@ -60,6 +61,8 @@ def test_cli_token_commands_go_through_the_named_server(
     assert "cli-viewer" in out and "viewer" in out and viewer not in out
     line = next(row for row in out.splitlines() if "cli-viewer" in row)
     token_id = line.split()[0]
+    assert f"made token {token_id}, a viewer token named 'cli-viewer'" in created_note
+    assert "shown only this once" in created_note
 
     code, out, err = run(["token", "revoke", token_id], capsys)
 

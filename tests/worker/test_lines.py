@@ -101,7 +101,7 @@ def test_lines_of_one_job_and_the_exit() -> None:
         "gpu 1: 2/3 started, resource 3→9 (rung 1) from its checkpoint; "
         "lr=0.01235 width=64 act=relu",
         "gpu 1: 2/3 waiting at rung 1 for a promotion [12s]",
-        "worker exits after 1 job (1 waiting): experiment 2 is over",
+        "worker exits after 1 job (1 reached their rung): experiment 2 is over",
     ]
 
 

@@ -22,6 +22,9 @@ from tuner.wire import JobOut
 FAILURE_LINES = 10
 #: Characters of the parameters shown in a job's start line.
 PARAMS_CHARS = 90
+#: An outcome's words in the exit line's counts: a job that ended "waiting" reached its rung
+#: (its trial may have been stopped or promoted since).
+SUMMARY_WORDS = {"waiting": "reached their rung", "completed": "completed a trial"}
 
 Write = Callable[[str, str], None]
 """``write(text, style)``: one line (or a failure's indented tail) to show; ``style`` is
@@ -188,7 +191,9 @@ class Lines:
     def agent_exits(self, why: str, *, error: bool = False) -> None:
         """The last line: why it leaves (``error``: on an error its caller shows)."""
         done = sum(self.outcomes.values())
-        counts = ", ".join(f"{n} {kind}" for kind, n in sorted(self.outcomes.items()))
+        counts = ", ".join(
+            f"{n} {SUMMARY_WORDS.get(kind, kind)}" for kind, n in sorted(self.outcomes.items())
+        )
         summary = f" after {done} job{'s' if done != 1 else ''} ({counts})" if done else ""
         self._say(f"worker exits{summary}" + (" on an error" if error else f": {why}"))
 

@@ -101,7 +101,8 @@ def submit(
         created = client.create_experiment(document)
     stdout.print(
         f"created experiment [bold]{created.id}[/] ({escape(created.name)}); "
-        f"follow it with `tuner show {created.id}` or at {server.rstrip('/')}/ui"
+        f"follow it with `tuner show {created.id}` or at "
+        f"{server.rstrip('/')}/ui/experiments/{created.id}"
     )
 
 
@@ -175,9 +176,17 @@ def show(
             "failures": failed.model_dump(mode="json") if failed is not None else None,
         })
         return
-    render_experiment(info, rungs, best, leader=ranked[0] if ranked else None)
+    ranked_ones = [trial for trial in best if trial.ranked_step is not None]  # the table's
+    render_experiment(info, rungs, ranked_ones, leader=ranked[0] if ranked else None)
     if failed is not None:
         render_failures(failed)
+
+
+def _word(state: str) -> str:
+    """A trial state as people read it ("waiting" for paused: tuner.domain.TrialState.word)."""
+    from tuner.domain import TrialState
+
+    return TrialState(state).word
 
 
 def _value(value: float | None) -> str:
@@ -205,7 +214,9 @@ def render_experiment(
     )
     if info.state_reason:
         stdout.print(f"[yellow]{escape(info.state_reason)}[/]")
-    states = ", ".join(f"{k} {v}" for k, v in sorted(info.progress.trials_by_state.items()))
+    states = ", ".join(
+        f"{_word(k)} {v}" for k, v in sorted(info.progress.trials_by_state.items())
+    )
     stdout.print(
         f"trials: {info.n_trials} ({states or 'none yet'}); resource used: {info.resource_used}"
     )
@@ -244,6 +255,11 @@ def render_experiment(
                 _value(rung.promotable_value),
             )
         stdout.print(table)
+        if any(rung.n_promoted > rung.top_k for rung in rungs.items):
+            stdout.print(
+                "(promoted may exceed top k: ASHA judges with the results at hand, and a "
+                "trial promoted while in the top k stays promoted when better ones arrive)"
+            )
     if best:
         table = Table(
             "trial", "state", "rung", "resource", "value (step)", "best at a rung", "params",
@@ -255,7 +271,7 @@ def render_experiment(
             )
             table.add_row(
                 trial_ref(trial.experiment_id, trial.number),
-                trial.state,
+                _word(trial.state),
                 str(trial.rung),
                 str(trial.resource),
                 ranked,
@@ -301,7 +317,7 @@ def render_trial(trial: TrialDetailOut) -> None:
     ref = trial_ref(trial.experiment_id, trial.number)
     rung = f"at rung {trial.rung}" if trial.rung >= 0 else "no rung reached yet"
     stdout.print(
-        f"[bold]trial {ref}[/]: [bold]{trial.state}[/], {rung}, resource {trial.resource} "
+        f"[bold]trial {ref}[/]: [bold]{_word(trial.state)}[/], {rung}, resource {trial.resource} "
         f"(bracket {trial.bracket}); retries {trial.retries}"
         + ("; stop requested" if trial.stop_requested else "")
     )

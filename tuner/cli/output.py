@@ -10,7 +10,9 @@ from rich.markup import escape
 
 from tuner.errors import AuthError, ClientError, ConfigError, Forbidden, NotFound, TunerError
 
-stdout = Console(highlight=False)
+# soft_wrap: a line longer than the terminal (or than 80 columns through a pipe) is not
+# broken in the middle of a command or a path that the user is told to copy.
+stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 

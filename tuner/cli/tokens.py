@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tuner.cli.options import DEFAULT_SERVER, TokenOpt, connect
-from tuner.cli.output import stdout
+from tuner.cli.output import stderr, stdout
 from tuner.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -123,10 +123,17 @@ def token_create(
 
         with _existing_database(local) as session:
             text = create_token(session, role, name)
+        about = f"a {role} token named {name!r}"
     else:
         with connect(server or DEFAULT_SERVER, token) as client:
-            text = client.create_token(role, name).token
-    typer.echo(text)
+            made = client.create_token(role, name)
+        text = made.token
+        about = (
+            f"token {made.id}, a {role} token named {made.name!r} "
+            f"(`tuner token revoke {made.id}` ends it)"
+        )
+    typer.echo(text)  # alone on stdout, for TOKEN=$(tuner token create ...)
+    stderr.print(f"made {escape(about)}; it is shown only this once: store it now")
 
 
 @token_app.command("list")

@@ -108,6 +108,11 @@ def route_hint(base_url: str, error: TunerError) -> TunerError:
 
 
 def unreachable_message(base_url: str, exc: Exception) -> str:
+    if "://" not in base_url:  # 127.0.0.1:8000: httpx cannot tell the protocol
+        return (
+            f"the server URL {base_url!r} has no scheme: write it as http://{base_url} "
+            "(or https://) in --server / TUNER_URL"
+        )
     return (
         f"cannot reach the tuner server at {base_url} ({type(exc).__name__}: {exc}); "
         "is the server running at that URL? start it with `tuner server`, or point "
@@ -179,7 +184,7 @@ class Transport:
                     timeout=timeout,
                 )
             except httpx.TransportError as exc:
-                if last:
+                if last or isinstance(exc, httpx.UnsupportedProtocol):  # no retry mends a URL
                     raise ClientError(unreachable_message(self.base_url, exc)) from None
                 log.debug("event=retry method=%s path=%s error=%r", method, path, exc)
             else:

@@ -58,7 +58,9 @@ def stop_trial(store: Store, trial_id: int, now: float) -> Trial:
     ctx = Context.load(store, trial.experiment_id, lock=True)
     trial = store.get_trial(trial_id)
     if trial.state.is_finished():
-        raise InvalidTransition(f"trial {trial.number} is already {trial.state}")
+        raise InvalidTransition(
+            f"trial {trial.experiment_id}/{trial.number} is already {trial.state}"
+        )
     if trial.state is TrialState.RUNNING:
         return store.update_trial(trial.id, now, stop_requested=True)
     job = store.active_job_of_trial(trial.id)

@@ -20,6 +20,7 @@ from rich.live import Live
 from rich.table import Table
 
 from tuner.client import Client, RetryPolicy
+from tuner.domain import TrialState
 from tuner.errors import ClientError, TunerError
 from tuner.quickstart.experiment import TRAIN_SCRIPT, Budget, experiment_document
 from tuner.wire import ExperimentOut
@@ -216,7 +217,7 @@ class Quickstart:
         table = Table(title=f"experiment {info.id}: {info.state}, {elapsed_s:.0f} s", box=None)
         states = ("pending", "running", "paused", "lost", "completed", "stopped", "failed")
         for state in states:
-            table.add_column(state, justify="right")
+            table.add_column(TrialState(state).word, justify="right")
         table.add_column("best accuracy (epoch)", justify="right")
         counts = info.progress.trials_by_state
         best = info.progress.best
@@ -243,8 +244,8 @@ class Quickstart:
         )
         if best.best_value is not None and best.best_value != best.ranked_value:
             self.console.print(
-                f"  its best seen was {best.best_value:.4f}, at another epoch; trials are "
-                "ranked by their value at the highest rung they reached"
+                f"  (its best at a lower rung was {best.best_value:.4f}; trials are ranked "
+                "by their value at the highest rung they reached)"
             )
         for name, value in best.params.items():
             shown = f"{value:.4g}" if isinstance(value, float) else str(value)
