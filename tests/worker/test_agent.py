@@ -451,6 +451,27 @@ def test_agent_shows_a_crashing_commands_last_lines_as_soon_as_it_fails(
     ), agents.output()[-500:]
 
 
+def test_agent_exit_when_done_leaves_when_the_service_pauses_its_experiment(
+    shared_server: Server, agents: Agents
+) -> None:
+    """A command that always fails: after ``pause_after_failures`` failed jobs the service
+    pauses the experiment, and a worker with --exit-when-done leaves (exit 1, saying why and
+    what to do) instead of waiting for a resume forever."""
+    doc = small_document(
+        name="agent-breaker", budget={"max_trials": 6}, lease_ttl_s=30, max_retries=0,
+        pause_after_failures=2,
+    )
+    with shared_server.client() as client:
+        experiment = client.submit(doc)
+        agent = agents.start(shared_server, experiment.id, "--exit-when-done", script=CRASH)
+        assert agent.wait(120) == 1, agents.output()
+        assert client.get_experiment(experiment.id).state == "paused"
+    out = " ".join(agents.output().split())
+    assert f"experiment {experiment.id} paused by the service: the last 2 jobs failed" in out, out
+    assert "start it again with the fixed command after " \
+        f"`tuner resume {experiment.id}`" in out, out
+
+
 def test_agent_quiet_on_gpus_sends_their_readings(
     shared_server: Server, agents: Agents, tmp_path: Path
 ) -> None:

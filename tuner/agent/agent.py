@@ -355,7 +355,16 @@ class Agent:
             self._states[experiment_id] = info.state
         if info.state == before:
             return
-        if info.state == "paused":
+        if info.state == "paused" and info.state_reason and self._leaves_on_failures():
+            # The service paused it: its jobs failed, and this worker's command is what
+            # fails. Waiting would keep a worker that only exits when the experiment is over
+            # waiting forever for a resume that needs a fixed command first.
+            self._die(
+                f"experiment {experiment_id} {info.state_reason}; this worker leaves "
+                "(--exit-when-done): start it again with the fixed command after "
+                f"`tuner resume {experiment_id}`"
+            )
+        elif info.state == "paused":
             why = info.state_reason or "paused by hand"
             self.lines.note(
                 f"experiment {experiment_id} {why}; the worker waits for it to resume "
@@ -363,6 +372,11 @@ class Agent:
             )
         elif info.state == "running":
             self.lines.note(f"experiment {experiment_id} is running again")
+
+    def _leaves_on_failures(self) -> bool:
+        """A worker for one experiment with ``--exit-when-done`` leaves when the service
+        pauses that experiment after a run of failed jobs (``pause_after_failures``)."""
+        return self.config.exit_when_done and self.config.experiment_id is not None
 
     def _run_command(self, job: JobOut, device: str | None) -> Outcome:
         checkpoint_dir = (
