@@ -527,6 +527,45 @@ def test_an_experiment_without_results_draws_no_empty_charts(
         tab.close()
 
 
+def test_the_trial_page_names_its_metric_and_what_it_trained(
+    browser: Any, seeded: Seeded
+) -> None:
+    experiment_id = driver.create_experiment(seeded.base, driver.asha_document("stopped-by-hand"))
+    job = driver.hold_one_job(seeded.base, experiment_id)  # one report, at step 1
+    number = job["trial_number"]
+    tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["desktop"])
+    try:
+        page = tab.open(f"/ui/experiments/{experiment_id}")
+        page.wait_for_function("() => document.querySelector('#curves-chart').layout")
+        exp_x = page.evaluate("() => document.querySelector('#curves-chart').layout.xaxis.type")
+        page = tab.open(f"/ui/experiments/{experiment_id}/trials/{number}")
+        assert page.inner_text("#trial-curve-note").startswith("1 report;")
+        layout = "() => document.querySelector('#trial-curve').layout"
+        assert page.evaluate(layout + ".yaxis.title.text") == "val_loss"
+        assert page.evaluate(layout + ".xaxis.type") == exp_x == "log"  # as the experiment's
+        assert page.inner_text("#decisions-cutoff") == "Cutoff (val_loss)"
+        assert "lower is better" in page.inner_text("#decisions-note")
+        with driver.client(seeded.base) as c:
+            c.post(f"/api/v1/experiments/{experiment_id}/trials/{number}/stop").raise_for_status()
+            r = c.post(f"/api/v1/jobs/{job['job_id']}/complete",
+                       json={"lease_token": job["lease_token"]})
+            assert r.status_code == 200, r.text
+            assert r.json()["reason"]["rule"] == "manual_stop"  # stopped at its job's end
+        trial = api(seeded, f"/api/v1/experiments/{experiment_id}/trials/{number}")
+        assert trial["state"] == "stopped" and trial["resource"] == 0
+        page = tab.open(f"/ui/experiments/{experiment_id}/trials/{number}")
+        page.wait_for_function("() => document.querySelector('#trial-state').textContent"
+                               " !== 'running'")
+        assert page.inner_text("#trial-curve-note").startswith("1 report;")
+        # `resource` counts completed jobs: the step it reported past it is said
+        assert page.inner_text("#fact-resource") == "0 (last report at step 1)"
+        assert "Resource completed" in page.inner_text("#trial-facts")
+        tab.shot("trial-stopped-by-hand-1280x800")
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
 def test_at_phone_width_the_key_columns_fit(browser: Any, seeded: Seeded) -> None:
     width, height = VIEWPORTS["phone"]
     tab = Tab(browser, seeded.base, driver.ADMIN, (width, height))

@@ -6,6 +6,20 @@
 const LIVE = new Set(["pending", "running", "paused", "lost"]);
 const ERROR_TAIL_LINES = 6;
 
+/* Plotly renders a small subset of HTML in its labels: escape names users typed. */
+function plotText(s) {
+  return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
+/* The experiment page's rule for its learning curves' x axis (charts.js isLogX): log when
+ * the top rung is at least 9 times the bottom one. */
+function isLogResource(config) {
+  const s = config.scheduler || {};
+  return s.max_resource / (s.min_resource || 1) >= 9;
+}
+
+function plural(n, word) { return T.fmtInt(n) + " " + word + (n === 1 ? "" : "s"); }
+
 function tailOf(text, lines) {
   const all = String(text || "").trimEnd().split("\n");
   return all.slice(-lines).join("\n");
@@ -49,7 +63,7 @@ document.addEventListener("DOMContentLoaded", () => T.start(async (main) => {
   const facts = {};
   const factList = el("dl", { className: "facts", id: "trial-facts" });
   for (const [k, label] of [["ranked", "Value at its highest rung"], ["step", "Step (rung)"],
-    ["best", "Best at any rung"], ["last", "Last value"], ["resource", "Resource trained"],
+    ["best", "Best at any rung"], ["last", "Last value"], ["resource", "Resource completed"],
     ["bracket", "Bracket"], ["checkpoint", "Checkpoint"], ["retries", "Retries"],
     ["created", "Created"], ["updated", "Updated"], ["ended", "Ended"]]) {
     facts[k] = el("dd", { id: "fact-" + k });
@@ -76,12 +90,13 @@ document.addEventListener("DOMContentLoaded", () => T.start(async (main) => {
   main.append(T.section("Rung values", "rungvalues", rungs.wrap));
 
   const decisions = T.tableOf(["#", "Decision", "Step", "Rule", "Rung", "Resource", "Rank",
-    "n", "Threshold", "Cutoff (loss)", "Note", "When"], { caption: "Decisions" });
+    "n", "Threshold", "Cutoff", "Note", "When"], { caption: "Decisions" });
   decisions.table.id = "decisions-table";
-  main.append(T.section("Decisions and their reasons", "decisions",
-    el("p", { className: "muted small" }, "Rank is 0-based (best first) among the n results of "
-      + "the rung; the threshold is how many of them go on; the cutoff is in loss units (lower "
-      + "is better). A failure's error is under Attempts."), decisions.wrap));
+  const cutoffHead = decisions.thead.rows[0].cells[9];
+  cutoffHead.id = "decisions-cutoff";
+  const decisionsNote = el("p", { className: "muted small", id: "decisions-note" });
+  main.append(T.section("Decisions and their reasons", "decisions", decisionsNote,
+    decisions.wrap));
 
   const outPre = el("pre", { className: "output", id: "trial-output", tabindex: "0",
     "aria-label": "Output tail" });
@@ -109,7 +124,12 @@ document.addEventListener("DOMContentLoaded", () => T.start(async (main) => {
     T.setText(facts.step, step === null ? "—" : T.fmtInt(step) + " (rung " + t.rung + ")");
     T.setText(facts.best, T.fmtValue(t.best_value));
     T.setText(facts.last, T.fmtValue(t.last_value, t.last_value_kind));
-    T.setText(facts.resource, T.fmtInt(t.resource));
+    // `resource` counts the trial's completed jobs only; a trial stopped during its first
+    // job has reported steps past it.
+    const steps = t.reports.filter((r) => r.superseded_by_job_id == null).map((r) => r.step);
+    const lastStep = steps.length ? Math.max(...steps) : null;
+    T.setText(facts.resource, T.fmtInt(t.resource) + (lastStep !== null && lastStep > t.resource
+      ? " (last report at step " + T.fmtInt(lastStep) + ")" : ""));
     T.setText(facts.bracket, t.bracket);
     const ck = t.checkpoint_step;
     T.setText(facts.checkpoint, t.checkpoint ? t.checkpoint + (ck !== undefined && ck !== null
@@ -120,7 +140,7 @@ document.addEventListener("DOMContentLoaded", () => T.start(async (main) => {
     T.setText(facts.ended, t.ended_at ? T.fmtTime(t.ended_at) : "—");
   }
 
-  async function drawCurve(t) {
+  async function drawCurve(t, config) {
     const current = t.reports.filter((r) => r.superseded_by_job_id == null);
     const replaced = t.reports.filter((r) => r.superseded_by_job_id != null);
     if (!t.reports.length) {  // no empty axes: say why there is no chart
@@ -154,9 +174,10 @@ document.addEventListener("DOMContentLoaded", () => T.start(async (main) => {
         hovertemplate: "rung at %{x}<br>value %{y}<extra></extra>" },
     ], { uirevision: "trial", height: 320, margin: { l: 56, r: 16, t: 8, b: 44 },
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", showlegend: false,
-      xaxis: { title: { text: "resource (step)" } }, yaxis: { title: { text: "value" } } },
+      xaxis: { title: { text: "resource (step)" }, type: isLogResource(config) ? "log" : "linear" },
+      yaxis: { title: { text: plotText(config.metric) } } },
     T.plotConfig);
-    T.setText(curveNote, current.length + " reports; yellow markers: the end of each job "
+    T.setText(curveNote, plural(current.length, "report") + "; yellow markers: the end of each job "
       + "(a rung)" + (replaced.length ? "; grey: " + replaced.length + " values a retry "
       + "reported again (superseded)." : "."));
   }
@@ -183,17 +204,21 @@ document.addEventListener("DOMContentLoaded", () => T.start(async (main) => {
     T.setChildren(attemptsList, items);
   }
 
-  function decisionValues(d, i) {
+  /* The cutoff as the scheduler stores it is a loss (lower is better: the value, negated
+   * for a metric to maximise); shown here in the metric's own direction. */
+  function decisionValues(d, i, config) {
     const r = d.reason || {};
+    const sign = config.mode === "max" ? -1 : 1;
     // A failure's note is its error: its last line here, the tail under Attempts.
     const note = r.rule === "job_failed" ? tailOf(r.note, 1) : (r.note || "");
     return [i + 1, d.kind, d.step === null ? "—" : d.step, r.rule || "—",
       r.rung ?? "—", r.resource ?? "—", r.rank ?? "—", r.n ?? "—", r.threshold ?? "—",
-      r.cutoff_loss === undefined || r.cutoff_loss === null ? "—" : T.fmtValue(r.cutoff_loss),
+      r.cutoff_loss === undefined || r.cutoff_loss === null ? "—"
+        : T.fmtValue(sign * r.cutoff_loss),
       note, T.fmtTime(d.created_at)];
   }
 
-  function fillTables(t, w) {
+  function fillTables(t, w, config) {
     T.patchRows(params.tbody, Object.entries(t.params), (p) => p[0], cells(2), (tr, p) => {
       T.setText(tr._c[0], p[0]);
       T.setText(tr._c[1], typeof p[1] === "number" ? T.fmtValue(p[1]) : JSON.stringify(p[1]));
@@ -206,7 +231,7 @@ document.addEventListener("DOMContentLoaded", () => T.start(async (main) => {
     if (!t.rung_values.length) T.emptyRow(rungs.tbody, 5, "No rung result yet.");
     const ds = t.decisions.map((d, i) => Object.assign({ i }, d));
     T.patchRows(decisions.tbody, ds, (d) => d.i, cells(12), (tr, d) => {
-      decisionValues(d, d.i).forEach((v, k) => T.setText(tr._c[k], v));
+      decisionValues(d, d.i, config).forEach((v, k) => T.setText(tr._c[k], v));
       tr._c[1].className = "decision-" + d.kind;
     });
     if (!ds.length) T.emptyRow(decisions.tbody, 12, "No decision yet.");
@@ -232,22 +257,30 @@ document.addEventListener("DOMContentLoaded", () => T.start(async (main) => {
     if (!w.items.length) T.emptyRow(workers.tbody, 5, "No registered worker ran this trial.");
   }
 
-  let expName = null;
+  let config = null;  // the experiment's document: its metric, mode and scheduler
   async function tick() {
     const t = await T.trialByNumber(eid, number);
     const [w, e] = await Promise.all([T.api("/ui/api/trials/" + t.id + "/workers"),
-      expName === null ? T.api("/api/v1/experiments/" + eid) : Promise.resolve(null)]);
-    if (e) { expName = e.name; T.setText(document.getElementById("trial-exp-name"), e.name); }
+      config === null ? T.api("/api/v1/experiments/" + eid) : Promise.resolve(null)]);
+    if (e) {
+      config = e.config;
+      T.setText(document.getElementById("trial-exp-name"), e.name);
+      T.setText(cutoffHead, "Cutoff (" + config.metric + ")");
+      T.setText(decisionsNote, "Rank is 0-based (best first) among the n results of the rung; "
+        + "the threshold is how many of them go on; the cutoff is the " + config.metric
+        + " a result had to reach to go on (" + (config.mode === "max" ? "higher" : "lower")
+        + " is better). A failure's error is under Attempts.");
+    }
     document.title = "experiment " + eid + " › trial " + number + " · tuner";
     T.setTrialBadge(stateBadge, t);
     stopBtn.hidden = !LIVE.has(t.state) || t.stop_requested;
     fillFacts(t);
     fillAttempts(t);
-    fillTables(t, w);
+    fillTables(t, w, config);
     const atBottom = outPre.scrollHeight - outPre.scrollTop - outPre.clientHeight < 24;
     T.setText(outPre, t.output_tail || "(no output received)");
     if (atBottom) outPre.scrollTop = outPre.scrollHeight;
-    await drawCurve(t);
+    await drawCurve(t, config);
     document.body.dataset.ready = "1";
   }
   poller = T.poll(tick);
