@@ -566,6 +566,31 @@ def test_the_trial_page_names_its_metric_and_what_it_trained(
         tab.close()
 
 
+def test_the_top_rung_has_no_one_waiting_and_no_value_to_beat(
+    browser: Any, seeded: Seeded
+) -> None:
+    top = driver.asha_document("x")["scheduler"]["max_resource"]
+    rungs = api(seeded, f"/api/v1/experiments/{seeded.finished}/rungs")["items"]
+    at_top = [r for r in rungs if r["resource"] == top]
+    assert at_top and at_top[0]["n_results"] > 0  # the run finished trials at the top
+    tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["desktop"])
+    try:
+        page = tab.open(f"/ui/experiments/{seeded.finished}")
+        rows = page.locator("#rungs-table tbody tr")
+        assert rows.count() == len(rungs)
+        for i, r in enumerate(rungs):
+            cells = [rows.nth(i).locator("td").nth(k).inner_text() for k in range(9)]
+            if r["resource"] == top:
+                assert cells[1] == f"{r['rung']} (top)"
+                assert cells[6] == cells[7] == cells[8] == "—", cells
+            else:
+                waiting = r["n_results"] - r["n_promoted"] - r["n_stopped"]
+                assert cells[6] == str(waiting) and cells[7] == str(r["top_k"]), cells
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
 def test_at_phone_width_the_key_columns_fit(browser: Any, seeded: Seeded) -> None:
     width, height = VIEWPORTS["phone"]
     tab = Tab(browser, seeded.base, driver.ADMIN, (width, height))

@@ -259,14 +259,19 @@ document.addEventListener("DOMContentLoaded", () => T.start(async (main) => {
     return Charts.importance(impDiv, imp);
   }
 
+  /* The top rung (resource R = max_resource) promotes nothing: its trials are done there,
+   * so it has no one waiting, no top ⌊n/η⌋ and no value to beat. */
   function fillRungRow(tr, r) {
     const c = tr._c;
-    T.setText(c[0], r.bracket); T.setText(c[1], r.rung); T.setText(c[2], T.fmtInt(r.resource));
+    const top = r.resource >= exp.config.scheduler.max_resource;
+    tr.classList.toggle("top-rung", top);
+    T.setText(c[0], r.bracket); T.setText(c[1], r.rung + (top ? " (top)" : ""));
+    T.setText(c[2], T.fmtInt(r.resource));
     T.setText(c[3], T.fmtInt(r.n_results)); T.setText(c[4], T.fmtInt(r.n_promoted));
     T.setText(c[5], T.fmtInt(r.n_stopped));
-    T.setText(c[6], T.fmtInt(r.n_results - r.n_promoted - r.n_stopped));
-    T.setText(c[7], r.top_k);
-    T.setText(c[8], r.top_k === 0 ? "—"
+    T.setText(c[6], top ? "—" : T.fmtInt(r.n_results - r.n_promoted - r.n_stopped));
+    T.setText(c[7], top ? "—" : r.top_k);
+    T.setText(c[8], top || r.top_k === 0 ? "—"
       : (r.promotable_value === null ? "non-finite" : T.fmtValue(r.promotable_value)));
   }
 
@@ -408,7 +413,7 @@ document.addEventListener("DOMContentLoaded", () => T.start(async (main) => {
     T.setText(rungsNote, "η = " + rg.eta + ", " + (rg.mode === "min" ? "lower" : "higher")
       + " is better. Value to beat: the ⌊n/η⌋-th best value of the rung (position ⌊n/η⌋−1 "
       + "sorted best first); a result must be at least this good to be in the top ⌊n/η⌋ and "
-      + "go on now. “—” while ⌊n/η⌋ = 0.");
+      + "go on now. “—” while ⌊n/η⌋ = 0, and at the top rung (its trials are done).");
 
     // One chart per frame, so that the browser paints in between.
     const frame = () => new Promise((resolve) => requestAnimationFrame(() => resolve()));
