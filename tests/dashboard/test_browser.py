@@ -591,6 +591,43 @@ def test_the_top_rung_has_no_one_waiting_and_no_value_to_beat(
         tab.close()
 
 
+AXIS_LABELS_CLEAR = """div => {
+  const box = div.getBoundingClientRect();
+  const ticks = Array.from(div.querySelectorAll('.xtick text'))
+    .map(t => t.getBoundingClientRect()).filter(r => r.width > 0);
+  const title = div.querySelector('.g-xtitle text').getBoundingClientRect();
+  const inside = ticks.every(r => r.left >= box.left - 1 && r.right <= box.right + 1
+    && r.bottom <= box.bottom + 1);
+  const aboveTitle = ticks.every(r => r.bottom <= title.top + 1);
+  const apart = ticks.every((r, i) => i === 0 || ticks[i - 1].right <= r.left + 1);
+  return {n: ticks.length, inside, aboveTitle, apart};
+}"""
+
+
+def test_at_phone_width_the_best_so_far_times_are_readable(browser: Any, seeded: Seeded) -> None:
+    tab = Tab(browser, seeded.base, driver.ADMIN, VIEWPORTS["phone"])
+    try:
+        page = tab.open(f"/ui/experiments/{seeded.finished}")
+        page.wait_for_function("() => document.querySelector('#best-so-far-chart').layout")
+        chart = page.locator("#best-so-far-chart")
+        chart.scroll_into_view_if_needed()
+        got = chart.evaluate(AXIS_LABELS_CLEAR)
+        # the ticks neither overlap each other nor the axis title, and none is clipped
+        assert got == {"n": got["n"], "inside": True, "aboveTitle": True, "apart": True}, got
+        assert got["n"] >= 2
+        ticks = chart.evaluate("d => Array.from(d.querySelectorAll('.xtick text'))"
+                               ".map(t => t.textContent)")
+        assert len(set(ticks)) == len(ticks), ticks  # no tick repeats another
+        assert page.evaluate("() => document.querySelector('#best-so-far-chart')"
+                             ".layout.xaxis.tickangle") == 0
+        title = chart.locator(".g-xtitle text").text_content() or ""
+        assert title.startswith("time (UTC)")
+        chart.screenshot(path=str(ARTIFACTS / "best-so-far-chart-390x844.png"))
+        assert tab.errors == []
+    finally:
+        tab.close()
+
+
 def test_at_phone_width_the_key_columns_fit(browser: Any, seeded: Seeded) -> None:
     width, height = VIEWPORTS["phone"]
     tab = Tab(browser, seeded.base, driver.ADMIN, (width, height))

@@ -98,6 +98,22 @@ const Charts = (() => {
     }
     const text = b.number.map((n, i) => "trial " + b.experiment_id + "/" + n + ", rung "
       + b.rung[i]).concat(ys.length ? ["(still the best)"] : []);
+    // Time ticks are short and upright (no rotated labels running into the axis title):
+    // the clock time on the ticks, the day in the title when the run fits in one day.
+    let timeTitle = "time (UTC)";
+    let tickformat;
+    if (overTime && xs.length) {
+      const first = new Date(xs[0]);
+      const span = new Date(xs[xs.length - 1]) - first;
+      if (span < 86400e3) {
+        tickformat = span < 60e3 ? "%H:%M:%S.%L" : span < 3600e3 ? "%H:%M:%S" : "%H:%M";
+        timeTitle += ", " + first.toISOString().slice(0, 10);
+      } else {
+        tickformat = "%b %-d";
+      }
+    }
+    const narrow = div.clientWidth < 520;
+    const nticks = narrow ? (tickformat && tickformat.endsWith("%L") ? 3 : 4) : undefined;
     return Plotly.react(div, [{
       type: "scatter", mode: "lines+markers", x: xs, y: ys, text, line: { shape: "hv",
         color: "#111827", width: 2 }, marker: { size: 6, color: "#facc15",
@@ -105,8 +121,9 @@ const Charts = (() => {
       hovertemplate: "%{y}<br>%{text}<extra></extra>",
     }], layout({
       uirevision: "best-" + (overTime ? "time" : "resource"), height: 260, showlegend: false,
-      xaxis: { title: { text: overTime ? "time (UTC)" : "resource spent (at rung results)" },
-        type: overTime ? "date" : "linear", zeroline: false },
+      xaxis: { title: { text: overTime ? timeTitle : "resource spent (at rung results)" },
+        type: overTime ? "date" : "linear", zeroline: false, tickformat, tickangle: 0,
+        nticks, automargin: true },
       yaxis: { title: { text: "best " + plotText(b.metric) }, zeroline: false },
     }), T.plotConfig);
   }
