@@ -304,10 +304,31 @@ def _spread(items: list[int], limit: int) -> list[int]:
     return [items[int(i * stride)] for i in range(limit)]
 
 
+def _log_ticks(low: float, high: float) -> list[float]:
+    """Round values between ``low`` and ``high`` for a log axis: the powers of ten, and 2x
+    and 5x them too when fewer than three powers of ten fall in the range."""
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    decades = [10.0 ** k for k in range(first, last + 1)]
+
+    def within(steps: tuple[float, ...]) -> list[float]:
+        return [d * m for d in decades for m in steps
+                if low <= d * m * (1 + 1e-9) and d * m <= high * (1 + 1e-9)]
+
+    ticks = within((1.0,))
+    if len(ticks) < 3:
+        ticks = within((1.0, 2.0, 5.0))
+    return ticks if len(ticks) >= 2 else [low, high]
+
+
+def _tick_text(value: float, integer: bool) -> str:
+    return str(round(value)) if integer else f"{value:g}"
+
+
 def parcoords(session: Session, experiment_id: int) -> dict[str, Any]:
     """Parameters against the value at each trial's highest rung, as Plotly ``parcoords``
     dimensions. Categoricals are mapped to their choice index with the choices as tick
-    labels; log-scale numbers are drawn on a log10 axis; inactive values are left out of
+    labels; log-scale numbers are drawn on a log10 axis whose ticks name round values
+    of the parameter (0.001, not -3); inactive values are left out of
     their axis' range (drawn at -1 on categoricals, at the axis minimum otherwise)."""
     config = experiment_config(session, experiment_id)
     top = _top_values(session, experiment_id)
@@ -344,8 +365,13 @@ def parcoords(session: Session, experiment_id: int) -> dict[str, Any]:
                 nums.append(math.log10(v) if log else float(v))
             else:
                 nums.append(low)
-        dims.append({"label": f"{name} (log10)" if log else name, "values": nums,
-                     "range": [low, high]})
+        dim: dict[str, Any] = {"label": f"{name} (log)" if log else name, "values": nums,
+                               "range": [low, high]}
+        if log:  # the axis is log10 of the value: its ticks name the values themselves
+            ticks = _log_ticks(float(param.low), float(param.high))
+            dim["tickvals"] = [math.log10(v) for v in ticks]
+            dim["ticktext"] = [_tick_text(v, isinstance(param, Int)) for v in ticks]
+        dims.append(dim)
     rung_vals = [float(top[t][0]) for t in ids]
     dims.append({
         "label": "rung reached", "values": rung_vals,

@@ -110,6 +110,19 @@ def test_every_page_loads_without_errors(browser: Any, seeded: Seeded, viewport:
         if viewport == "phone":  # the page fits; wide tables scroll inside their wrapper
             width = page.evaluate("() => document.documentElement.scrollWidth")
             assert width <= size[0] + 1
+        # parcoords: a log axis names its values; no two axis titles overlap
+        ticks = page.evaluate("() => Array.from(document.querySelectorAll("
+                              "'#parcoords-chart .tick text')).map(t => t.textContent)")
+        assert "0.001" in ticks and "-3" not in ticks, ticks
+        titles = page.evaluate("() => Array.from(document.querySelectorAll("
+                               "'#parcoords-chart .axis-title')).map(t => {"
+                               " const r = t.getBoundingClientRect();"
+                               " return [r.left, r.right, r.top, r.bottom]; })")
+        assert len(titles) == 5
+        for a, b in zip(titles, titles[1:], strict=False):
+            assert a[1] <= b[0] + 1 or a[3] <= b[2] + 1 or b[3] <= a[2] + 1, (a, b)
+        page.locator("#parcoords-chart").screenshot(
+            path=str(ARTIFACTS / f"parcoords-{size[0]}x{size[1]}.png"))
         tab.shot(f"experiment-{size[0]}x{size[1]}")
         page = tab.open(f"/ui/experiments/{seeded.running}")
         page.wait_for_function("() => document.querySelector('#curves-chart').data")

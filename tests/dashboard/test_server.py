@@ -100,12 +100,23 @@ def test_chart_data_answers_304_while_nothing_changed(seeded: Seeded) -> None:
 def test_parcoords_maps_categoricals_to_ticks(seeded: Seeded) -> None:
     pc = get(seeded, f"/ui/api/experiments/{seeded.finished}/parcoords").json()
     dims = {d["label"]: d for d in pc["dimensions"]}
-    assert set(dims) == {"lr (log10)", "layers", "optimizer", "rung reached", "val_loss"}
+    assert set(dims) == {"lr (log)", "layers", "optimizer", "rung reached", "val_loss"}
     opt = dims["optimizer"]
     assert opt["ticktext"] == ["sgd", "adam", "<script>alert(2)</script>"]
     assert set(opt["values"]) <= {0.0, 1.0, 2.0}
     assert pc["n"] == 15 and len(pc["color"]) == 15
-    assert all(-4 <= v <= 0 for v in dims["lr (log10)"]["values"])
+    assert all(-4 <= v <= 0 for v in dims["lr (log)"]["values"])
+    # a log axis is drawn at log10 of the value, its ticks say the values themselves
+    assert dims["lr (log)"]["ticktext"] == ["0.0001", "0.001", "0.01", "0.1", "1"]
+    assert dims["lr (log)"]["tickvals"] == pytest.approx([-4, -3, -2, -1, 0])
+
+
+def test_log_axis_ticks_are_round_values_of_the_parameter() -> None:
+    assert data._log_ticks(1e-4, 1.0) == pytest.approx([1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+    assert data._log_ticks(16, 1024) == pytest.approx([20, 50, 100, 200, 500, 1000])
+    assert data._log_ticks(3, 4) == [3, 4]  # no round value inside: the ends
+    assert [data._tick_text(v, True) for v in data._log_ticks(16, 1024)] == [
+        "20", "50", "100", "200", "500", "1000"]
 
 
 def test_importance_names_its_method_and_ranks_the_parameters(seeded: Seeded) -> None:

@@ -162,8 +162,11 @@ const Charts = (() => {
     const trace = { type: "parcoords", dimensions: dims,
       line: { color: pc.color, colorscale: "Viridis", reversescale: pc.mode === "min",
         showscale: true, colorbar: { title: { text: plotText(pc.metric) }, thickness: 12 } } };
+    // At phone width the axis titles would run into each other: they are turned.
+    const narrow = div.clientWidth < 600;
+    if (narrow) { trace.labelangle = -40; trace.labelside = "top"; }
     return Plotly.react(div, [trace], layout({ uirevision: "parcoords", height: 420,
-      margin: { l: 64, r: 48, t: 56, b: 24 } }), T.plotConfig);
+      margin: { l: 48, r: 48, t: narrow ? 96 : 56, b: 24 } }), T.plotConfig);
   }
 
   function importance(div, imp) {
