@@ -556,6 +556,7 @@ def test_the_trial_page_names_its_metric_and_what_it_trained(
         layout = "() => document.querySelector('#trial-curve').layout"
         assert page.evaluate(layout + ".yaxis.title.text") == "val_loss"
         assert page.evaluate(layout + ".xaxis.type") == exp_x == "log"  # as the experiment's
+        assert page.evaluate(layout + ".xaxis.tickvals") == [1, 3, 9, 27]  # its rungs
         assert page.inner_text("#decisions-cutoff") == "Cutoff (val_loss)"
         assert "lower is better" in page.inner_text("#decisions-note")
         with driver.client(seeded.base) as c:

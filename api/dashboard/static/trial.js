@@ -11,11 +11,25 @@ function plotText(s) {
   return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 }
 
-/* The experiment page's rule for its learning curves' x axis (charts.js isLogX): log when
- * the top rung is at least 9 times the bottom one. */
-function isLogResource(config) {
+/* The resource of each rung (tuner.schedulers.rungs.rung_levels): min_resource times eta
+ * to the k, below max_resource, then max_resource. */
+function rungLevels(config) {
   const s = config.scheduler || {};
-  return s.max_resource / (s.min_resource || 1) >= 9;
+  const levels = [];
+  for (let level = s.min_resource || 1; level < s.max_resource; level *= s.eta || 3) {
+    levels.push(level);
+  }
+  levels.push(s.max_resource);
+  return levels;
+}
+
+/* The experiment page's rule for its learning curves' x axis (charts.js isLogX): log when
+ * the top rung is at least 9 times the bottom one; ticks at the rungs. */
+function resourceAxis(config) {
+  const levels = rungLevels(config);
+  const log = levels.length > 1 && levels[levels.length - 1] / levels[0] >= 9;
+  return { title: { text: "resource (step)" }, type: log ? "log" : "linear",
+    tickvals: levels.length > 1 ? levels : undefined };
 }
 
 function plural(n, word) { return T.fmtInt(n) + " " + word + (n === 1 ? "" : "s"); }
@@ -174,7 +188,7 @@ document.addEventListener("DOMContentLoaded", () => T.start(async (main) => {
         hovertemplate: "rung at %{x}<br>value %{y}<extra></extra>" },
     ], { uirevision: "trial", height: 320, margin: { l: 56, r: 16, t: 8, b: 44 },
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)", showlegend: false,
-      xaxis: { title: { text: "resource (step)" }, type: isLogResource(config) ? "log" : "linear" },
+      xaxis: resourceAxis(config),
       yaxis: { title: { text: plotText(config.metric) } } },
     T.plotConfig);
     T.setText(curveNote, plural(current.length, "report") + "; yellow markers: the end of each job "
