@@ -146,13 +146,15 @@ def test_a_newcomers_first_hour(browser: Any, server: Server, tmp_path: Path) ->
     assert worker.returncode == 0, lines
     started = re.findall(rf"slot \d: {exp}/(\d+) started, resource (\d+)→(\d+)", lines)
     ended = re.findall(rf"slot \d: {exp}/(\d+) (completed|waiting at rung|stopped|released|"
-                       r"failed)", lines)
+                       r"ended as the worker left|failed)", lines)
     jobs = [
         job for t in api(server, f"/api/v1/experiments/{exp}/trials?limit=100")["items"]
         for job in api(server, f"/api/v1/experiments/{exp}/trials/{t['number']}")["jobs"]
         if job["state"] != "queued"
     ]
-    assert len(started) == len(jobs) == len(ended), lines  # one line each way per job
+    # One line each way per job; a job claimed at the SIGTERM is released unstarted, silently.
+    assert len(started) == len(ended), lines
+    assert len([j for j in jobs if j["state"] != "released"]) <= len(started) <= len(jobs), lines
     assert "worker exits" in lines and "Traceback" not in lines
 
     tab = Tab(browser, server.url, ADMIN_TOKEN, (1280, 800))

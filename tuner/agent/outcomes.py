@@ -78,7 +78,7 @@ def release(client: Client, job: JobOut) -> Outcome:
         client.release_job(job.job_id, job.lease_token)
     except (ConflictError, NotFound) as exc:
         log.info("event=release_refused job_id=%d detail=%s", job.job_id, exc.detail)
-        return Outcome("released", f"ended (the worker is leaving): {exc.detail}")
+        return Outcome("released", f"ended as the worker left ({exc.detail})")
     except TunerError as exc:
         log.warning("event=release_failed job_id=%d detail=%s", job.job_id, exc)
         return Outcome("released", f"ended (the worker is leaving), release not sent: {exc}")

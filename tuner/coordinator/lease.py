@@ -50,10 +50,24 @@ def job_for(store: Store, job_id: int, lease_token: str, step: int | None = None
 
 def require_live_lease(job: Job, now: float) -> None:
     if not lease_is_live(job, now):
-        raise LeaseExpired(
-            f"the lease of job {job.id} has ended ({job.state}); the trial goes to another "
-            "worker: stop training it"
-        )
+        raise ended_lease(job)
+
+
+#: Why a job's lease is no longer live, by the job's state (a leased job: its time ran out).
+_ENDED = {
+    JobState.DONE: "is done",
+    JobState.FAILED: "failed",
+    JobState.RELEASED: "was released; its trial is queued for another worker",
+    JobState.EXPIRED: "lost its lease; its trial is queued for another worker",
+    JobState.LEASED: "lost its lease (its time ran out); another worker will take its trial",
+    JobState.CANCELLED: "was cancelled with its experiment",
+}
+
+
+def ended_lease(job: Job) -> LeaseExpired:
+    """The refusal of a call on a job whose lease has ended, saying how it ended."""
+    how = _ENDED.get(job.state, f"has ended ({job.state})")
+    return LeaseExpired(f"job {job.id} {how}: stop training it")
 
 
 def held_job(store: Store, job_id: int, lease_token: str, now: float) -> Job:

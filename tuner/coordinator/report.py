@@ -17,6 +17,7 @@ from typing import Any
 
 from tuner.coordinator.lease import (
     CONTINUE,
+    ended_lease,
     job_for,
     require_live_lease,
     settled_decision,
@@ -30,7 +31,7 @@ from tuner.coordinator.outcomes import (
     record_result,
 )
 from tuner.domain import Decision, DecisionKind, Job, JobState, Report, Trial, to_loss
-from tuner.errors import ConflictError, DuplicateReport, LeaseExpired, OutOfRange
+from tuner.errors import ConflictError, DuplicateReport, OutOfRange
 from tuner.protocol import (
     ReportPlan,
     answers_repeat,
@@ -142,10 +143,7 @@ def _repeat(
     """The answer to a report of a step that ``job`` (or, for a stale token, a later job of
     the trial) stored already."""
     if not answers_repeat(job, now):
-        raise LeaseExpired(
-            f"the lease of job {job.id} has ended ({job.state}); the trial goes to another "
-            "worker: stop training it"
-        )
+        raise ended_lease(job)
     if same_value(existing.value, value):
         if lease_is_live(job, now) and not trial.state.is_finished():
             return CONTINUE
